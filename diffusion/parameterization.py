@@ -1,0 +1,91 @@
+"""What the network predicts (ε, v or x0), and the training loss (fix #2: v-prediction).
+
+Every conversion here takes ᾱ_t as a tensor that broadcasts against x (see
+`Schedule.alpha_bar_at`), and is exact at the end points where it is defined.
+"""
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .schedules import Schedule
+
+PREDICTION_TYPES = ("eps", "v", "x0")
+
+
+def check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction type {prediction_type!r}; choose one of {', '.join(PREDICTION_TYPES)}")
+
+
+def v_target(x0: Tensor, noise: Tensor, alpha_bar: Tensor) -> Tensor:
+    """Velocity target (paper §3.2): v_t = √ᾱ_t · ε − √(1 − ᾱ_t) · x0.
+
+    At zero terminal SNR (ᾱ_T = 0) this is v_T = −x0: the network must predict
+    the clean image from pure noise, which is what makes the last step learnable.
+    """
+    return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
+
+
+def prediction_target(x0: Tensor, noise: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
+    """The regression target for a parameterisation: ε, v_t (above) or x0."""
+    check_prediction_type(prediction_type)
+    if prediction_type == "eps":
+        return noise
+    if prediction_type == "v":
+        return v_target(x0, noise, alpha_bar)
+    return x0
+
+
+def predict_x0_eps(x_t: Tensor, model_output: Tensor, alpha_bar: Tensor, prediction_type: str) -> tuple[Tensor, Tensor]:
+    """Turn a model output at (x_t, t) into estimates (x̂0, ε̂), using x_t = √ᾱ·x0 + √(1−ᾱ)·ε.
+
+    v:   x̂0 = √ᾱ·x_t − √(1−ᾱ)·v̂,      ε̂ = √(1−ᾱ)·x_t + √ᾱ·v̂       (exact for all ᾱ ∈ [0, 1])
+    eps: x̂0 = (x_t − √(1−ᾱ)·ε̂) / √ᾱ                                (undefined at ᾱ = 0)
+    x0:  ε̂  = (x_t − √ᾱ·x̂0) / √(1−ᾱ)                               (undefined at ᾱ = 1)
+
+    At zero SNR x_t is pure noise and carries nothing about x0, so an ε-prediction
+    says nothing about the image there (paper §3.2); we refuse instead of returning inf.
+    """
+    check_prediction_type(prediction_type)
+    sqrt_ab, sqrt_one_minus_ab = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    if prediction_type == "v":
+        return sqrt_ab * x_t - sqrt_one_minus_ab * model_output, sqrt_one_minus_ab * x_t + sqrt_ab * model_output
+    if prediction_type == "eps":
+        if (alpha_bar == 0).any():
+            raise ValueError(
+                "epsilon-prediction cannot give x0 where alpha_bar = 0 (zero terminal SNR): "
+                "use v- or x0-prediction, or a schedule/spacing that never visits that timestep"
+            )
+        return (x_t - sqrt_one_minus_ab * model_output) / sqrt_ab, model_output
+    if (alpha_bar == 1).any():
+        raise ValueError("x0-prediction cannot give the noise where alpha_bar = 1 (no noise at all)")
+    return model_output, (x_t - sqrt_ab * model_output) / sqrt_one_minus_ab
+
+
+def diffusion_loss(
+    model: nn.Module,
+    x0: Tensor,
+    schedule: Schedule,
+    prediction_type: str,
+    labels: Tensor | None = None,
+    offset_noise: float = 0.0,
+    loss_weight: Tensor | None = None,
+) -> Tensor:
+    """Denoising loss (paper §3.2): L = E_{t, x0, ε} λ_t ‖target_t − f(x_t, t, c)‖², λ_t = 1 by default.
+
+    t ~ U{0, …, T−1} and ε ~ N(0, I) come from torch's global RNG, so a checkpoint that
+    saves that RNG state resumes bit-exactly. `offset_noise` = s adds s·N(0, I) per
+    (sample, channel) to ε: the earlier workaround for the brightness problem, kept as a baseline.
+    `loss_weight` is an optional λ of shape (T,).
+    """
+    check_prediction_type(prediction_type)
+    t = torch.randint(0, schedule.num_train_steps, (x0.shape[0],), device=x0.device)
+    noise = torch.randn_like(x0)
+    if offset_noise:
+        noise = noise + offset_noise * torch.randn(x0.shape[0], x0.shape[1], *[1] * (x0.ndim - 2), device=x0.device)
+    x_t = schedule.add_noise(x0, noise, t)
+    target = prediction_target(x0, noise, schedule.alpha_bar_at(t, x0), prediction_type)
+    per_sample = F.mse_loss(model(x_t, t, labels).float(), target, reduction="none").flatten(1).mean(1)
+    if loss_weight is not None:
+        per_sample = per_sample * loss_weight.to(per_sample)[t]
+    return per_sample.mean()

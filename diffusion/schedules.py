@@ -1,0 +1,109 @@
+"""Noise schedules: betas, ᾱ_t, and the paper's fix #1 (zero terminal SNR).
+
+Timesteps are 0-indexed, t = 0 … T-1, and ᾱ_t = ∏_{s<=t} (1 − β_s).
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+SCHEDULES = ("linear", "scaled_linear", "cosine")
+
+
+def make_betas(name: str, num_train_steps: int = 1000) -> Tensor:
+    """β_1 … β_T of a named variance-preserving schedule, float64.
+
+    linear:        DDPM (Ho et al. 2020), β linear from 1e-4 to 0.02.
+    scaled_linear: Stable Diffusion, β = linspace(√0.00085, √0.012, T)².
+    cosine:        Nichol & Dhariwal 2021, ᾱ(t) = cos²((t/T + s)/(1 + s) · π/2), s = 0.008,
+                   β_t = min(1 − ᾱ(t+1)/ᾱ(t), 0.999).
+    None of them reaches ᾱ_T = 0 (the cosine clip at 0.999 stops it): that is the flaw.
+    """
+    if num_train_steps < 2:
+        raise ValueError(f"num_train_steps must be at least 2, got {num_train_steps}")
+    T = num_train_steps
+    if name == "linear":
+        return torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
+    if name == "scaled_linear":
+        return torch.linspace(0.00085**0.5, 0.012**0.5, T, dtype=torch.float64) ** 2
+    if name == "cosine":
+        s = 0.008
+        steps = torch.arange(T + 1, dtype=torch.float64) / T
+        alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+    raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def check_betas(betas: Tensor) -> None:
+    """Refuse anything that is not a 1-D schedule with β in (0, 1], i.e. strictly decreasing ᾱ."""
+    if betas.ndim != 1 or len(betas) < 2:
+        raise ValueError(f"betas must be a 1-D tensor of at least 2 values, got shape {tuple(betas.shape)}")
+    if not torch.isfinite(betas).all() or (betas <= 0).any() or (betas > 1).any():
+        raise ValueError("betas must lie in (0, 1] so that alpha_bar strictly decreases")
+
+
+def enforce_zero_terminal_snr(betas: Tensor) -> Tensor:
+    """Rescale a schedule so that SNR(T) = 0 (paper §3.1, Algorithm 1).
+
+    With s_t = √ᾱ_t:  s'_t = (s_t − s_T) · s_1 / (s_1 − s_T), then ᾱ' = s'², α'_t = ᾱ'_t / ᾱ'_{t−1}
+    (a ratio, with α'_1 = ᾱ'_1) and β' = 1 − α'. The first ᾱ is kept, the last becomes exactly 0
+    (β_T = 1), so training sees pure noise at t = T, just as sampling starts from pure noise.
+    """
+    check_betas(betas)
+    betas = betas.to(torch.float64)
+    sqrt_alpha_bar = torch.cumprod(1 - betas, 0).sqrt()
+    first, last = sqrt_alpha_bar[0].clone(), sqrt_alpha_bar[-1].clone()
+    sqrt_alpha_bar = (sqrt_alpha_bar - last) * first / (first - last)
+    alpha_bar = sqrt_alpha_bar**2
+    alphas = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
+    return 1 - alphas
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """ᾱ_t and the quantities derived from it, for integer timesteps t ∈ [0, T)."""
+
+    betas: Tensor
+
+    def __post_init__(self) -> None:
+        check_betas(self.betas)
+        object.__setattr__(self, "betas", self.betas.to(torch.float64))
+        object.__setattr__(self, "alpha_bar", torch.cumprod(1 - self.betas, 0))
+
+    @property
+    def num_train_steps(self) -> int:
+        return len(self.betas)
+
+    @property
+    def sqrt_alpha_bar(self) -> Tensor:
+        return self.alpha_bar.sqrt()
+
+    @property
+    def sqrt_one_minus_alpha_bar(self) -> Tensor:
+        return (1 - self.alpha_bar).sqrt()
+
+    @property
+    def snr(self) -> Tensor:
+        """SNR(t) = ᾱ_t / (1 − ᾱ_t)."""
+        return self.alpha_bar / (1 - self.alpha_bar)
+
+    def alpha_bar_at(self, t: Tensor, like: Tensor) -> Tensor:
+        """ᾱ_t gathered for a batch of timesteps, shaped (B, 1, …, 1) to broadcast against `like`."""
+        if (t < 0).any() or (t >= self.num_train_steps).any():
+            raise ValueError(f"timesteps must lie in [0, {self.num_train_steps}), got {t.tolist()}")
+        alpha_bar = self.alpha_bar[t.cpu()].to(like.device, like.dtype)
+        return alpha_bar.view(-1, *[1] * (like.ndim - 1))
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """Forward process q(x_t | x0): x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε."""
+        alpha_bar = self.alpha_bar_at(t, x0)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+
+def make_schedule(name: str, num_train_steps: int = 1000, zero_snr: bool = False) -> Schedule:
+    """A named schedule, optionally rescaled to zero terminal SNR (fix #1)."""
+    betas = make_betas(name, num_train_steps)
+    if zero_snr:
+        betas = enforce_zero_terminal_snr(betas)
+    return Schedule(betas)

@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+from diffusion import PREDICTION_TYPES, diffusion_loss, make_schedule, predict_x0_eps, prediction_target, v_target
+
+# eps is undefined at alpha_bar = 0 and x0-prediction's noise at alpha_bar = 1: both refusals are tested below.
+DEFINED = [(p, ab) for p in PREDICTION_TYPES for ab in (0.0, 0.3, 0.9, 1.0) if (p, ab) not in {("eps", 0.0), ("x0", 1.0)}]
+
+
+@pytest.mark.parametrize("prediction_type, alpha_bar", DEFINED)
+def test_true_target_converts_back_to_the_true_x0_and_noise(prediction_type, alpha_bar):
+    x0, noise = torch.randn(3, 3, 4, 4, dtype=torch.float64), torch.randn(3, 3, 4, 4, dtype=torch.float64)
+    ab = torch.full((3, 1, 1, 1), alpha_bar, dtype=torch.float64)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    x0_hat, eps_hat = predict_x0_eps(x_t, prediction_target(x0, noise, ab, prediction_type), ab, prediction_type)
+    torch.testing.assert_close(x0_hat, x0)
+    torch.testing.assert_close(eps_hat, noise)
+
+
+def test_v_target_at_zero_snr_is_minus_x0():
+    x0, noise = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(v_target(x0, noise, torch.zeros(2, 1, 1, 1)), -x0)
+
+
+def test_v_target_at_no_noise_is_the_noise():
+    x0, noise = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(v_target(x0, noise, torch.ones(2, 1, 1, 1)), noise)
+
+
+def test_v_prediction_at_zero_snr_reads_x0_as_minus_v():
+    x_t, v = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    x0_hat, eps_hat = predict_x0_eps(x_t, v, torch.zeros(2, 1, 1, 1), "v")
+    torch.testing.assert_close(x0_hat, -v)
+    torch.testing.assert_close(eps_hat, x_t)
+
+
+def test_eps_prediction_at_zero_snr_raises_instead_of_returning_inf():
+    x_t = torch.randn(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="epsilon-prediction"):
+        predict_x0_eps(x_t, x_t, torch.zeros(2, 1, 1, 1), "eps")
+
+
+def test_x0_prediction_without_noise_raises_for_the_undefined_noise():
+    x_t = torch.randn(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="x0-prediction"):
+        predict_x0_eps(x_t, x_t, torch.ones(2, 1, 1, 1), "x0")
+
+
+def test_unknown_prediction_type_is_refused():
+    with pytest.raises(ValueError, match="unknown prediction type"):
+        prediction_target(torch.zeros(1), torch.zeros(1), torch.zeros(1), "score")
+
+
+class _Oracle(torch.nn.Module):
+    """Knows x0 and the noise the loss will draw; returns the exact target."""
+
+    def __init__(self, x0, schedule, prediction_type):
+        super().__init__()
+        self.x0, self.schedule, self.prediction_type = x0, schedule, prediction_type
+
+    def forward(self, x_t, t, labels):
+        ab = self.schedule.alpha_bar_at(t, x_t)
+        noise = (x_t - ab.sqrt() * self.x0) / (1 - ab).sqrt()
+        return prediction_target(self.x0, noise, ab, self.prediction_type)
+
+
+@pytest.mark.parametrize("prediction_type", ["v", "x0"])
+def test_loss_of_a_perfect_model_is_zero_even_at_zero_snr(prediction_type):
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    x0 = torch.randn(64, 3, 4, 4, dtype=torch.float64)
+    loss = diffusion_loss(_Oracle(x0, schedule, prediction_type), x0, schedule, prediction_type)
+    assert loss.item() < 1e-10
+
+
+def test_loss_weight_multiplies_each_timestep_term():
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    x0 = torch.randn(8, 3, 4, 4)
+    model = lambda x, t, c: torch.zeros_like(x)  # noqa: E731
+    torch.manual_seed(0)
+    plain = diffusion_loss(model, x0, schedule, "v")
+    torch.manual_seed(0)
+    doubled = diffusion_loss(model, x0, schedule, "v", loss_weight=torch.full((1000,), 2.0))
+    assert doubled.item() == pytest.approx(2 * plain.item(), rel=1e-6)
+
+
+def test_offset_noise_shifts_the_noise_per_sample_and_channel():
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    seen = []
+    x0 = torch.zeros(256, 3, 8, 8)
+
+    def record(x_t, t, labels):
+        seen.append(x_t / schedule.alpha_bar_at(t, x_t).sub(1).neg().sqrt())
+        return torch.zeros_like(x_t)
+
+    torch.manual_seed(0)
+    diffusion_loss(record, x0, schedule, "eps", offset_noise=0.5)
+    channel_means = seen[0].mean((2, 3))  # the noise's mean per (sample, channel)
+    assert channel_means.std().item() == pytest.approx(0.5, rel=0.15)

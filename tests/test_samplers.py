@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from diffusion import SPACINGS, ddim_step, get_timesteps, make_schedule, prediction_target, sample
+
+
+class Oracle(torch.nn.Module):
+    """Returns the exact target for one fixed x0, whatever x_t it is shown."""
+
+    def __init__(self, x0, schedule, prediction_type):
+        super().__init__()
+        self.x0, self.schedule, self.prediction_type = x0, schedule, prediction_type
+        self.calls = []
+
+    def forward(self, x_t, t, labels):
+        self.calls.append((x_t.shape[0], None if labels is None else labels.tolist()))
+        ab = self.schedule.alpha_bar_at(t, x_t)
+        x0 = self.x0[: x_t.shape[0]] if x_t.shape[0] <= len(self.x0) else torch.cat([self.x0, self.x0])
+        noise = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+        return prediction_target(x0, noise, ab, self.prediction_type)
+
+
+def _x0(n=4):
+    return torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+CASES = [("scaled_linear", True, "v"), ("scaled_linear", True, "x0"), ("scaled_linear", False, "eps"), ("linear", False, "v")]
+
+
+@pytest.mark.parametrize("steps", [1, 7, 30, 50])
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("name, zero_snr, prediction_type", CASES)
+def test_ddim_with_an_oracle_recovers_x0_for_every_spacing(name, zero_snr, prediction_type, spacing, steps):
+    schedule = make_schedule(name, zero_snr=zero_snr)
+    x0 = _x0()
+    model = Oracle(x0, schedule, prediction_type)
+    offset = 1 if spacing == "leading" else 0
+    timesteps = get_timesteps(1000, steps, spacing, offset)
+    out = sample(model, x0.shape, schedule, timesteps, prediction_type, generator=torch.Generator().manual_seed(0), progress=False)
+    torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
+    assert len(model.calls) == steps
+
+
+def test_ddim_with_eta_one_and_an_oracle_still_recovers_x0():
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    x0 = _x0()
+    out = sample(Oracle(x0, schedule, "v"), x0.shape, schedule, get_timesteps(1000, 30, "trailing"), "v",
+                 generator=torch.Generator().manual_seed(0), eta=1.0, progress=False)
+    torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
+
+
+def test_ddim_step_to_alpha_bar_one_returns_the_x0_estimate():
+    x_t, v = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    ab = torch.tensor(0.25)
+    torch.testing.assert_close(ddim_step(x_t, v, ab, 1.0, "v"), 0.5 * x_t - 0.75**0.5 * v)
+
+
+def test_ddim_step_with_eta_needs_noise():
+    x = torch.randn(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="noise"):
+        ddim_step(x, x, 0.5, 0.7, "v", eta=1.0)
+
+
+def test_sampling_eps_prediction_from_zero_snr_raises():
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    x0 = _x0()
+    with pytest.raises(ValueError, match="epsilon-prediction"):
+        sample(Oracle(x0, schedule, "eps"), x0.shape, schedule, get_timesteps(1000, 10, "trailing"), "eps", progress=False)
+
+
+def test_guided_sampling_runs_both_branches_in_one_batched_forward():
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    x0 = _x0(2)
+    model = Oracle(x0, schedule, "v")
+    sample(model, x0.shape, schedule, get_timesteps(1000, 5, "trailing"), "v", labels=torch.tensor([3, 1]),
+           guidance=5.0, rescale=0.7, progress=False)
+    assert model.calls == [(4, [3, 1, -1, -1])] * 5
+
+
+def test_unguided_sampling_runs_one_branch():
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    x0 = _x0(2)
+    model = Oracle(x0, schedule, "v")
+    sample(model, x0.shape, schedule, get_timesteps(1000, 5, "trailing"), "v", labels=torch.tensor([3, 1]), progress=False)
+    assert model.calls == [(2, [3, 1])] * 5
+
+
+def test_same_generator_seed_gives_the_same_samples():
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    model = lambda x, t, c: 0.5 * x  # noqa: E731
+    run = lambda: sample(model, (2, 3, 4, 4), schedule, get_timesteps(1000, 5, "trailing"), "v",  # noqa: E731
+                         generator=torch.Generator().manual_seed(7), eta=0.5, progress=False)
+    torch.testing.assert_close(run(), run(), atol=0, rtol=0)
+
+
+def test_samples_are_clamped_to_minus_one_one():
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    out = sample(lambda x, t, c: -10 * torch.ones_like(x), (2, 3, 4, 4), schedule, get_timesteps(1000, 3, "trailing"), "v", progress=False)
+    assert out.min() >= -1 and out.max() <= 1

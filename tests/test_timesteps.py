@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from diffusion import SPACINGS, get_timesteps
+
+
+def test_trailing_1000_50_matches_paper_table_2():
+    assert get_timesteps(1000, 50, "trailing").tolist() == list(range(999, 0, -20))
+
+
+def test_leading_with_offset_1_matches_stable_diffusion():
+    assert get_timesteps(1000, 50, "leading", offset=1).tolist() == list(range(981, 0, -20))
+
+
+def test_linspace_1000_5_covers_both_ends():
+    assert get_timesteps(1000, 5, "linspace").tolist() == [999, 749, 500, 250, 0]
+
+
+@pytest.mark.parametrize("steps", [1, 7, 25, 30, 50, 100, 333, 1000])
+def test_trailing_spacing_starts_at_the_last_training_step_for_any_step_count(steps):
+    assert get_timesteps(1000, steps, "trailing")[0].item() == 999
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("steps", [1, 7, 30, 50, 999, 1000])
+def test_every_spacing_gives_s_distinct_descending_int64_steps_in_range(spacing, steps):
+    if spacing == "leading" and steps == 1000:
+        steps = 999  # leading with S = T would need offset 0
+    timesteps = get_timesteps(1000, steps, spacing)
+    assert timesteps.dtype == torch.int64 and len(timesteps) == steps
+    assert (timesteps[1:] < timesteps[:-1]).all()
+    assert timesteps.min() >= 0 and timesteps.max() <= 999
+
+
+def test_leading_never_reaches_the_last_training_step():
+    assert get_timesteps(1000, 50, "leading", offset=1)[0].item() == 981
+
+
+@pytest.mark.parametrize("steps", [0, -3, 1001])
+def test_step_counts_outside_one_to_t_are_refused(steps):
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        get_timesteps(1000, steps, "trailing")
+
+
+def test_leading_offset_that_passes_the_last_step_is_refused():
+    with pytest.raises(ValueError, match="offset"):
+        get_timesteps(1000, 1000, "leading", offset=1)
+
+
+def test_unknown_spacing_is_refused():
+    with pytest.raises(ValueError, match="unknown spacing"):
+        get_timesteps(1000, 10, "uniform")

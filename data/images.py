@@ -1,0 +1,78 @@
+"""Real image datasets through torchvision, for a GPU box: CIFAR-10, CelebA, an image folder.
+
+Every dataset yields (image in [−1, 1], label) and names its classes in `.classes`
+(empty for CelebA, which is trained unconditionally).
+"""
+import pickle
+from pathlib import Path
+
+from torch.utils.data import Dataset
+from torchvision import datasets, transforms
+
+
+class CIFAR10Files(datasets.CIFAR10):
+    """torchvision's CIFAR-10 reader, checking that each batch file exists instead of its MD5.
+
+    The archive's checksum is still verified on download; dropping the per-file sums lets a
+    small set in the same pickled format load too, and a corrupt file still fails when read.
+    """
+
+    train_list = [[name, None] for name, _ in datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in datasets.CIFAR10.test_list]
+    meta = {**datasets.CIFAR10.meta, "md5": None}
+
+
+class CelebAFiles(datasets.CelebA):
+    """torchvision's CelebA reader, checking that the annotation files exist instead of their MD5."""
+
+    file_list = [(file_id, None, name) for file_id, _, name in datasets.CelebA.file_list]
+
+
+def _no_label(_) -> int:
+    return -1
+
+
+def _to_tensor(image_size: int, crop: int | None = None) -> transforms.Compose:
+    """Center-crop (to the short side, or `crop`), resize to image_size, scale to [−1, 1]."""
+    crop_step = [transforms.CenterCrop(crop)] if crop else []
+    return transforms.Compose(
+        crop_step + [
+            transforms.Resize(image_size, antialias=True),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize([0.5] * 3, [0.5] * 3),
+        ]
+    )
+
+
+def cifar10(data_dir: str, image_size: int = 32, download: bool = False) -> Dataset:
+    try:
+        return CIFAR10Files(data_dir, train=True, transform=_to_tensor(image_size), download=download)
+    except RuntimeError:
+        raise ValueError(
+            f"no CIFAR-10 batches in {Path(data_dir) / 'cifar-10-batches-py'}; pass --download on a machine that is online"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+        raise ValueError(f"a CIFAR-10 batch file in {data_dir} is corrupt ({type(e).__name__}: {e}); delete it and download again") from None
+
+
+def celeba(data_dir: str, image_size: int = 64, download: bool = False) -> Dataset:
+    try:
+        dataset = CelebAFiles(data_dir, split="train", transform=_to_tensor(image_size, crop=178),
+                              target_transform=_no_label, download=download)
+    except RuntimeError:
+        raise ValueError(f"no CelebA files in {Path(data_dir) / 'celeba'}; pass --download on a machine that is online") from None
+    except (OSError, ValueError, IndexError) as e:
+        raise ValueError(f"the CelebA annotation files in {data_dir} are unreadable ({e})") from None
+    dataset.classes = []
+    return dataset
+
+
+def image_folder(data_dir: str, image_size: int) -> Dataset:
+    """ImageFolder layout: one subfolder per class, whose names become the class labels."""
+    if not Path(data_dir).is_dir():
+        raise ValueError(f"image folder {data_dir} does not exist")
+    try:
+        return datasets.ImageFolder(data_dir, transform=_to_tensor(image_size))
+    except (FileNotFoundError, OSError) as e:
+        raise ValueError(f"no images found in {data_dir} ({e}); expected one subfolder of images per class") from None

@@ -1,0 +1,58 @@
+"""The embedded dataset: procedural 32×32 shapes whose brightness spans black to white.
+
+The small-scale stand-in for the paper's "solid black background" and "pure white"
+prompts. Every image is `b + c·tint·(m − mean(m))`, where m ∈ [0, 1] is the class's pattern,
+so its mean brightness is exactly b, drawn U(0, 1) independently of the class: the
+brightness distribution is known (uniform, std 1/√12 ≈ 0.289 in [0, 1]) and includes
+near-solid black and near-solid white images, whose contrast c ≤ min(b, 1 − b) must vanish.
+"""
+import math
+
+import torch
+from torch import Tensor
+from torch.utils.data import TensorDataset
+
+SHAPE_CLASSES = ("disc", "square", "stripes", "gradient")
+
+
+def _patterns(label: Tensor, size: int, g: torch.Generator) -> Tensor:
+    """m ∈ [0, 1] of shape (N, size, size) for each image's class, with random pose."""
+    n = len(label)
+    u = lambda *shape: torch.rand(n, *shape, generator=g)  # noqa: E731
+    coords = (torch.arange(size) + 0.5) / size
+    y, x = coords.view(1, size, 1), coords.view(1, 1, size)
+    cy, cx, extent = (0.25 + 0.5 * u(1, 1)), (0.25 + 0.5 * u(1, 1)), (0.15 + 0.2 * u(1, 1))
+    angle, phase = math.pi * u(1, 1), 2 * math.pi * u(1, 1)
+    along = x * angle.cos() + y * angle.sin()
+    # Edges are anti-aliased over about one pixel so that every class is a smooth function of its pose.
+    disc = (((extent - ((x - cx) ** 2 + (y - cy) ** 2).sqrt()) * size) + 0.5).clamp(0, 1)
+    square = (((extent - torch.maximum((x - cx).abs(), (y - cy).abs())) * size) + 0.5).clamp(0, 1)
+    stripes = 0.5 + 0.5 * torch.sin(2 * math.pi * along / (0.15 + 0.2 * u(1, 1)) + phase)
+    ramp = along - along.amin((1, 2), keepdim=True)
+    gradient = ramp / ramp.amax((1, 2), keepdim=True)
+    by_class = torch.stack([disc, square, stripes.expand(n, size, size), gradient])
+    return by_class[label, torch.arange(n)]
+
+
+def make_shapes(num_images: int, image_size: int = 32, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """Images (N, 3, S, S) in [−1, 1], labels (N,), and each image's brightness b ∈ [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    label = torch.randint(len(SHAPE_CLASSES), (num_images,), generator=g)
+    brightness = torch.rand(num_images, generator=g)
+    contrast = torch.minimum(brightness, 1 - brightness) * (0.6 + 0.4 * torch.rand(num_images, generator=g))
+    sign = torch.where(torch.rand(num_images, generator=g) < 0.5, -1.0, 1.0)  # light-on-dark or dark-on-light
+    tint = torch.rand(num_images, 3, generator=g)
+    tint = tint / tint.amax(1, keepdim=True)  # a random hue at full contrast in its strongest channel
+    m = _patterns(label, image_size, g)
+    m = m - m.mean((1, 2), keepdim=True)  # in [−1, 1], zero mean: the mean brightness stays b
+    scale = (contrast * sign).view(-1, 1, 1, 1) * tint.view(-1, 3, 1, 1)
+    images = brightness.view(-1, 1, 1, 1) + scale * m.unsqueeze(1)
+    return images.clamp(0, 1) * 2 - 1, label, brightness
+
+
+def shapes_dataset(num_images: int, image_size: int = 32, seed: int = 0) -> TensorDataset:
+    """`make_shapes` as a dataset of (image, label) pairs, with the class names in `.classes`."""
+    images, labels, _ = make_shapes(num_images, image_size, seed)
+    dataset = TensorDataset(images, labels)
+    dataset.classes = list(SHAPE_CLASSES)
+    return dataset

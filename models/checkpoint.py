@@ -1,0 +1,54 @@
+"""Checkpoints: written atomically, read without running any code.
+
+A checkpoint is a plain dict of tensors and Python values, saved with torch.save and loaded
+with `weights_only=True`, so a file that smuggles in a pickled object is refused.
+"""
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "zero-snr-diffusion/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, foreign or incompatible."""
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write to a temp file in the same folder, fsync it, then rename over `path`.
+
+    The rename is atomic, so a kill at any moment leaves either the old or the new
+    checkpoint, never half of one.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # makes the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The checkpoint at `path`, on the CPU; CheckpointError with one clear line otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} holds objects that a safe load refuses ({first_line[:160]})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"{path} is truncated or corrupt ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint written by this project's train.py")
+    return state

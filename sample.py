@@ -1,0 +1,122 @@
+"""Sample from a checkpoint written by train.py, with the paper's sampling-time fixes.
+
+    python sample.py runs/default/checkpoint.pt                                  # 25 trailing steps (fix #3)
+    python sample.py runs/default/checkpoint.pt --class disc --guidance 5       # rescaled CFG (fix #4)
+    python sample.py runs/default/checkpoint.pt --spacing leading --offset 1    # Stable Diffusion's steps
+
+Everything about the model (schedule, prediction type, size, classes) comes from the
+checkpoint; sampling uses its EMA weights. Prints the per-image brightness summary.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from cli import Parser, check_writable_dir, pick_device, run
+from diffusion import SPACINGS, get_timesteps, make_schedule, sample
+from experiments.metrics import brightness, summarize
+from models import UNet, UNetConfig
+from models.checkpoint import CheckpointError, load_checkpoint
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = Parser(description="Generate images from a train.py checkpoint with DDIM.")
+    arg = p.add_argument
+    arg("checkpoint", help="checkpoint.pt written by train.py")
+    arg("--num-steps", type=int, default=25, help="DDIM steps (default: 25)")
+    arg("--spacing", choices=SPACINGS, default="trailing", help="fix #3: which timesteps to visit (default: trailing)")
+    arg("--offset", type=int, default=None, help="added to leading timesteps; Stable Diffusion uses 1 (default: 1 for leading, else 0)")
+    arg("--guidance", type=float, default=1.0, help="classifier-free guidance weight w; 1 is no guidance (default: 1)")
+    arg("--guidance-rescale", type=float, default=0.7, help="fix #4: rescale phi in [0, 1]; 0 is plain CFG (default: 0.7)")
+    arg("--class", dest="class_", default=None, help="class name or index to generate; omitted: unconditional")
+    arg("--num-samples", type=int, default=64, help="how many images (default: 64)")
+    arg("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    arg("--seed", type=int, default=0, help="seed of the initial noise (default: 0)")
+    arg("--eta", type=float, default=0.0, help="DDIM eta: 0 is deterministic, 1 is DDPM-like (default: 0)")
+    arg("--out", default=None, help="grid PNG to write (default: grid.png next to the checkpoint)")
+    arg("--out-dir", default=None, help="also write one PNG per sample here, e.g. for FID tools")
+    arg("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
+    return p.parse_args(argv)
+
+
+def class_label(name: str, classes: list[str]) -> int:
+    """A class given by name or index, checked against the checkpoint's classes."""
+    if not classes:
+        raise ValueError("--class was given but this model is unconditional")
+    if name in classes:
+        return classes.index(name)
+    if name.lstrip("-").isdigit() and 0 <= int(name) < len(classes):
+        return int(name)
+    raise ValueError(f"unknown class {name!r}; this model knows {', '.join(classes)} (or 0-{len(classes) - 1})")
+
+
+def check_args(a: argparse.Namespace) -> None:
+    if a.num_samples < 1 or a.batch_size < 1:
+        raise ValueError("--num-samples and --batch-size must be positive")
+    if not 0 <= a.guidance_rescale <= 1:
+        raise ValueError(f"--guidance-rescale must be in [0, 1], got {a.guidance_rescale}")
+    if not 0 <= a.eta <= 1:
+        raise ValueError(f"--eta must be in [0, 1], got {a.eta}")
+    if a.guidance < 0:
+        raise ValueError(f"--guidance must be zero or positive, got {a.guidance}")
+
+
+def load_model(state: dict, path: str) -> UNet:
+    """The EMA weights of a train.py checkpoint, in eval mode."""
+    try:
+        model = UNet(UNetConfig(**state["model_config"]))
+        model.load_state_dict(state["ema"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path} does not hold a model this code can build ({type(e).__name__})") from None
+    return model.eval().requires_grad_(False)
+
+
+def main() -> int:
+    a = parse_args()
+    check_args(a)
+    state = load_checkpoint(a.checkpoint)
+    if "config" not in state or "model_config" not in state:
+        raise CheckpointError(f"{a.checkpoint} has no training config; it was not written by train.py")
+    config, classes = state["config"], state.get("classes", [])
+    label = class_label(a.class_, classes) if a.class_ is not None else None
+    if a.guidance != 1 and label is None:
+        raise ValueError("--guidance needs --class: guidance pushes toward a class")
+    offset = a.offset if a.offset is not None else (1 if a.spacing == "leading" else 0)
+    timesteps = get_timesteps(config["timesteps"], a.num_steps, a.spacing, offset)
+    schedule = make_schedule(config["schedule"], config["timesteps"], zero_snr=config["zero_snr"])
+    if config["prediction"] == "eps" and schedule.alpha_bar[timesteps[0]] == 0:
+        raise ValueError(f"this eps-prediction model cannot start at t={timesteps[0].item()} where the SNR is zero; "
+                         "use --spacing leading")
+    out = Path(a.out) if a.out else Path(a.checkpoint).parent / "grid.png"
+    check_writable_dir(str(out.parent))
+    if a.out_dir:
+        check_writable_dir(a.out_dir)
+
+    device = pick_device(a.device)
+    model = load_model(state, a.checkpoint).to(device)
+    size = model.config.image_size
+    generator = torch.Generator().manual_seed(a.seed)
+    chunks = []
+    for start in range(0, a.num_samples, a.batch_size):
+        n = min(a.batch_size, a.num_samples - start)
+        labels = torch.full((n,), label) if label is not None else None
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.no_grad()
+        with autocast:
+            chunks.append(sample(model, (n, 3, size, size), schedule, timesteps, config["prediction"], labels=labels,
+                                 guidance=a.guidance, rescale=a.guidance_rescale, generator=generator, eta=a.eta,
+                                 device=device).cpu())
+    images = (torch.cat(chunks) + 1) / 2
+    save_image(images, out, nrow=8)
+    if a.out_dir:
+        for i, image in enumerate(images):
+            save_image(image, Path(a.out_dir) / f"{i:06d}.png")
+    summary = summarize(brightness(images * 2 - 1))
+    print(f"wrote {out} ({a.num_samples} samples, step {state['step']}, {a.num_steps} {a.spacing} steps)")
+    print("brightness " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

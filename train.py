@@ -44,8 +44,8 @@ class TrainConfig:
     num_images: int = 10_000  # size of the embedded shapes dataset
     model: str = "cpu"
     class_cond: bool = True  # when the dataset has classes
-    batch_size: int = 64
-    steps: int = 1_200
+    batch_size: int = 32
+    steps: int = 900
     lr: float = 1e-3
     warmup: int = 100
     grad_clip: float = 1.0
@@ -64,8 +64,9 @@ class TrainConfig:
     log_every: int = 10
 
 
-# Flags that may differ between a run and its --resume: they change where and how long, not what is trained.
-RESUMABLE = {"steps", "device", "workers", "out", "ckpt_every", "log_every", "download", "data_dir"}
+# Flags that may differ between a run and its --resume: where and how long to train, and the step size
+# (lowered after a divergence). Anything else would silently train a different model.
+RESUMABLE = {"steps", "device", "workers", "out", "ckpt_every", "log_every", "download", "data_dir", "lr", "grad_clip"}
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -309,7 +310,7 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
             loss = diffusion_loss(ddp_model, x0, schedule, c.prediction, labels, offset_noise=c.offset_noise)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss.item()} at step {step + 1}; the last good checkpoint "
-                                   f"({out / CHECKPOINT}) is kept. Try a lower --lr or --grad-clip")
+                                   f"({out / CHECKPOINT}) is kept. Resume it with a lower --lr or --grad-clip")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if c.grad_clip:

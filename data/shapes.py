@@ -1,10 +1,12 @@
 """The embedded dataset: procedural 32×32 shapes whose brightness spans black to white.
 
 The small-scale stand-in for the paper's "solid black background" and "pure white"
-prompts. Every image is `b + c·tint·(m − mean(m))`, where m ∈ [0, 1] is the class's pattern,
-so its mean brightness is exactly b, drawn U(0, 1) independently of the class: the
+prompts. Every image is `b + c·tint·q` with q = ±(m − mean(m)), where m ∈ [0, 1] is the class's
+pattern, so its mean brightness is exactly b, drawn U(0, 1) independently of the class: the
 brightness distribution is known (uniform, std 1/√12 ≈ 0.289 in [0, 1]) and includes
-near-solid black and near-solid white images, whose contrast c ≤ min(b, 1 − b) must vanish.
+near-solid black and near-solid white images. The contrast c is as large as keeping every
+pixel in [0, 1] allows (scaled by U(0.6, 1)): a small bright disc can sit on a black image
+whose mean is still near 0, but an image with b → 0 or 1 must become nearly solid.
 """
 import math
 
@@ -39,14 +41,16 @@ def make_shapes(num_images: int, image_size: int = 32, seed: int = 0) -> tuple[T
     g = torch.Generator().manual_seed(seed)
     label = torch.randint(len(SHAPE_CLASSES), (num_images,), generator=g)
     brightness = torch.rand(num_images, generator=g)
-    contrast = torch.minimum(brightness, 1 - brightness) * (0.6 + 0.4 * torch.rand(num_images, generator=g))
     sign = torch.where(torch.rand(num_images, generator=g) < 0.5, -1.0, 1.0)  # light-on-dark or dark-on-light
     tint = torch.rand(num_images, 3, generator=g)
     tint = tint / tint.amax(1, keepdim=True)  # a random hue at full contrast in its strongest channel
-    m = _patterns(label, image_size, g)
-    m = m - m.mean((1, 2), keepdim=True)  # in [−1, 1], zero mean: the mean brightness stays b
-    scale = (contrast * sign).view(-1, 1, 1, 1) * tint.view(-1, 3, 1, 1)
-    images = brightness.view(-1, 1, 1, 1) + scale * m.unsqueeze(1)
+    q = sign.view(-1, 1, 1) * _patterns(label, image_size, g)
+    q = q - q.mean((1, 2), keepdim=True)  # zero mean: the mean brightness stays b
+    # The largest c with b + c·q in [0, 1] everywhere, then a random fraction of it.
+    below, above = (-q.amin((1, 2))).clamp(min=1e-6), q.amax((1, 2)).clamp(min=1e-6)
+    contrast = torch.minimum(brightness / below, (1 - brightness) / above).clamp(max=1.0)
+    contrast = contrast * (0.6 + 0.4 * torch.rand(num_images, generator=g))
+    images = brightness.view(-1, 1, 1, 1) + (contrast.view(-1, 1, 1) * q).unsqueeze(1) * tint.view(-1, 3, 1, 1)
     return images.clamp(0, 1) * 2 - 1, label, brightness
 
 

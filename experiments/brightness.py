@@ -1,0 +1,247 @@
+"""The paper's brightness experiment, at a size that runs on a laptop CPU.
+
+    python -m experiments.brightness --ideal-only      # closed-form denoiser rows, about a minute
+    python -m experiments.brightness                   # + four trained models (--preset cpu)
+    python -m experiments.brightness --preset cifar10  # the same pipeline at GPU sizes
+
+Claim under test (paper §3, Fig. 1): with a schedule whose terminal SNR is not zero and
+steps that skip the last timestep, generated images cannot be very dark or very bright;
+zero terminal SNR + v-prediction + trailing steps restores the data's brightness range.
+
+Two kinds of evidence, both on per-image mean brightness:
+1. the ideal denoiser of the data (diffusion/ideal.py): no training error, so any squeeze
+   of the brightness range comes from the schedule and the step spacing alone;
+2. trained models, same architecture, data, seed and budget: the baseline (scaled_linear,
+   ε), schedule-only (scaled_linear, v), fixed (zero SNR, v) and offset noise (baseline +
+   0.1); plus guidance rows on the fixed model, plain CFG against rescaled CFG.
+
+Every stage writes its result under --out and is skipped when run again, so the command is
+resumable and idempotent. Outputs: RESULTS.md, results.json, histograms.png, grids/.
+"""
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from cli import Parser, run
+from data import load_dataset
+from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample
+from experiments.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
+from models import UNet, UNetConfig
+from models.checkpoint import load_checkpoint
+from train import TrainConfig, train
+
+# A trained row counts as evidence only if its samples are about as smooth as the data:
+# above this ratio of high-frequency residuals it is still noise, and marked "not converged".
+HF_CONVERGED = 1.5
+
+
+@dataclass(frozen=True)
+class Preset:
+    dataset: str
+    image_size: int
+    model: str
+    num_samples: int  # per row, and the number of data images they are compared with
+    ideal_data: int  # images the ideal denoiser knows
+    train_steps: int
+    batch_size: int
+    lr: float
+    guidance: float  # a CFG weight high enough to over-expose
+    step_counts: tuple[int, ...] = (25, 100)
+    data_dir: str = "datasets"
+
+
+PRESETS = {
+    "tiny": Preset("shapes", 16, "tiny", num_samples=64, ideal_data=64, train_steps=4, batch_size=8, lr=1e-3,
+                   guidance=6.0, step_counts=(5,)),
+    "cpu": Preset("shapes", 16, "tiny", num_samples=1000, ideal_data=1000, train_steps=3000, batch_size=64, lr=2e-3,
+                  guidance=6.0),
+    "cifar10": Preset("cifar10", 32, "cifar10", num_samples=10_000, ideal_data=10_000, train_steps=200_000,
+                      batch_size=128, lr=2e-4, guidance=6.0),
+}
+
+# The trained rows: Stable Diffusion's recipe, then one change at a time.
+MODELS = {
+    "baseline": dict(zero_snr=False, prediction="eps"),
+    "schedule_only": dict(zero_snr=False, prediction="v"),
+    "fixed": dict(zero_snr=True, prediction="v"),
+    "offset_noise": dict(zero_snr=False, prediction="eps", offset_noise=0.1),
+}
+# The ideal rows: the baseline schedule against the fixed one (ε or v makes no difference to an exact model).
+IDEAL = {"ideal_baseline": dict(zero_snr=False, prediction="eps"), "ideal_fixed": dict(zero_snr=True, prediction="v")}
+SPACINGS = {"leading": 1, "trailing": 0}  # spacing -> offset; leading with offset 1 as Stable Diffusion
+
+
+def row_metrics(images: torch.Tensor, data: torch.Tensor) -> dict:
+    """The row's brightness summary against the data's, plus smoothness and clipping."""
+    b, b_data = brightness(images), brightness(data)
+    hf = hf_residual(images) / hf_residual(data)
+    return {**summarize(b), "spread_ratio": spread_ratio(b, b_data), "w1": wasserstein1(b, b_data), "hf_ratio": hf,
+            "clip_fraction": clip_fraction(images), "converged": hf < HF_CONVERGED, "brightness": b.tolist()}
+
+
+def run_row(out: Path, name: str, make_images, data: torch.Tensor, info: dict) -> dict:
+    """Compute a row once: its metrics are cached in rows/NAME.json and its grid in grids/NAME.png."""
+    path = out / "rows" / f"{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    tic = time.perf_counter()
+    images = make_images()
+    row = {"name": name, **info, **row_metrics(images, data), "seconds": time.perf_counter() - tic}
+    save_image((images[:64] + 1) / 2, out / "grids" / f"{name}.png", nrow=8)
+    path.write_text(json.dumps(row))
+    print(f"{name}: spread {row['spread_ratio']:.2f}, W1 {row['w1']:.3f}, HF x{row['hf_ratio']:.2f} ({row['seconds']:.0f}s)")
+    return row
+
+
+def sampler(model, schedule, prediction: str, spacing: str, steps: int, n: int, size: int, seed: int,
+            labels: torch.Tensor | None = None, guidance: float = 1.0, rescale: float = 0.0, batch: int = 500):
+    """A function that draws n samples in batches with a fixed seed: the same noise for every row."""
+    timesteps = get_timesteps(schedule.num_train_steps, steps, spacing, SPACINGS[spacing])
+
+    def draw() -> torch.Tensor:
+        generator, chunks = torch.Generator().manual_seed(seed), []
+        for start in range(0, n, batch):
+            k = min(batch, n - start)
+            chunk_labels = None if labels is None else labels[start:start + k]
+            chunks.append(sample(model, (k, 3, size, size), schedule, timesteps, prediction, labels=chunk_labels,
+                                 guidance=guidance, rescale=rescale, generator=generator, progress=False))
+        return torch.cat(chunks)
+
+    return draw
+
+
+def ideal_rows(out: Path, p: Preset, data: torch.Tensor, known: torch.Tensor, seed: int) -> list[dict]:
+    rows = []
+    for name, kind in IDEAL.items():
+        schedule = make_schedule("scaled_linear", zero_snr=kind["zero_snr"])
+        model = IdealDenoiser(known, schedule, kind["prediction"])
+        for spacing in SPACINGS:
+            for steps in p.step_counts:
+                draw = sampler(model, schedule, kind["prediction"], spacing, steps, p.num_samples, p.image_size, seed)
+                info = {"kind": "ideal", "model": name, "spacing": spacing, "steps": steps, **kind}
+                rows.append(run_row(out, f"{name}_{spacing}_{steps}", draw, data, info))
+    return rows
+
+
+def train_model(out: Path, p: Preset, name: str, seed: int) -> tuple[UNet, dict]:
+    """Train (or resume, or reuse) one model of the ablation; returns its EMA model and config."""
+    config = TrainConfig(dataset=p.dataset, data_dir=p.data_dir, image_size=p.image_size, model=p.model,
+                         batch_size=p.batch_size, steps=p.train_steps, lr=p.lr, seed=seed, out=str(out / "models" / name),
+                         ckpt_every=max(p.train_steps // 4, 1), schedule="scaled_linear", **MODELS[name])
+    path = Path(config.out) / "checkpoint.pt"
+    state = load_checkpoint(path) if path.exists() else None
+    if state is None or state["step"] < p.train_steps:
+        tic = time.perf_counter()
+        train(config, state)
+        print(f"trained {name} in {time.perf_counter() - tic:.0f}s")
+        state = load_checkpoint(path)
+    model = UNet(UNetConfig(**state["model_config"]))
+    model.load_state_dict(state["ema"])
+    return model.eval().requires_grad_(False), state["config"]
+
+
+def trained_rows(out: Path, p: Preset, data: torch.Tensor, seed: int) -> list[dict]:
+    rows = []
+    for name in MODELS:
+        model, config = train_model(out, p, name, seed)
+        schedule = make_schedule(config["schedule"], config["timesteps"], zero_snr=config["zero_snr"])
+        for spacing in SPACINGS:
+            for steps in p.step_counts:
+                draw = sampler(model, schedule, config["prediction"], spacing, steps, p.num_samples, p.image_size, seed)
+                info = {"kind": "trained", "model": name, "spacing": spacing, "steps": steps, **MODELS[name]}
+                rows.append(run_row(out, f"{name}_{spacing}_{steps}", draw, data, info))
+        if name == "fixed":
+            num_classes = model.config.num_classes
+            labels = torch.arange(p.num_samples) % num_classes
+            for rescale in (0.0, 0.7):
+                draw = sampler(model, schedule, "v", "trailing", p.step_counts[0], p.num_samples, p.image_size, seed,
+                               labels=labels, guidance=p.guidance, rescale=rescale)
+                info = {"kind": "guidance", "model": name, "spacing": "trailing", "steps": p.step_counts[0],
+                        "guidance": p.guidance, "rescale": rescale, **MODELS[name]}
+                rows.append(run_row(out, f"fixed_cfg{p.guidance:g}_rescale{rescale:g}", draw, data, info))
+    return rows
+
+
+def report(out: Path, p: Preset, data: torch.Tensor, rows: list[dict], seconds: float) -> None:
+    """results.json, RESULTS.md and (with matplotlib) histograms.png."""
+    data_row = {"name": "data", "kind": "data", **row_metrics(data, data)}
+    results = {"preset": asdict(p), "seconds": seconds, "data": data_row, "rows": rows}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    header = ("| row | kind | spacing | steps | mean | std | p5 | p95 | < 0.1 | > 0.9 | spread | W1 | HF ratio | clipped | status |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [header]
+    for r in [data_row] + rows:
+        status = "" if r["kind"] == "data" else ("ok" if r["converged"] else "not converged")
+        lines.append(f"| {r['name']} | {r['kind']} | {r.get('spacing', '')} | {r.get('steps', '')} | {r['mean']:.3f} | "
+                     f"{r['std']:.3f} | {r['p5']:.3f} | {r['p95']:.3f} | {r['frac_dark']:.3f} | {r['frac_bright']:.3f} | "
+                     f"{r['spread_ratio']:.2f} | {r['w1']:.3f} | {r['hf_ratio']:.2f} | {r['clip_fraction']:.3f} | {status} |")
+    (out / "RESULTS.md").write_text(
+        f"# Brightness experiment, preset `{p.dataset}`/{p.image_size}px, {p.num_samples} samples a row\n\n"
+        f"Per-image mean brightness in [0, 1]; spread = std(samples)/std(data); W1 against the data; HF ratio = "
+        f"high-frequency residual against the data's (> {HF_CONVERGED}: not converged, brightness not evidence). "
+        f"Wall time {seconds / 60:.1f} min.\n\n" + "\n".join(lines) + "\n")
+    plot_histograms(out / "histograms.png", data_row, rows)
+
+
+def plot_histograms(path: Path, data_row: dict, rows: list[dict]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: skipping histograms.png (pip install -e '.[figures]')")
+        return
+    cols = 4
+    fig, axes = plt.subplots((len(rows) + cols - 1) // cols, cols, figsize=(4 * cols, 2.2 * ((len(rows) + cols - 1) // cols)),
+                             squeeze=False, sharex=True)
+    bins = torch.linspace(0, 1, 41).tolist()
+    for ax, r in zip(axes.flat, rows):
+        ax.hist(data_row["brightness"], bins=bins, color="lightgray", label="data")
+        ax.hist(r["brightness"], bins=bins, histtype="step", color="C3" if not r["converged"] else "C0", lw=1.5)
+        ax.set_title(f"{r['name']} (spread {r['spread_ratio']:.2f})", fontsize=8)
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(rows):]:
+        ax.axis("off")
+    fig.supxlabel("per-image mean brightness (gray: data)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = Parser(description="Reproduce the paper's brightness experiment (ideal denoiser and trained models).")
+    parser.add_argument("--preset", choices=PRESETS, default="cpu", help="sizes: tiny (tests), cpu (default), cifar10 (GPU)")
+    parser.add_argument("--ideal-only", action="store_true", help="only the ideal-denoiser rows")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/brightness-PRESET)")
+    parser.add_argument("--data-dir", default=None, help="where cifar10 lives, for --preset cifar10")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data, training and sampling noise (default: 0)")
+    args = parser.parse_args()
+    p = PRESETS[args.preset]
+    if args.data_dir:
+        p = replace(p, data_dir=args.data_dir)
+    out = Path(args.out or f"runs/brightness-{args.preset}")
+    for sub in ("rows", "grids", "models"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+
+    tic = time.perf_counter()
+    dataset = load_dataset(p.dataset, p.data_dir, p.image_size, seed=args.seed,
+                           num_images=max(10_000, p.num_samples + p.ideal_data))
+    images = torch.stack([dataset[i][0] for i in range(p.num_samples + p.ideal_data)])
+    data, known = images[:p.num_samples], images[p.num_samples:]
+    rows = ideal_rows(out, p, data, known, args.seed)
+    if not args.ideal_only:
+        rows += trained_rows(out, p, data, args.seed)
+    report(out, p, data, rows, time.perf_counter() - tic)
+    print(f"wrote {out / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,53 @@
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "tiny", "--num-images", "64", "--batch-size", "8", "--log-every", "1"]
+
+
+def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run train.py or sample.py as a user would."""
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny model trained for 4 steps: the folder holding its checkpoint.pt."""
+    out = tmp_path_factory.mktemp("tiny_run")
+    result = run_script("train.py", *TINY, "--steps", "4", "--ckpt-every", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def write_cifar10(root: Path, per_batch: int = 4, seed: int = 0) -> Path:
+    """A tiny CIFAR-10 in its real on-disk format: pickled data_batch_1..5, test_batch, batches.meta."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"batch_label": name, "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, per_batch).tolist(), "filenames": [f"{i}.png" for i in range(per_batch)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": names, "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
+    return folder
+
+
+def write_image_folder(root: Path, classes=("cats", "dogs"), per_class: int = 3, size=(40, 30)) -> Path:
+    """A tiny ImageFolder: one subfolder of PNGs per class, not square, so cropping matters."""
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from data import SHAPE_CLASSES, load_dataset, make_shapes
+from tests.conftest import write_cifar10, write_image_folder
+
+
+def test_shapes_are_reproducible_from_the_seed():
+    a, b = make_shapes(32, seed=3), make_shapes(32, seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], make_shapes(32, seed=4)[0])
+
+
+def test_shapes_lie_in_minus_one_one_at_the_asked_size():
+    images, labels, _ = make_shapes(64, image_size=24)
+    assert images.shape == (64, 3, 24, 24)
+    assert images.min() >= -1 and images.max() <= 1
+    assert set(labels.tolist()) <= set(range(len(SHAPE_CLASSES)))
+
+
+def test_shape_brightness_is_each_image_mean():
+    images, _, brightness = make_shapes(256)
+    torch.testing.assert_close(((images + 1) / 2).mean((1, 2, 3)), brightness, atol=1e-5, rtol=0)
+
+
+def test_shape_brightness_spans_near_black_to_near_white_uniformly():
+    _, _, brightness = make_shapes(4000)
+    assert (brightness < 0.03).any() and (brightness > 0.97).any()
+    assert brightness.std().item() == pytest.approx(12**-0.5, rel=0.05)
+
+
+def test_shape_brightness_is_independent_of_class():
+    _, labels, brightness = make_shapes(8000)
+    means = [brightness[labels == k].mean().item() for k in range(len(SHAPE_CLASSES))]
+    assert max(means) - min(means) < 0.03
+
+
+def test_near_black_shapes_are_near_solid():
+    images, _, brightness = make_shapes(4000)
+    dark = images[brightness < 0.02]
+    assert ((dark + 1) / 2).amax((1, 2, 3)).max() < 0.04
+
+
+def test_cifar10_in_its_on_disk_format_loads_with_its_class_names(tmp_path):
+    write_cifar10(tmp_path)
+    dataset = load_dataset("cifar10", str(tmp_path))
+    image, label = dataset[0]
+    assert len(dataset) == 20 and image.shape == (3, 32, 32) and 0 <= label < 10
+    assert image.min() >= -1 and image.max() <= 1
+    assert dataset.classes[0] == "airplane"
+
+
+def test_missing_cifar10_says_how_to_get_it(tmp_path):
+    with pytest.raises(ValueError, match="--download"):
+        load_dataset("cifar10", str(tmp_path))
+
+
+def test_corrupt_cifar10_batch_is_named(tmp_path):
+    folder = write_cifar10(tmp_path)
+    (folder / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_dataset("cifar10", str(tmp_path))
+
+
+def test_image_folder_subfolders_become_classes_and_images_are_cropped_to_size(tmp_path):
+    write_image_folder(tmp_path)
+    dataset = load_dataset("folder", str(tmp_path), image_size=16)
+    assert dataset.classes == ["cats", "dogs"]
+    assert len(dataset) == 6 and dataset[0][0].shape == (3, 16, 16)
+
+
+def test_missing_image_folder_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_dataset("folder", str(tmp_path / "nope"), image_size=16)
+
+
+def test_unknown_dataset_is_refused():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("mnist")

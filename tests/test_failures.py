@@ -1,0 +1,176 @@
+"""What the scripts guarantee when runs are killed and inputs are wrong."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from models.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from tests.conftest import ROOT, TINY, run_script
+
+FAST = ["--model", "tiny", "--image-size", "16", "--num-images", "64", "--batch-size", "4", "--log-every", "1"]
+
+
+def _train(out, *args):
+    result = run_script("train.py", *FAST, "--out", str(out), *args)
+    assert result.returncode == 0, result.stderr
+    return torch.load(out / "checkpoint.pt", weights_only=True)
+
+
+def _assert_same_training_state(a, b):
+    assert a["step"] == b["step"]
+    for key in ("model", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs"
+    for i, s in a["optimizer"]["state"].items():
+        assert all(torch.equal(s[k], b["optimizer"]["state"][i][k]) for k in s)
+    assert torch.equal(a["rng"], b["rng"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """40 steps in one go: what every interrupted-and-resumed run must reproduce bit for bit."""
+    return _train(tmp_path_factory.mktemp("whole"), "--steps", "40", "--ckpt-every", "8")
+
+
+def test_resume_from_a_step_between_checkpoints_is_bit_exact(uninterrupted, tmp_path):
+    _train(tmp_path, "--steps", "13", "--ckpt-every", "8")  # the last checkpoint is at step 13, off the grid of 8
+    _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "40"), uninterrupted)
+
+
+def test_resume_from_a_checkpoint_boundary_is_bit_exact(uninterrupted, tmp_path):
+    _train(tmp_path, "--steps", "16", "--ckpt-every", "8")
+    _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "40"), uninterrupted)
+
+
+def _start(out, *args):
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *FAST, "--out", str(out), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def _wait_for_lines(path, n, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"training did not reach {n} logged steps")
+
+
+def test_sigterm_writes_a_checkpoint_exits_0_and_resumes_bit_exactly(uninterrupted, tmp_path):
+    proc = _start(tmp_path, "--steps", "40", "--ckpt-every", "1000")
+    _wait_for_lines(tmp_path / "metrics.jsonl", 5, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    stopped_at = load_checkpoint(tmp_path / "checkpoint.pt")["step"]
+    assert 5 <= stopped_at < 40
+    _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "40"), uninterrupted)
+
+
+def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path):
+    for delay in (1.5, 2.0, 2.5, 3.0):
+        proc = _start(tmp_path, "--steps", "100000", "--ckpt-every", "1", *(["--resume"] if delay > 1.5 else []))
+        if delay == 1.5:
+            _wait_for_lines(tmp_path / "metrics.jsonl", 1, proc)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] >= 1
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {_RunsCode.marker}",))
+
+
+def test_checkpoint_with_a_pickled_object_is_refused_without_running_it(tmp_path):
+    _RunsCode.marker = tmp_path / "code-ran"
+    torch.save({"format": FORMAT, "config": {}, "payload": _RunsCode()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refuses"):
+        load_checkpoint(tmp_path / "evil.pt")
+    result = run_script("sample.py", str(tmp_path / "evil.pt"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert not _RunsCode.marker.exists()
+
+
+def test_checkpoint_write_replaces_the_file_atomically(tmp_path):
+    save_checkpoint({"step": 1}, tmp_path / "c.pt")
+    save_checkpoint({"step": 2}, tmp_path / "c.pt")
+    assert load_checkpoint(tmp_path / "c.pt")["step"] == 2
+    assert os.listdir(tmp_path) == ["c.pt"]
+
+
+def test_a_diverging_run_names_the_step_and_exits_1(tmp_path):
+    result = run_script("train.py", *FAST, "--out", str(tmp_path), "--steps", "300", "--ckpt-every", "1",
+                        "--lr", "1e30", "--grad-clip", "0", "--warmup", "0")
+    assert result.returncode == 1, result.stderr
+    assert "at step" in result.stderr and "Traceback" not in result.stderr
+    step = int(result.stderr.split("at step ")[1].split(";")[0])
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == step - 1
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory):
+    """A good checkpoint and broken variants of it."""
+    root = tmp_path_factory.mktemp("bad")
+    good = _train(root / "good", "--steps", "1")
+    (root / "truncated.pt").write_bytes((root / "good" / "checkpoint.pt").read_bytes()[:5000])
+    torch.save({"weights": torch.zeros(3)}, root / "foreign.pt")
+    save_checkpoint({**good, "config": {**good["config"], "prediction": "eps"}}, root / "eps_zero_snr.pt")
+    save_checkpoint({**good, "model_config": {**good["model_config"], "base_channels": 8}}, root / "mismatched.pt")
+    (root / "a_file").write_text("")
+    shutil.copytree(root / "good", root / "resumable")
+    return root
+
+
+BAD_INPUTS = [
+    ("train.py", ["--steps", "0"], "--steps must be positive"),
+    ("train.py", ["--batch-size", "-4"], "--batch-size must be positive"),
+    ("train.py", ["--steps", "many"], "invalid int value"),
+    ("train.py", ["--lr", "0"], "--lr must be positive"),
+    ("train.py", ["--image-size", "30"], "multiple of 4"),
+    ("train.py", ["--dataset", "mnist"], "invalid choice"),
+    ("train.py", ["--dataset", "folder", "--data-dir", "{root}/nowhere"], "does not exist"),
+    ("train.py", ["--dataset", "cifar10", "--data-dir", "{root}"], "--download"),
+    ("train.py", ["--prediction", "eps"], "zero-SNR"),
+    ("train.py", ["--ema-decay", "1.5"], "--ema-decay"),
+    ("train.py", ["--label-dropout", "1"], "--label-dropout"),
+    ("train.py", ["--offset-noise", "-1"], "--offset-noise"),
+    ("train.py", ["--timesteps", "1"], "--timesteps"),
+    ("train.py", ["--device", "cuda"], "no CUDA GPU"),
+    ("train.py", ["--out", "{root}/a_file/run"], "cannot write"),
+    ("train.py", ["--out", "{root}/nothing_here", "--resume"], "no checkpoint"),
+    ("train.py", ["--out", "{root}/good"], "pass --resume"),
+    ("train.py", ["--out", "{root}/resumable", "--resume", "--prediction", "x0"], "trained differently"),
+    ("sample.py", ["{root}/missing.pt"], "no checkpoint"),
+    ("sample.py", ["{root}/truncated.pt"], "truncated or corrupt"),
+    ("sample.py", ["{root}/foreign.pt"], "not a checkpoint"),
+    ("sample.py", ["{root}/mismatched.pt"], "does not hold a model"),
+    ("sample.py", ["{root}/eps_zero_snr.pt"], "SNR is zero"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--num-steps", "0"], "num_inference_steps"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--num-steps", "1001"], "num_inference_steps"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--guidance-rescale", "1.5"], "--guidance-rescale"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--class", "hexagon"], "unknown class"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--class", "9"], "unknown class"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--guidance", "5"], "needs --class"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--spacing", "random"], "invalid choice"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--num-samples", "-1"], "--num-samples"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--out", "{root}/a_file/grid.png"], "cannot write"),
+]
+
+
+@pytest.mark.parametrize("script, args, message", BAD_INPUTS, ids=[f"{s}:{' '.join(a)}" for s, a, _ in BAD_INPUTS])
+def test_bad_input_ends_with_one_clear_line_and_exit_2(bad_checkpoints, tmp_path, script, args, message):
+    args = [a.format(root=bad_checkpoints) for a in args]
+    if script == "train.py" and "--out" not in args:
+        args += ["--out", str(tmp_path / "run")]
+    result = run_script(script, *(FAST if script == "train.py" else []), *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from models import UNet, unet_config
+
+
+def _params(preset, num_classes=0):
+    with torch.device("meta"):
+        model = UNet(unet_config(preset, 32, num_classes))
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_tiny_preset_has_under_0_2m_parameters():
+    assert _params("tiny") < 200_000
+
+
+def test_cifar10_preset_matches_ddpm_35_7m_parameters():
+    assert _params("cifar10") / 1e6 == pytest.approx(35.7, abs=0.1)
+
+
+@pytest.mark.parametrize("size", [16, 32, 48])
+def test_output_has_the_input_shape(size):
+    model = UNet(unet_config("tiny", size, 3))
+    x = torch.randn(2, 3, size, size)
+    assert model(x, torch.tensor([0, 999]), torch.tensor([0, 2])).shape == x.shape
+
+
+def test_label_minus_one_is_the_null_class_used_when_labels_are_missing():
+    model = UNet(unet_config("tiny", 16, 3))
+    for p in model.parameters():  # the zero-initialised layers would hide any difference
+        torch.nn.init.normal_(p, std=0.1)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([5, 500])
+    torch.testing.assert_close(model(x, t, torch.tensor([-1, -1])), model(x, t, None))
+    assert not torch.allclose(model(x, t, torch.tensor([0, 1])), model(x, t, None))
+
+
+def test_image_size_the_unet_cannot_halve_is_refused():
+    with pytest.raises(ValueError, match="multiple of 4"):
+        unet_config("cpu", 30)
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(ValueError, match="unknown model preset"):
+        unet_config("huge", 32)

@@ -46,7 +46,7 @@ class TrainConfig:
     class_cond: bool = True  # when the dataset has classes
     batch_size: int = 32
     steps: int = 900
-    lr: float = 1e-3
+    lr: float = 2e-3
     warmup: int = 100
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -283,8 +283,11 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
         }, out / CHECKPOINT)
         save_sample_grid(ema, schedule, c, out / f"samples_{step:06d}.png", device)
 
+    # The loader gets a generator of its own: by default it would draw its workers' seed from the
+    # global RNG, shifting the noise stream of a resumed run by one draw.
     loader = DataLoader(dataset, batch_sampler=StepBatches(len(dataset), c.batch_size, c.seed, step, rank, world),
-                        num_workers=c.workers, pin_memory=device.type == "cuda", persistent_workers=c.workers > 0)
+                        num_workers=c.workers, pin_memory=device.type == "cuda", persistent_workers=c.workers > 0,
+                        generator=torch.Generator().manual_seed(c.seed))
     if rank == 0:
         print(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {len(dataset)} "
               f"{c.dataset} images ({num_classes or 'no'} classes), {c.schedule}{' + zero SNR' if c.zero_snr else ''}, "

@@ -26,10 +26,12 @@ def _patterns(label: Tensor, size: int, g: torch.Generator) -> Tensor:
     cy, cx, extent = (0.25 + 0.5 * u(1, 1)), (0.25 + 0.5 * u(1, 1)), (0.15 + 0.2 * u(1, 1))
     angle, phase = math.pi * u(1, 1), 2 * math.pi * u(1, 1)
     along = x * angle.cos() + y * angle.sin()
-    # Edges are anti-aliased over about one pixel so that every class is a smooth function of its pose.
-    disc = (((extent - ((x - cx) ** 2 + (y - cy) ** 2).sqrt()) * size) + 0.5).clamp(0, 1)
-    square = (((extent - torch.maximum((x - cx).abs(), (y - cy).abs())) * size) + 0.5).clamp(0, 1)
-    stripes = 0.5 + 0.5 * torch.sin(2 * math.pi * along / (0.15 + 0.2 * u(1, 1)) + phase)
+    # Soft edges, a tenth of the image wide, and stripes no finer than a quarter of it: detail a
+    # small model on a CPU learns in minutes, so that what the experiments measure is brightness.
+    soft = 0.1
+    disc = ((extent - ((x - cx) ** 2 + (y - cy) ** 2).sqrt()) / soft + 0.5).clamp(0, 1)
+    square = ((extent - torch.maximum((x - cx).abs(), (y - cy).abs())) / soft + 0.5).clamp(0, 1)
+    stripes = 0.5 + 0.5 * torch.sin(2 * math.pi * along / (0.25 + 0.25 * u(1, 1)) + phase)
     ramp = along - along.amin((1, 2), keepdim=True)
     gradient = ramp / ramp.amax((1, 2), keepdim=True)
     by_class = torch.stack([disc, square, stripes.expand(n, size, size), gradient])

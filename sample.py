@@ -115,6 +115,8 @@ def main() -> int:
     summary = summarize(brightness(images * 2 - 1))
     print(f"wrote {out} ({a.num_samples} samples, step {state['step']}, {a.num_steps} {a.spacing} steps)")
     print("brightness " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
+    if "data_brightness" in state:
+        print("data brightness " + json.dumps({k: round(v, 4) for k, v in state["data_brightness"].items()}))
     return 0
 
 

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from cli import Parser, check_writable_dir, pick_device, run
 from data import DATASETS, DEFAULT_IMAGE_SIZE, load_dataset
 from diffusion import PREDICTION_TYPES, SCHEDULES, diffusion_loss, get_timesteps, make_schedule, sample
+from experiments.metrics import brightness, summarize
 from models import PRESETS, UNet, unet_config
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -44,8 +45,8 @@ class TrainConfig:
     num_images: int = 10_000  # size of the embedded shapes dataset
     model: str = "cpu"
     class_cond: bool = True  # when the dataset has classes
-    batch_size: int = 32
-    steps: int = 900
+    batch_size: int = 64
+    steps: int = 1_800
     lr: float = 2e-3
     warmup: int = 100
     grad_clip: float = 1.0
@@ -60,7 +61,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0
     out: str = "runs/default"
-    ckpt_every: int = 300
+    ckpt_every: int = 450
     log_every: int = 10
 
 
@@ -176,6 +177,12 @@ class StepBatches:
                 i, step = i + 1, step + 1
 
 
+def brightness_summary(dataset, seed: int, n: int = 1000) -> dict[str, float]:
+    """Per-image mean brightness of up to n training images: what sampling should reproduce."""
+    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    return summarize(brightness(torch.stack([dataset[i][0] for i in pick.tolist()])))
+
+
 def lr_at(step: int, c: TrainConfig) -> float:
     """Linear warmup to --lr, then constant (as DDPM): the rate never depends on --steps, so runs extend cleanly."""
     return c.lr * min(1.0, (step + 1) / max(c.warmup, 1))
@@ -249,6 +256,7 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
     dataset = load_dataset(c.dataset, c.data_dir, c.image_size or None, c.download, c.num_images, c.seed)
     if len(dataset) < c.batch_size:
         raise ValueError(f"the dataset has {len(dataset)} images, fewer than --batch-size {c.batch_size}")
+    data_brightness = brightness_summary(dataset, c.seed)
     num_classes = len(dataset.classes) if c.class_cond else 0
     if not num_classes:
         c.label_dropout = 0.0
@@ -278,7 +286,7 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
         save_checkpoint({
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
             "step": step, "rng": torch.get_rng_state(), "config": asdict(c), "model_config": model.config_dict(),
-            "classes": list(dataset.classes) if num_classes else [],
+            "classes": list(dataset.classes) if num_classes else [], "data_brightness": data_brightness,
             **({"cuda_rng": torch.cuda.get_rng_state()} if device.type == "cuda" else {}),
         }, out / CHECKPOINT)
         save_sample_grid(ema, schedule, c, out / f"samples_{step:06d}.png", device)
@@ -292,6 +300,7 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
         print(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {len(dataset)} "
               f"{c.dataset} images ({num_classes or 'no'} classes), {c.schedule}{' + zero SNR' if c.zero_snr else ''}, "
               f"{c.prediction}-prediction, {device}, from step {step} to {c.steps}")
+        print("data brightness " + json.dumps({k: round(v, 4) for k, v in data_brightness.items()}))
     stop = StopRequest()
     metrics = open_metrics(out / "metrics.jsonl", step) if rank == 0 else None
     bar = tqdm(total=c.steps, initial=step, disable=rank != 0, desc="train")

@@ -22,8 +22,9 @@ def test_sample_writes_a_valid_grid_and_prints_the_brightness_summary(tiny_run, 
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.size[0] > 32 and grid.mode == "RGB"
     assert len(list((tmp_path / "each").glob("*.png"))) == 6
-    summary = json.loads(result.stdout.split("brightness ", 1)[1])
-    assert set(summary) == {"mean", "std", "p5", "p95", "frac_dark", "frac_bright"}
+    lines = dict(line.split(" {", 1) for line in result.stdout.splitlines() if "brightness {" in line)
+    for name in ("brightness", "data brightness"):
+        assert set(json.loads("{" + lines[name])) == {"mean", "std", "p5", "p95", "frac_dark", "frac_bright"}
 
 
 def test_sample_with_a_class_and_rescaled_guidance_runs(tiny_run, tmp_path):

@@ -35,8 +35,13 @@ def test_label_minus_one_is_the_null_class_used_when_labels_are_missing():
 
 
 def test_image_size_the_unet_cannot_halve_is_refused():
-    with pytest.raises(ValueError, match="multiple of 4"):
-        unet_config("cpu", 30)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        unet_config("cpu", 28)  # 2x2 patches, then halved twice
+
+
+def test_patches_fold_into_channels_and_back_to_the_input_shape():
+    model = UNet(unet_config("cpu", 32, 4))
+    assert model.conv_in.in_channels == 12 and model(torch.randn(1, 3, 32, 32), torch.tensor([3])).shape == (1, 3, 32, 32)
 
 
 def test_unknown_preset_is_refused():

@@ -1,0 +1,65 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _run_preset(preset, out, *args):
+    return subprocess.run([sys.executable, "-m", "experiments.brightness", "--preset", preset, "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def _run(out, *args):
+    return _run_preset("tiny", out, *args)
+
+
+@pytest.fixture(scope="module")
+def tiny_experiment(tmp_path_factory):
+    out = tmp_path_factory.mktemp("brightness")
+    result = _run(out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_experiment_writes_results_table_json_and_a_grid_per_row(tiny_experiment):
+    results = json.loads((tiny_experiment / "results.json").read_text())
+    names = [r["name"] for r in results["rows"]]
+    assert "ideal_baseline_leading_5" in names and "fixed_trailing_5" in names and "offset_noise_leading_5" in names
+    assert {r["kind"] for r in results["rows"]} == {"ideal", "trained", "guidance"}
+    assert all((tiny_experiment / "grids" / f"{n}.png").is_file() for n in names)
+    table = (tiny_experiment / "RESULTS.md").read_text()
+    assert all(f"| {n} |" in table for n in names)
+
+
+def test_every_row_reports_the_brightness_metrics(tiny_experiment):
+    rows = json.loads((tiny_experiment / "results.json").read_text())["rows"]
+    for key in ("mean", "std", "p5", "p95", "frac_dark", "frac_bright", "spread_ratio", "w1", "hf_ratio", "clip_fraction"):
+        assert all(isinstance(r[key], float) for r in rows), key
+    assert all(len(r["brightness"]) == 64 for r in rows)
+
+
+def test_guidance_rows_compare_plain_and_rescaled_cfg(tiny_experiment):
+    rows = json.loads((tiny_experiment / "results.json").read_text())["rows"]
+    assert sorted(r["rescale"] for r in rows if r["kind"] == "guidance") == [0.0, 0.7]
+
+
+def test_running_again_redoes_no_finished_stage(tiny_experiment):
+    before = {p: p.stat().st_mtime_ns for p in tiny_experiment.rglob("*") if p.suffix in (".pt", ".png") or p.parent.name == "rows"}
+    result = _run(tiny_experiment)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trained" not in result.stdout and "spread" not in result.stdout
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.parent.name != tiny_experiment.name)
+
+
+@pytest.mark.slow
+def test_ideal_rows_at_the_cpu_preset_squeeze_the_baseline_and_not_the_fix(tmp_path):
+    result = _run_preset("cpu", tmp_path, "--ideal-only")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {r["name"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+    for steps in (25, 100):
+        assert rows[f"ideal_baseline_leading_{steps}"]["spread_ratio"] < 0.75
+        assert rows[f"ideal_fixed_trailing_{steps}"]["spread_ratio"] > 0.83
+        assert rows[f"ideal_fixed_trailing_{steps}"]["frac_dark"] > rows[f"ideal_baseline_leading_{steps}"]["frac_dark"]

@@ -1,8 +1,9 @@
-"""What train.py and sample.py share: one-line errors with exit status 2, and device choice."""
+"""What train.py and sample.py share: one-line errors with exit status 2, device choice, autocast."""
 import argparse
 import os
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -40,6 +41,11 @@ def pick_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("--device mps was asked but MPS is not available")
     return device
+
+
+def autocast(device: torch.device) -> AbstractContextManager:
+    """bf16 autocast on CUDA, where it halves memory and time; full precision elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def check_writable_dir(path: str) -> None:

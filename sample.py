@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from cli import Parser, check_writable_dir, pick_device, run
+from cli import Parser, autocast, check_writable_dir, pick_device, run
 from diffusion import SPACINGS, get_timesteps, make_schedule, sample
 from experiments.metrics import brightness, summarize
 from models import UNet, UNetConfig
@@ -102,8 +102,7 @@ def main() -> int:
     for start in range(0, a.num_samples, a.batch_size):
         n = min(a.batch_size, a.num_samples - start)
         labels = torch.full((n,), label) if label is not None else None
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.no_grad()
-        with autocast:
+        with autocast(device):
             chunks.append(sample(model, (n, 3, size, size), schedule, timesteps, config["prediction"], labels=labels,
                                  guidance=a.guidance, rescale=a.guidance_rescale, generator=generator, eta=a.eta,
                                  device=device).cpu())

@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from cli import Parser, check_writable_dir, pick_device, run
+from cli import Parser, autocast, check_writable_dir, pick_device, run
 from data import DATASETS, DEFAULT_IMAGE_SIZE, load_dataset
 from diffusion import PREDICTION_TYPES, SCHEDULES, diffusion_loss, get_timesteps, make_schedule, sample
 from experiments.metrics import brightness, summarize
@@ -208,10 +207,6 @@ def save_sample_grid(ema: UNet, schedule, c: TrainConfig, path: Path, device: to
         images = sample(ema, (rows * 8, 3, size, size), schedule, timesteps, c.prediction, labels=labels,
                         generator=torch.Generator().manual_seed(c.seed), device=device, progress=False)
     save_image((images + 1) / 2, path, nrow=8)
-
-
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 class StopRequest:

@@ -18,7 +18,6 @@ Two kinds of evidence, both on per-image mean brightness:
 Every stage writes its result under --out and is skipped when run again, so the command is
 resumable and idempotent. Outputs: RESULTS.md, results.json, histograms.png, grids/.
 """
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass, replace

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from tests.conftest import ROOT, TINY, run_script
+from tests.conftest import ROOT, run_script
 
 FAST = ["--model", "tiny", "--image-size", "16", "--num-images", "64", "--batch-size", "4", "--log-every", "1"]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from cli import Parser, run
+from cli import Parser, autocast, pick_device, run
 from data import load_dataset
 from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample
 from experiments.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
@@ -99,31 +99,34 @@ def run_row(out: Path, name: str, make_images, data: torch.Tensor, info: dict) -
     return row
 
 
-def sampler(model, schedule, prediction: str, spacing: str, steps: int, n: int, size: int, seed: int,
+def sampler(model, schedule, prediction: str, spacing: str, steps: int, p: Preset, seed: int, device: torch.device,
             labels: torch.Tensor | None = None, guidance: float = 1.0, rescale: float = 0.0, batch: int = 500):
-    """A function that draws n samples in batches with a fixed seed: the same noise for every row."""
+    """A function that draws the preset's number of samples with a fixed seed: the same noise for every row."""
     timesteps = get_timesteps(schedule.num_train_steps, steps, spacing, SPACINGS[spacing])
+    model = model.to(device)
 
     def draw() -> torch.Tensor:
         generator, chunks = torch.Generator().manual_seed(seed), []
-        for start in range(0, n, batch):
-            k = min(batch, n - start)
+        for start in range(0, p.num_samples, batch):
+            k = min(batch, p.num_samples - start)
             chunk_labels = None if labels is None else labels[start:start + k]
-            chunks.append(sample(model, (k, 3, size, size), schedule, timesteps, prediction, labels=chunk_labels,
-                                 guidance=guidance, rescale=rescale, generator=generator, progress=False))
+            with autocast(device):
+                chunks.append(sample(model, (k, 3, p.image_size, p.image_size), schedule, timesteps, prediction,
+                                     labels=chunk_labels, guidance=guidance, rescale=rescale, generator=generator,
+                                     device=device, progress=False).cpu())
         return torch.cat(chunks)
 
     return draw
 
 
-def ideal_rows(out: Path, p: Preset, data: torch.Tensor, known: torch.Tensor, seed: int) -> list[dict]:
+def ideal_rows(out: Path, p: Preset, data: torch.Tensor, known: torch.Tensor, seed: int, device: torch.device) -> list[dict]:
     rows = []
     for name, kind in IDEAL.items():
         schedule = make_schedule("scaled_linear", zero_snr=kind["zero_snr"])
         model = IdealDenoiser(known, schedule, kind["prediction"])
         for spacing in SPACINGS:
             for steps in p.step_counts:
-                draw = sampler(model, schedule, kind["prediction"], spacing, steps, p.num_samples, p.image_size, seed)
+                draw = sampler(model, schedule, kind["prediction"], spacing, steps, p, seed, device)
                 info = {"kind": "ideal", "model": name, "spacing": spacing, "steps": steps, **kind}
                 rows.append(run_row(out, f"{name}_{spacing}_{steps}", draw, data, info))
     return rows
@@ -146,21 +149,21 @@ def train_model(out: Path, p: Preset, name: str, seed: int) -> tuple[UNet, dict]
     return model.eval().requires_grad_(False), state["config"]
 
 
-def trained_rows(out: Path, p: Preset, data: torch.Tensor, seed: int) -> list[dict]:
+def trained_rows(out: Path, p: Preset, data: torch.Tensor, seed: int, device: torch.device) -> list[dict]:
     rows = []
     for name in MODELS:
         model, config = train_model(out, p, name, seed)
         schedule = make_schedule(config["schedule"], config["timesteps"], zero_snr=config["zero_snr"])
         for spacing in SPACINGS:
             for steps in p.step_counts:
-                draw = sampler(model, schedule, config["prediction"], spacing, steps, p.num_samples, p.image_size, seed)
+                draw = sampler(model, schedule, config["prediction"], spacing, steps, p, seed, device)
                 info = {"kind": "trained", "model": name, "spacing": spacing, "steps": steps, **MODELS[name]}
                 rows.append(run_row(out, f"{name}_{spacing}_{steps}", draw, data, info))
         if name == "fixed":
             num_classes = model.config.num_classes
             labels = torch.arange(p.num_samples) % num_classes
             for rescale in (0.0, 0.7):
-                draw = sampler(model, schedule, "v", "trailing", p.step_counts[0], p.num_samples, p.image_size, seed,
+                draw = sampler(model, schedule, "v", "trailing", p.step_counts[0], p, seed, device,
                                labels=labels, guidance=p.guidance, rescale=rescale)
                 info = {"kind": "guidance", "model": name, "spacing": "trailing", "steps": p.step_counts[0],
                         "guidance": p.guidance, "rescale": rescale, **MODELS[name]}
@@ -236,9 +239,10 @@ def main() -> int:
                            num_images=max(10_000, p.num_samples + p.ideal_data))
     images = torch.stack([dataset[i][0] for i in range(p.num_samples + p.ideal_data)])
     data, known = images[:p.num_samples], images[p.num_samples:]
-    rows = ideal_rows(out, p, data, known, args.seed)
+    device = pick_device("auto")
+    rows = ideal_rows(out, p, data, known, args.seed, device)
     if not args.ideal_only:
-        rows += trained_rows(out, p, data, args.seed)
+        rows += trained_rows(out, p, data, args.seed, device)
     report(out, p, data, rows, time.perf_counter() - tic)
     print(f"wrote {out / 'RESULTS.md'}")
     return 0

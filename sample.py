@@ -8,7 +8,6 @@ Everything about the model (schedule, prediction type, size, classes) comes from
 checkpoint; sampling uses its EMA weights. Prints the per-image brightness summary.
 """
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -16,9 +15,9 @@ from torchvision.utils import save_image
 
 from cli import Parser, autocast, check_writable_dir, pick_device, run
 from diffusion import SPACINGS, get_timesteps, make_schedule, sample
-from experiments.metrics import brightness, summarize
+from experiments.metrics import brightness, summarize, summary_line
 from models import UNet, UNetConfig
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CheckpointError, load_training_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,9 +75,7 @@ def load_model(state: dict, path: str) -> UNet:
 def main() -> int:
     a = parse_args()
     check_args(a)
-    state = load_checkpoint(a.checkpoint)
-    if "config" not in state or "model_config" not in state:
-        raise CheckpointError(f"{a.checkpoint} has no training config; it was not written by train.py")
+    state = load_training_checkpoint(a.checkpoint)
     config, classes = state["config"], state.get("classes", [])
     label = class_label(a.class_, classes) if a.class_ is not None else None
     if a.guidance != 1 and label is None:
@@ -113,9 +110,9 @@ def main() -> int:
             save_image(image, Path(a.out_dir) / f"{i:06d}.png")
     summary = summarize(brightness(images * 2 - 1))
     print(f"wrote {out} ({a.num_samples} samples, step {state['step']}, {a.num_steps} {a.spacing} steps)")
-    print("brightness " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
+    print(summary_line("brightness", summary))
     if "data_brightness" in state:
-        print("data brightness " + json.dumps({k: round(v, 4) for k, v in state["data_brightness"].items()}))
+        print(summary_line("data brightness", state["data_brightness"]))
     return 0
 
 

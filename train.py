@@ -30,9 +30,9 @@ from tqdm.auto import tqdm
 from cli import Parser, autocast, check_writable_dir, pick_device, run
 from data import DATASETS, DEFAULT_IMAGE_SIZE, load_dataset
 from diffusion import PREDICTION_TYPES, SCHEDULES, diffusion_loss, get_timesteps, make_schedule, sample
-from experiments.metrics import brightness, summarize
+from experiments.metrics import brightness, summarize, summary_line
 from models import PRESETS, UNet, unet_config
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.checkpoint import CheckpointError, load_training_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -295,7 +295,7 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
         print(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {len(dataset)} "
               f"{c.dataset} images ({num_classes or 'no'} classes), {c.schedule}{' + zero SNR' if c.zero_snr else ''}, "
               f"{c.prediction}-prediction, {device}, from step {step} to {c.steps}")
-        print("data brightness " + json.dumps({k: round(v, 4) for k, v in data_brightness.items()}))
+        print(summary_line("data brightness", data_brightness))
     stop = StopRequest()
     metrics = open_metrics(out / "metrics.jsonl", step) if rank == 0 else None
     bar = tqdm(total=c.steps, initial=step, disable=rank != 0, desc="train")
@@ -354,9 +354,7 @@ def main() -> int:
     out = Path(given.get("out", TrainConfig.out))
     state = None
     if resume:
-        state = load_checkpoint(out / CHECKPOINT)
-        if "config" not in state or "model_config" not in state:
-            raise CheckpointError(f"{out / CHECKPOINT} has no training config; it was not written by train.py")
+        state = load_training_checkpoint(out / CHECKPOINT)
     elif (out / CHECKPOINT).exists():
         raise ValueError(f"{out / CHECKPOINT} exists; pass --resume to continue it, or choose another --out")
     config = resolve_config(given, state["config"] if state else None)

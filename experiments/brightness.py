@@ -31,7 +31,7 @@ from data import load_dataset
 from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample
 from experiments.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
 from models import UNet, UNetConfig
-from models.checkpoint import load_checkpoint
+from models.checkpoint import load_training_checkpoint
 from train import TrainConfig, train
 
 # A trained row counts as evidence only if its samples are about as smooth as the data: at twice
@@ -138,12 +138,12 @@ def train_model(out: Path, p: Preset, name: str, seed: int) -> tuple[UNet, dict]
                          batch_size=p.batch_size, steps=p.train_steps, lr=p.lr, seed=seed, out=str(out / "models" / name),
                          ckpt_every=max(p.train_steps // 4, 1), schedule="scaled_linear", **MODELS[name])
     path = Path(config.out) / "checkpoint.pt"
-    state = load_checkpoint(path) if path.exists() else None
+    state = load_training_checkpoint(path) if path.exists() else None
     if state is None or state["step"] < p.train_steps:
         tic = time.perf_counter()
         train(config, state)
         print(f"trained {name} in {time.perf_counter() - tic:.0f}s")
-        state = load_checkpoint(path)
+        state = load_training_checkpoint(path)
     model = UNet(UNetConfig(**state["model_config"]))
     model.load_state_dict(state["ema"])
     return model.eval().requires_grad_(False), state["config"]

@@ -1,4 +1,6 @@
 """Brightness metrics of the paper's experiment, on per-image mean brightness in [0, 1]."""
+import json
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,6 +22,11 @@ def summarize(b: Tensor) -> dict[str, float]:
         "frac_dark": (b < 0.1).double().mean().item(),
         "frac_bright": (b > 0.9).double().mean().item(),
     }
+
+
+def summary_line(label: str, summary: dict[str, float]) -> str:
+    """`label {"mean": …, …}` rounded to 4 places: one line a script prints and a test can parse."""
+    return f"{label} " + json.dumps({k: round(v, 4) for k, v in summary.items()})
 
 
 def spread_ratio(samples: Tensor, data: Tensor) -> float:

@@ -52,3 +52,11 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint written by this project's train.py")
     return state
+
+
+def load_training_checkpoint(path: str | Path) -> dict:
+    """A checkpoint that train.py wrote: weights plus the training and model configs."""
+    state = load_checkpoint(path)
+    if "config" not in state or "model_config" not in state:
+        raise CheckpointError(f"{path} has no training config; it was not written by train.py")
+    return state

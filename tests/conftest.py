@@ -51,3 +51,26 @@ def write_image_folder(root: Path, classes=("cats", "dogs"), per_class: int = 3,
             pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / name / f"{i}.png")
     return root
+
+
+def write_celeba(root: Path, n: int = 4) -> Path:
+    """A tiny CelebA in its real on-disk format: aligned JPEGs and the five annotation files."""
+    folder = root / "celeba"
+    (folder / "img_align_celeba").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"{i:06d}.jpg" for i in range(1, n + 1)]
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)).save(folder / "img_align_celeba" / name)
+    attributes = [f"attr_{k}" for k in range(40)]
+    landmarks = ["lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
+                 "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y"]
+    files = {
+        "list_eval_partition.txt": [f"{name} 0" for name in names],
+        "identity_CelebA.txt": [f"{name} {i}" for i, name in enumerate(names)],
+        "list_bbox_celeba.txt": [str(n), "image_id x_1 y_1 width height"] + [f"{name} 95 71 226 313" for name in names],
+        "list_landmarks_align_celeba.txt": [str(n), " ".join(landmarks)] + [f"{name} " + " ".join(["70"] * 10) for name in names],
+        "list_attr_celeba.txt": [str(n), " ".join(attributes)] + [f"{name} " + " ".join(["-1", "1"] * 20) for name in names],
+    }
+    for filename, lines in files.items():
+        (folder / filename).write_text("\n".join(lines) + "\n")
+    return folder

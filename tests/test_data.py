@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from data import SHAPE_CLASSES, load_dataset, make_shapes
-from tests.conftest import write_cifar10, write_image_folder
+from tests.conftest import write_celeba, write_cifar10, write_image_folder
 
 
 def test_shapes_are_reproducible_from_the_seed():
@@ -73,6 +73,18 @@ def test_image_folder_subfolders_become_classes_and_images_are_cropped_to_size(t
 def test_missing_image_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_dataset("folder", str(tmp_path / "nope"), image_size=16)
+
+
+def test_celeba_in_its_on_disk_format_loads_cropped_and_unlabelled(tmp_path):
+    write_celeba(tmp_path)
+    dataset = load_dataset("celeba", str(tmp_path))
+    image, label = dataset[0]
+    assert len(dataset) == 4 and image.shape == (3, 64, 64) and label == -1 and dataset.classes == []
+
+
+def test_missing_celeba_says_how_to_get_it(tmp_path):
+    with pytest.raises(ValueError, match="--download"):
+        load_dataset("celeba", str(tmp_path))
 
 
 def test_unknown_dataset_is_refused():

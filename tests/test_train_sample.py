@@ -4,7 +4,7 @@ import json
 import torch
 from PIL import Image
 
-from tests.conftest import TINY, run_script, write_cifar10, write_image_folder
+from tests.conftest import TINY, run_script, write_celeba, write_cifar10, write_image_folder
 
 
 def test_training_writes_checkpoint_metrics_and_a_grid_per_checkpoint(tiny_run):
@@ -67,6 +67,14 @@ def test_image_folder_trains_unconditionally_through_the_cli(tmp_path):
     assert result.returncode == 0, result.stderr
     state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
     assert state["model_config"]["num_classes"] == 0 and state["config"]["label_dropout"] == 0
+
+
+def test_celeba_folder_trains_unconditionally_through_the_cli(tmp_path):
+    write_celeba(tmp_path / "faces")
+    result = run_script("train.py", "--model", "tiny", "--dataset", "celeba", "--data-dir", str(tmp_path / "faces"),
+                        "--image-size", "16", "--batch-size", "2", "--steps", "2", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)["model_config"]["num_classes"] == 0
 
 
 def test_two_process_ddp_training_through_torchrun_writes_one_checkpoint(tmp_path):

@@ -30,7 +30,7 @@ PRESETS = {
     # For tests: a few seconds of training, < 0.2M parameters.
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,)),
     # The CPU default: 2×2 patches, then a 16×16 UNet of ~1.1M parameters (base 32, channels 32/64/64):
-    # about 190 images/s of training on 2 cores, three times the same UNet on unfolded pixels.
+    # about 245 training images/s on 2 cores, 3.5 times the same UNet on unfolded 32×32 pixels (70/s).
     "cpu": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), patch_size=2),
     # DDPM's CIFAR-10 model (Ho et al. 2020): 35.7M parameters, for a GPU.
     "cifar10": dict(base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),

@@ -24,7 +24,7 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     checkpoint, never half of one.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")  # one fixed name: a write killed halfway is overwritten by the next
     with open(tmp, "wb") as f:
         torch.save({"format": FORMAT, **state}, f)
         f.flush()

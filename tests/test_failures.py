@@ -81,6 +81,7 @@ def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path)
         proc.kill()
         proc.wait()
         assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] >= 1
+    assert len(list(tmp_path.glob(".checkpoint.pt*.tmp"))) <= 1  # killed writes do not pile up
 
 
 class _RunsCode:

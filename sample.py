@@ -16,8 +16,7 @@ from torchvision.utils import save_image
 from cli import Parser, autocast, check_writable_dir, pick_device, run
 from diffusion import SPACINGS, get_timesteps, make_schedule, sample
 from experiments.metrics import brightness, summarize, summary_line
-from models import UNet, UNetConfig
-from models.checkpoint import CheckpointError, load_training_checkpoint
+from models.checkpoint import load_ema_model, load_training_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,16 +61,6 @@ def check_args(a: argparse.Namespace) -> None:
         raise ValueError(f"--guidance must be zero or positive, got {a.guidance}")
 
 
-def load_model(state: dict, path: str) -> UNet:
-    """The EMA weights of a train.py checkpoint, in eval mode."""
-    try:
-        model = UNet(UNetConfig(**state["model_config"]))
-        model.load_state_dict(state["ema"])
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"{path} does not hold a model this code can build ({type(e).__name__})") from None
-    return model.eval().requires_grad_(False)
-
-
 def main() -> int:
     a = parse_args()
     check_args(a)
@@ -92,7 +81,7 @@ def main() -> int:
         check_writable_dir(a.out_dir)
 
     device = pick_device(a.device)
-    model = load_model(state, a.checkpoint).to(device)
+    model = load_ema_model(state, a.checkpoint).to(device)
     size = model.config.image_size
     generator = torch.Generator().manual_seed(a.seed)
     chunks = []

@@ -31,8 +31,8 @@ from cli import Parser, autocast, pick_device, run
 from data import load_dataset
 from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample
 from experiments.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
-from models import UNet, UNetConfig
-from models.checkpoint import load_training_checkpoint
+from models import UNet
+from models.checkpoint import load_ema_model, load_training_checkpoint
 from train import TrainConfig, train
 
 # A trained row counts as evidence only if its samples are about as smooth as the data: at twice
@@ -148,9 +148,7 @@ def train_model(out: Path, p: Preset, name: str, seed: int) -> tuple[UNet, dict]
         train(config, state)
         print(f"trained {name} in {time.perf_counter() - tic:.0f}s")
         state = load_training_checkpoint(path)
-    model = UNet(UNetConfig(**state["model_config"]))
-    model.load_state_dict(state["ema"])
-    return model.eval().requires_grad_(False), state["config"]
+    return load_ema_model(state, path), state["config"]
 
 
 def trained_rows(out: Path, p: Preset, data: torch.Tensor, seed: int, device: torch.device) -> list[dict]:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from .unet import UNet, UNetConfig
+
 FORMAT = "zero-snr-diffusion/1"
 
 
@@ -60,3 +62,13 @@ def load_training_checkpoint(path: str | Path) -> dict:
     if "config" not in state or "model_config" not in state:
         raise CheckpointError(f"{path} has no training config; it was not written by train.py")
     return state
+
+
+def load_ema_model(state: dict, path: str | Path) -> UNet:
+    """The EMA weights of a train.py checkpoint, the ones to sample with, in eval mode."""
+    try:
+        model = UNet(UNetConfig(**state["model_config"]))
+        model.load_state_dict(state["ema"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path} does not hold a model this code can build ({type(e).__name__})") from None
+    return model.eval().requires_grad_(False)

@@ -43,9 +43,22 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def autocast(device: torch.device) -> AbstractContextManager:
-    """bf16 autocast on CUDA, where it halves memory and time; full precision elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def amp_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """bf16 where asked, or with `auto` on CUDA; None for full precision.
+
+    On the CPU bf16 pays only with native bf16 instructions (avx512_bf16 or AMX), so `auto` keeps
+    fp32 there and `bf16` is a choice the caller measures.
+    """
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None
+
+
+def autocast(device: torch.device, precision: str = "auto") -> AbstractContextManager:
+    """Autocast to `amp_dtype(device, precision)`, or nothing in full precision."""
+    dtype = amp_dtype(device, precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
 
 
 def check_writable_dir(path: str) -> None:

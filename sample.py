@@ -13,10 +13,15 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from cli import Parser, autocast, check_writable_dir, pick_device, run
+from cli import Parser, amp_dtype, check_writable_dir, pick_device, run
 from diffusion import SPACINGS, get_timesteps, make_schedule, sample
-from experiments.metrics import brightness, summarize, summary_line
+from data import load_dataset
+from evaluation.fid import fid_quality, inception_extractor
+from evaluation.metrics import brightness, summarize, summary_line
+from evaluation.yardstick import shapes_quality
 from models.checkpoint import load_ema_model, load_training_checkpoint
+
+REAL_IMAGES = 10_000  # training images FID compares with (the whole set when smaller)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,12 +34,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     arg("--guidance", type=float, default=1.0, help="classifier-free guidance weight w; 1 is no guidance (default: 1)")
     arg("--guidance-rescale", type=float, default=0.7, help="fix #4: rescale phi in [0, 1]; 0 is plain CFG (default: 0.7)")
     arg("--class", dest="class_", default=None, help="class name or index to generate; omitted: unconditional")
-    arg("--num-samples", type=int, default=64, help="how many images (default: 64)")
+    arg("--num-samples", type=int, default=None, help="how many images (default: 64, or 512 with --evaluate)")
     arg("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
     arg("--seed", type=int, default=0, help="seed of the initial noise (default: 0)")
     arg("--eta", type=float, default=0.0, help="DDIM eta: 0 is deterministic, 1 is DDPM-like (default: 0)")
     arg("--out", default=None, help="grid PNG to write (default: grid.png next to the checkpoint)")
     arg("--out-dir", default=None, help="also write one PNG per sample here, e.g. for FID tools")
+    arg("--evaluate", action="store_true",
+        help="also print `quality {json}`: the shapes yardstick, or FID/KID for real data (needs .[fid]); "
+             "without --class a class-conditional model then draws the classes in turn")
     arg("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
     return p.parse_args(argv)
 
@@ -51,6 +59,8 @@ def class_label(name: str, classes: list[str]) -> int:
 
 
 def check_args(a: argparse.Namespace) -> None:
+    if a.num_samples is None:
+        a.num_samples = 512 if a.evaluate else 64
     if a.num_samples < 1 or a.batch_size < 1:
         raise ValueError("--num-samples and --batch-size must be positive")
     if not 0 <= a.guidance_rescale <= 1:
@@ -82,16 +92,21 @@ def main() -> int:
 
     device = pick_device(a.device)
     model = load_ema_model(state, a.checkpoint).to(device)
-    size = model.config.image_size
+    size, channels = model.config.image_size, model.config.in_channels
+    if label is not None:
+        labels = torch.full((a.num_samples,), label)
+    elif a.evaluate and classes:
+        labels = torch.arange(a.num_samples) % len(classes)
+    else:
+        labels = None
     generator = torch.Generator().manual_seed(a.seed)
     chunks = []
     for start in range(0, a.num_samples, a.batch_size):
         n = min(a.batch_size, a.num_samples - start)
-        labels = torch.full((n,), label) if label is not None else None
-        with autocast(device):
-            chunks.append(sample(model, (n, 3, size, size), schedule, timesteps, config["prediction"], labels=labels,
-                                 guidance=a.guidance, rescale=a.guidance_rescale, generator=generator, eta=a.eta,
-                                 device=device).cpu())
+        chunks.append(sample(model, (n, channels, size, size), schedule, timesteps, config["prediction"],
+                             labels=None if labels is None else labels[start:start + n],
+                             guidance=a.guidance, rescale=a.guidance_rescale, generator=generator, eta=a.eta,
+                             device=device, amp_dtype=amp_dtype(device)).cpu())
     images = (torch.cat(chunks) + 1) / 2
     save_image(images, out, nrow=8)
     if a.out_dir:
@@ -102,7 +117,19 @@ def main() -> int:
     print(summary_line("brightness", summary))
     if "data_brightness" in state:
         print(summary_line("data brightness", state["data_brightness"]))
+    if a.evaluate:
+        print(summary_line("quality", evaluate(images * 2 - 1, labels, config, device)))
     return 0
+
+
+def evaluate(images: torch.Tensor, labels: torch.Tensor | None, config: dict, device: torch.device) -> dict:
+    """The shapes yardstick against held-out shapes, or FID/KID against the training images."""
+    if config["dataset"] == "shapes":
+        return shapes_quality(images, labels)
+    dataset = load_dataset(config["dataset"], config["data_dir"], config["image_size"] or None)
+    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:REAL_IMAGES]
+    real = torch.stack([dataset[i][0] for i in pick.tolist()])
+    return fid_quality(images, real, inception_extractor(device))
 
 
 if __name__ == "__main__":

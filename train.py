@@ -27,10 +27,11 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from cli import Parser, autocast, check_writable_dir, pick_device, run
+from cli import PRECISIONS, Parser, amp_dtype, autocast, check_writable_dir, pick_device, run
 from data import DATASETS, DEFAULT_IMAGE_SIZE, load_dataset
 from diffusion import PREDICTION_TYPES, SCHEDULES, diffusion_loss, get_timesteps, make_schedule, sample
-from experiments.metrics import brightness, summarize, summary_line
+from evaluation.metrics import brightness, summarize, summary_line
+from evaluation.yardstick import shapes_quality
 from models import PRESETS, UNet, unet_config
 from models.checkpoint import CheckpointError, load_training_checkpoint, save_checkpoint
 
@@ -47,6 +48,7 @@ class TrainConfig:
     batch_size: int = 64
     steps: int = 1_800
     lr: float = 2e-3
+    lr_schedule: str = "constant"
     warmup: int = 100
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -58,6 +60,7 @@ class TrainConfig:
     label_dropout: float = 0.1  # forced to 0 for an unconditional model
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
     workers: int = 0
     out: str = "runs/default"
     ckpt_every: int = 450
@@ -66,7 +69,7 @@ class TrainConfig:
 
 # Flags that may differ between a run and its --resume: where and how long to train, and the step size
 # (lowered after a divergence). Anything else would silently train a different model.
-RESUMABLE = {"steps", "device", "workers", "out", "ckpt_every", "log_every", "download", "data_dir", "lr", "grad_clip"}
+RESUMABLE = {"steps", "device", "precision", "workers", "out", "ckpt_every", "log_every", "download", "data_dir", "lr", "grad_clip"}
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -85,6 +88,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict, bool]:
     arg("--batch-size", type=int, help=f"images per optimizer step, over all processes (default: {d.batch_size})")
     arg("--steps", type=int, help=f"total optimizer steps; with --resume, train up to this step (default: {d.steps})")
     arg("--lr", type=float, help=f"AdamW learning rate after linear warmup (default: {d.lr})")
+    arg("--lr-schedule", choices=LR_SCHEDULES, help="after warmup: constant, or cosine decay to 0 at --steps (default: constant)")
     arg("--warmup", type=int, help=f"learning-rate warmup steps (default: {d.warmup})")
     arg("--grad-clip", type=float, help=f"clip the gradient norm to this; 0 turns clipping off (default: {d.grad_clip})")
     arg("--ema-decay", type=float, help=f"decay of the weight average used for sampling (default: {d.ema_decay})")
@@ -96,6 +100,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict, bool]:
     arg("--label-dropout", type=float, help=f"probability of the null label, for guidance; 0 if unconditional (default: {d.label_dropout})")
     arg("--seed", type=int, help=f"seed of data order, noise and initial weights (default: {d.seed})")
     arg("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps; bf16 autocast on cuda (default: auto)")
+    arg("--precision", choices=PRECISIONS, help="bf16 autocast for the forward pass; auto: bf16 on CUDA, fp32 elsewhere (default: auto)")
     arg("--workers", type=int, help="data-loading worker processes (default: 0)")
     arg("--out", help=f"output folder for checkpoint.pt, metrics.jsonl and samples_STEP.png (default: {d.out})")
     arg("--ckpt-every", type=int, help=f"write a checkpoint and a sample grid every N steps, and at the end (default: {d.ckpt_every})")
@@ -142,16 +147,57 @@ def check_config(c: TrainConfig) -> None:
 
 
 def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); under torchrun, one process per GPU (or CPU process, with gloo)."""
+    """(rank, world size, device); under torchrun, one process per GPU (NCCL) or per CPU process (gloo)."""
+    device = pick_device(device_name)
     if "RANK" not in os.environ:
-        return 0, 1, pick_device(device_name)
-    local_rank = int(os.environ["LOCAL_RANK"])
-    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
-    dist.init_process_group("nccl" if use_cuda else "gloo")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-        return dist.get_rank(), dist.get_world_size(), torch.device("cuda", local_rank)
-    return dist.get_rank(), dist.get_world_size(), torch.device("cpu")
+        return 0, 1, device
+    if device.type == "cuda":
+        if device.index is not None:
+            raise ValueError(f"--device {device_name}: under torchrun each process takes the GPU cuda:LOCAL_RANK; "
+                             "pass --device cuda (or auto)")
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl")
+    elif device.type == "cpu":
+        dist.init_process_group("gloo")
+    else:
+        raise ValueError(f"torchrun trains on cuda or cpu, not {device.type}")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def any_rank(flag: bool, device: torch.device, world: int) -> bool:
+    """True if `flag` is true on any process: decisions that end the loop must be taken by all ranks
+    together, or the others wait forever in the next gradient all-reduce."""
+    if world == 1:
+        return flag
+    flag_tensor = torch.tensor(float(flag), device=device)
+    dist.all_reduce(flag_tensor, op=dist.ReduceOp.MAX)
+    return bool(flag_tensor.item())
+
+
+def gather_rng_states(device: torch.device, world: int) -> dict[str, list[torch.Tensor]]:
+    """Every process's RNG states, rank by rank, so that each resumes its own stream."""
+    states = {"rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    if world == 1:
+        return {k: [v] for k, v in states.items()}
+    gathered = [None] * world
+    dist.all_gather_object(gathered, states)
+    return {k: [g[k] for g in gathered] for k in states}
+
+
+def restore_rng_states(state: dict, rank: int, world: int, device: torch.device, seed: int) -> None:
+    """Each rank takes back its own saved stream; with another number of processes than were saved,
+    every rank restarts from (seed, rank, step) instead, since no saved stream is its own."""
+    saved = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    if len(saved) != world:
+        torch.manual_seed(seed + 1_000_003 * rank + state["step"])  # seeds CUDA too
+        return
+    torch.set_rng_state(saved[rank])
+    cuda_saved = state.get("cuda_rng")
+    if device.type == "cuda" and isinstance(cuda_saved, list) and len(cuda_saved) == world:
+        torch.cuda.set_rng_state(cuda_saved[rank], device)
 
 
 class StepBatches:
@@ -182,9 +228,16 @@ def brightness_summary(dataset, seed: int, n: int = 1000) -> dict[str, float]:
     return summarize(brightness(torch.stack([dataset[i][0] for i in pick.tolist()])))
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 def lr_at(step: int, c: TrainConfig) -> float:
-    """Linear warmup to --lr, then constant (as DDPM): the rate never depends on --steps, so runs extend cleanly."""
-    return c.lr * min(1.0, (step + 1) / max(c.warmup, 1))
+    """Linear warmup to --lr, then constant (as DDPM) or a cosine decay to 0 at the last step."""
+    warm = min(1.0, (step + 1) / max(c.warmup, 1))
+    if c.lr_schedule == "constant":
+        return c.lr * warm
+    progress = min(1.0, max(0, step - c.warmup) / max(c.steps - c.warmup, 1))
+    return c.lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()
@@ -196,26 +249,45 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
 
 
 @torch.no_grad()
-def save_sample_grid(ema: UNet, schedule, c: TrainConfig, path: Path, device: torch.device) -> None:
-    """A grid from the EMA model: one row per class (or 8×8 unconditional), 25 trailing DDIM steps."""
+def save_sample_grid(ema: UNet, schedule, c: TrainConfig, path: Path, device: torch.device) -> dict:
+    """A grid from the EMA model: one row per class (or 8×8 unconditional), 25 trailing DDIM steps.
+
+    Returns the quality of those samples: on the shapes the yardstick (`evaluation.yardstick`),
+    elsewhere their brightness summary. Cheap, since the grid is drawn anyway.
+    """
     num_classes = ema.config.num_classes
     rows = num_classes if num_classes else 8
     labels = torch.arange(num_classes).repeat_interleave(8) if num_classes else None
     timesteps = get_timesteps(c.timesteps, 25, "trailing")
     size = ema.config.image_size
-    with autocast(device):
-        images = sample(ema, (rows * 8, 3, size, size), schedule, timesteps, c.prediction, labels=labels,
-                        generator=torch.Generator().manual_seed(c.seed), device=device, progress=False)
+    images = sample(ema, (rows * 8, ema.config.in_channels, size, size), schedule, timesteps, c.prediction,
+                    labels=labels, generator=torch.Generator().manual_seed(c.seed), device=device, progress=False,
+                    amp_dtype=amp_dtype(device, c.precision))
     save_image((images + 1) / 2, path, nrow=8)
+    if c.dataset == "shapes":
+        return shapes_quality(images.cpu(), labels)
+    return summarize(brightness(images))
 
 
 class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step, so it can checkpoint and exit 0."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step, so it can checkpoint and exit 0.
+
+    A context manager: the handlers it replaced come back when training ends, so a caller that
+    trains in-process (the brightness experiment) can still be interrupted afterwards.
+    """
 
     def __init__(self):
         self.requested = False
+        self.previous = {}
+
+    def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame):
         self.requested = True
@@ -243,7 +315,7 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
     out = Path(c.out)
     if rank == 0:
         check_writable_dir(c.out)
-    torch.manual_seed(c.seed + rank)
+    torch.manual_seed(c.seed)  # the same initial weights on every rank, for the model and its EMA copy alike
 
     # Fix #1: the noise schedule, rescaled so that the last timestep is pure noise.
     schedule = make_schedule(c.schedule, c.timesteps, zero_snr=c.zero_snr)
@@ -259,6 +331,8 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
     model = UNet(unet_config(c.model, image_size, num_classes)).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.0)
+    if rank:
+        torch.manual_seed(c.seed + 1_000_003 * rank)  # but each rank its own noise, timesteps and flips
     step = 0
     if state is not None:
         if state["model_config"] != model.config_dict():
@@ -267,24 +341,21 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
-        if rank == 0:
-            torch.set_rng_state(state["rng"])
-        else:  # only rank 0's stream is saved; the others restart theirs from (seed, rank, step)
-            torch.manual_seed(c.seed + 1_000_003 * rank + step)
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"])
+        restore_rng_states(state, rank, world, device, c.seed)
     ddp_model = DistributedDataParallel(model) if world > 1 else model
 
     def checkpoint() -> None:
+        rng_states = gather_rng_states(device, world)  # a collective: every rank takes part
         if rank != 0:
             return
         save_checkpoint({
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "step": step, "rng": torch.get_rng_state(), "config": asdict(c), "model_config": model.config_dict(),
+            "step": step, **rng_states, "config": asdict(c), "model_config": model.config_dict(),
             "classes": list(dataset.classes) if num_classes else [], "data_brightness": data_brightness,
-            **({"cuda_rng": torch.cuda.get_rng_state()} if device.type == "cuda" else {}),
         }, out / CHECKPOINT)
-        save_sample_grid(ema, schedule, c, out / f"samples_{step:06d}.png", device)
+        quality = save_sample_grid(ema, schedule, c, out / f"samples_{step:06d}.png", device)
+        metrics.write(json.dumps({"step": step, "quality": quality}) + "\n")
+        metrics.flush()
 
     # The loader gets a generator of its own: by default it would draw its workers' seed from the
     # global RNG, shifting the noise stream of a resumed run by one draw.
@@ -296,51 +367,55 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
               f"{c.dataset} images ({num_classes or 'no'} classes), {c.schedule}{' + zero SNR' if c.zero_snr else ''}, "
               f"{c.prediction}-prediction, {device}, from step {step} to {c.steps}")
         print(summary_line("data brightness", data_brightness))
-    stop = StopRequest()
     metrics = open_metrics(out / "metrics.jsonl", step) if rank == 0 else None
     bar = tqdm(total=c.steps, initial=step, disable=rank != 0, desc="train")
     losses, tic = [], time.perf_counter()
     model.train()
     batches = iter(loader)
-    while step < c.steps and not stop.requested:
-        x0, labels = next(batches)
-        x0, labels = x0.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        x0 = torch.where(torch.rand(len(x0), 1, 1, 1, device=device) < 0.5, x0.flip(3), x0)  # horizontal flips
-        if num_classes:
-            labels = torch.where(torch.rand(len(labels), device=device) < c.label_dropout, -1, labels)
-        else:
-            labels = None
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, c)
-        with autocast(device):
-            # Fix #2: regress the v target (or the one --prediction names).
-            loss = diffusion_loss(ddp_model, x0, schedule, c.prediction, labels, offset_noise=c.offset_noise)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"the loss became {loss.item()} at step {step + 1}; the last good checkpoint "
-                                   f"({out / CHECKPOINT}) is kept. Resume it with a lower --lr or --grad-clip")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if c.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-        optimizer.step()
-        update_ema(ema, model, c.ema_decay, step)
-        step += 1
+    with StopRequest() as stop:
+        while step < c.steps:
+            x0, labels = next(batches)
+            x0, labels = x0.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            x0 = torch.where(torch.rand(len(x0), 1, 1, 1, device=device) < 0.5, x0.flip(3), x0)  # horizontal flips
+            if num_classes:
+                labels = torch.where(torch.rand(len(labels), device=device) < c.label_dropout, -1, labels)
+            else:
+                labels = None
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, c)
+            with autocast(device, c.precision):
+                # Fix #2: regress the v target (or the one --prediction names).
+                loss = diffusion_loss(ddp_model, x0, schedule, c.prediction, labels, offset_noise=c.offset_noise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
+            # A non-finite loss or gradient on any rank stops every rank before the step is taken,
+            # so the weights (and the last checkpoint) stay good.
+            if any_rank(not (torch.isfinite(loss) and torch.isfinite(grad_norm)), device, world):
+                raise TrainingDiverged(
+                    f"the loss or its gradient became non-finite at step {step + 1} (loss {loss.item()}); the last good "
+                    f"checkpoint ({out / CHECKPOINT}) is kept. Resume it with a lower --lr or --grad-clip")
+            optimizer.step()
+            update_ema(ema, model, c.ema_decay, step)
+            step += 1
 
-        losses.append(loss.item())
-        if step % c.log_every == 0 and rank == 0:
-            seconds, tic = time.perf_counter() - tic, time.perf_counter()
-            row = {"step": step, "loss": sum(losses) / len(losses), "lr": lr_at(step - 1, c),
-                   "images_per_sec": len(losses) * c.batch_size / seconds}
-            metrics.write(json.dumps(row) + "\n")
-            metrics.flush()
-            bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_sec']:.0f}")
-            losses = []
-        bar.update(1)
-        if step % c.ckpt_every == 0 or step == c.steps:
-            checkpoint()
-    if stop.requested and rank == 0:
-        checkpoint()
-        print(f"stopped at step {step}; resume with: python train.py --out {c.out} --resume")
+            losses.append(loss.item())
+            if step % c.log_every == 0 and rank == 0:
+                seconds, tic = time.perf_counter() - tic, time.perf_counter()
+                row = {"step": step, "loss": sum(losses) / len(losses), "lr": lr_at(step - 1, c),
+                       "images_per_sec": len(losses) * c.batch_size / seconds}
+                metrics.write(json.dumps(row) + "\n")
+                metrics.flush()
+                bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_sec']:.0f}")
+                losses = []
+            bar.update(1)
+            stopping = any_rank(stop.requested, device, world)
+            if step % c.ckpt_every == 0 or step == c.steps or stopping:
+                checkpoint()
+            if stopping:
+                if rank == 0:
+                    print(f"stopped at step {step}; resume with: python train.py --out {c.out} --resume")
+                break
     bar.close()
     if metrics:
         metrics.close()

@@ -38,15 +38,19 @@ def ddim_step(
 
 
 def guided_output(
-    model: nn.Module, x: Tensor, t: Tensor, labels: Tensor | None, guidance: float, rescale: float
+    model: nn.Module, x: Tensor, t: Tensor, labels: Tensor | None, guidance: float, rescale: float,
+    amp_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """The model's prediction at (x, t), classifier-free guided when labels are given and w ≠ 1.
 
     The conditional and unconditional branches run as one batch of 2B; label −1 is the null class.
+    Only the network runs under autocast (`amp_dtype`); its output is cast to float32 before any
+    arithmetic of the sampler, where ε-prediction near t = T amplifies errors by 1/√ᾱ_t.
     """
-    if labels is None or guidance == 1:
-        return model(x, t, labels).float()
-    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, -1)])).float()
+    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        if labels is None or guidance == 1:
+            return model(x, t, labels).float()
+        both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, -1)])).float()
     pos, neg = both.chunk(2)
     return apply_cfg(pos, neg, guidance, rescale)
 
@@ -65,12 +69,14 @@ def sample(
     eta: float = 0.0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    amp_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Generate images in [−1, 1] with DDIM from x_T ~ N(0, I), visiting `timesteps` in order.
 
     Each step goes from timesteps[i] to timesteps[i+1] (never t − T/S, which is wrong for
     trailing and linspace spacing), and the last one to ᾱ = 1. Noise is drawn on the CPU
-    from `generator`, so a seed gives the same images on every device.
+    from `generator`, so a seed gives the same images on every device. `amp_dtype` (e.g.
+    torch.bfloat16) runs the network under autocast; the sampler's own arithmetic stays float32.
     """
     if not 0.0 <= rescale <= 1.0:
         raise ValueError(f"guidance rescale must be in [0, 1], got {rescale}")
@@ -80,7 +86,7 @@ def sample(
     alpha_bars = schedule.alpha_bar[timesteps].tolist() + [1.0]
     for i, t in enumerate(tqdm(timesteps.tolist(), desc="sampling", disable=not progress, leave=False)):
         t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        output = guided_output(model, x, t_batch, labels, guidance, rescale)
+        output = guided_output(model, x, t_batch, labels, guidance, rescale, amp_dtype)
         noise = torch.randn(shape, generator=generator).to(device) if eta > 0 else None
         x = ddim_step(x, output, alpha_bars[i], alpha_bars[i + 1], prediction_type, eta, noise)
     return x.clamp(-1, 1)

@@ -12,27 +12,33 @@ SCHEDULES = ("linear", "scaled_linear", "cosine")
 
 
 def make_betas(name: str, num_train_steps: int = 1000) -> Tensor:
-    """β_1 … β_T of a named variance-preserving schedule, float64.
+    """β_t for t = 0 … T−1 of a named variance-preserving schedule, float64.
 
-    linear:        DDPM (Ho et al. 2020), β linear from 1e-4 to 0.02.
-    scaled_linear: Stable Diffusion, β = linspace(√0.00085, √0.012, T)².
+    linear:        DDPM (Ho et al. 2020), β linear from 1e-4 to 0.02 at T = 1000.
+    scaled_linear: Stable Diffusion, β = linspace(√0.00085, √0.012, T)² at T = 1000.
     cosine:        Nichol & Dhariwal 2021, ᾱ(t) = cos²((t/T + s)/(1 + s) · π/2), s = 0.008,
                    β_t = min(1 − ᾱ(t+1)/ᾱ(t), 0.999).
-    None of them reaches ᾱ_T = 0 (the cosine clip at 0.999 stops it): that is the flaw.
+    For T ≠ 1000 the linear endpoints are scaled by 1000/T (as improved-diffusion does), so the
+    total noise Σβ, and with it ᾱ_T, stays that of the 1000-step schedule; cosine is defined
+    in continuous time and needs no scaling. None of them reaches ᾱ_T = 0: that is the flaw.
     """
     if num_train_steps < 2:
         raise ValueError(f"num_train_steps must be at least 2, got {num_train_steps}")
-    T = num_train_steps
+    T, scale = num_train_steps, 1000 / num_train_steps
     if name == "linear":
-        return torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
-    if name == "scaled_linear":
-        return torch.linspace(0.00085**0.5, 0.012**0.5, T, dtype=torch.float64) ** 2
-    if name == "cosine":
+        betas = torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64)
+    elif name == "scaled_linear":
+        betas = torch.linspace((scale * 0.00085) ** 0.5, (scale * 0.012) ** 0.5, T, dtype=torch.float64) ** 2
+    elif name == "cosine":
         s = 0.008
         steps = torch.arange(T + 1, dtype=torch.float64) / T
         alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
         return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
-    raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+    else:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+    if betas[-1] >= 1:
+        raise ValueError(f"the {name} schedule scaled to {T} timesteps would need β ≥ 1; use more timesteps")
+    return betas
 
 
 def check_betas(betas: Tensor) -> None:

@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from cli import Parser, autocast, pick_device, run
+from cli import Parser, amp_dtype, pick_device, run
 from data import load_dataset
 from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample
-from experiments.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
+from evaluation.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
 from models import UNet
 from models.checkpoint import load_ema_model, load_training_checkpoint
 from train import TrainConfig, train
@@ -114,10 +114,9 @@ def sampler(model, schedule, prediction: str, spacing: str, steps: int, p: Prese
         for start in range(0, p.num_samples, batch):
             k = min(batch, p.num_samples - start)
             chunk_labels = None if labels is None else labels[start:start + k]
-            with autocast(device):
-                chunks.append(sample(model, (k, 3, p.image_size, p.image_size), schedule, timesteps, prediction,
-                                     labels=chunk_labels, guidance=guidance, rescale=rescale, generator=generator,
-                                     device=device, progress=False).cpu())
+            chunks.append(sample(model, (k, 3, p.image_size, p.image_size), schedule, timesteps, prediction,
+                                 labels=chunk_labels, guidance=guidance, rescale=rescale, generator=generator,
+                                 device=device, progress=False, amp_dtype=amp_dtype(device)).cpu())
         return torch.cat(chunks)
 
     return draw

@@ -1,9 +1,11 @@
+import math
+
 import pytest
 import torch
 
 from data import make_shapes
 from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample
-from experiments.metrics import brightness, spread_ratio
+from evaluation.metrics import brightness, spread_ratio
 
 
 def test_ideal_denoiser_of_one_image_returns_it_exactly():
@@ -57,3 +59,16 @@ def test_baseline_schedule_with_leading_steps_squeezes_brightness_even_for_the_i
 
 def test_zero_snr_with_trailing_steps_keeps_the_brightness_range_for_the_ideal_model():
     assert _spread(zero_snr=True, spacing="trailing", offset=0) > 0.85
+
+
+def test_ideal_denoiser_equals_a_brute_force_gaussian_posterior():
+    # Three two-pixel images, equally likely a priori; p(x_t | x0_i) = N(√ᾱ x0_i, (1 − ᾱ) I).
+    data = [[0.9, -0.2], [-0.5, 0.4], [0.1, 0.8]]
+    x_t, t = [0.3, -0.1], 400
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    ab = schedule.alpha_bar[t].item()
+    likelihood = [math.exp(-sum((x - ab**0.5 * y) ** 2 for x, y in zip(x_t, image)) / (2 * (1 - ab))) for image in data]
+    expected = [sum(w * image[k] for w, image in zip(likelihood, data)) / sum(likelihood) for k in range(2)]
+    model = IdealDenoiser(torch.tensor(data).view(3, 1, 1, 2), schedule, "x0")
+    out = model(torch.tensor(x_t).view(1, 1, 1, 2), torch.tensor([t]))
+    assert out.flatten().tolist() == pytest.approx(expected, abs=1e-6)

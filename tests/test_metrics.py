@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from experiments.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
+from evaluation.metrics import (
+    brightness,
+    clip_fraction,
+    frechet_distance,
+    hf_residual,
+    kernel_distance,
+    spread_ratio,
+    summarize,
+    wasserstein1,
+)
 
 
 def test_w1_of_two_shifted_uniforms_is_the_shift():
@@ -37,3 +46,44 @@ def test_hf_residual_is_zero_for_flat_images_and_large_for_noise():
 def test_clip_fraction_counts_pixels_at_plus_minus_one():
     images = torch.tensor([1.0, -1.0, 0.0, 0.5]).view(1, 1, 2, 2)
     assert clip_fraction(images) == 0.5
+
+
+def gaussian_samples(mean: torch.Tensor, cov: torch.Tensor, n: int = 4096) -> torch.Tensor:
+    """n points whose sample mean and (unbiased) covariance are exactly `mean` and `cov`."""
+    z = torch.randn(n, len(mean), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    z = z - z.mean(0)
+    z = z @ torch.linalg.inv(torch.linalg.cholesky(torch.cov(z.T))).T  # whitened: cov exactly I
+    return z @ torch.linalg.cholesky(cov).T + mean
+
+
+def test_frechet_distance_equals_the_closed_form_for_two_gaussians():
+    # Diagonal covariances: d² = ‖μ_a − μ_b‖² + Σ_i (σ_a,i − σ_b,i)².
+    var_a, var_b = torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64), torch.tensor([4.0, 1.0, 0.25], dtype=torch.float64)
+    mu_a, mu_b = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)
+    a, b = gaussian_samples(mu_a, torch.diag(var_a)), gaussian_samples(mu_b, torch.diag(var_b))
+    expected = (mu_a - mu_b).square().sum() + (var_a.sqrt() - var_b.sqrt()).square().sum()
+    assert frechet_distance(a, b) == pytest.approx(expected.item(), rel=1e-9)
+
+
+def test_frechet_distance_is_unchanged_by_a_common_rotation():
+    # Rotating both sets makes the covariances non-diagonal; the distance must not move.
+    var_a, var_b = torch.tensor([1.0, 4.0], dtype=torch.float64), torch.tensor([9.0, 0.5], dtype=torch.float64)
+    a, b = gaussian_samples(torch.zeros(2, dtype=torch.float64), torch.diag(var_a)), gaussian_samples(
+        torch.ones(2, dtype=torch.float64), torch.diag(var_b))
+    angle = torch.tensor(0.7, dtype=torch.float64)
+    rotation = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
+    assert frechet_distance(a @ rotation.T, b @ rotation.T) == pytest.approx(frechet_distance(a, b), rel=1e-9)
+    assert frechet_distance(a, b) == pytest.approx(2 + (1 - 3) ** 2 + (2 - 0.5**0.5) ** 2, rel=1e-9)
+
+
+def test_kernel_distance_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2000, 8, generator=g), torch.randn(2000, 8, generator=g)
+    assert abs(kernel_distance(a, b)) < 0.01
+    assert kernel_distance(a, b + 1.0) > 0.5
+
+
+def test_hf_residual_per_image_averages_to_the_set_value():
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert hf_residual(x, per_image=True).shape == (5,)
+    assert hf_residual(x, per_image=True).mean().item() == pytest.approx(hf_residual(x))

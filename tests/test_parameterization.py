@@ -52,16 +52,25 @@ def test_unknown_prediction_type_is_refused():
 
 
 class _Oracle(torch.nn.Module):
-    """Knows x0 and the noise the loss will draw; returns the exact target."""
+    """Knows x0; returns the exact target, written out from x_t and x0 by hand (not with
+    `prediction_target`, which the loss itself uses)."""
 
     def __init__(self, x0, schedule, prediction_type):
         super().__init__()
         self.x0, self.schedule, self.prediction_type = x0, schedule, prediction_type
 
     def forward(self, x_t, t, labels):
-        ab = self.schedule.alpha_bar_at(t, x_t)
-        noise = (x_t - ab.sqrt() * self.x0) / (1 - ab).sqrt()
-        return prediction_target(self.x0, noise, ab, self.prediction_type)
+        ab = self.schedule.alpha_bar[t].view(-1, 1, 1, 1).to(x_t)
+        return hand_target(x_t, self.x0, ab, self.prediction_type)
+
+
+def hand_target(x_t, x0, ab, prediction_type):
+    """From x_t = √ᾱ x0 + √(1−ᾱ) ε: ε = (x_t − √ᾱ x0)/√(1−ᾱ) and v = √ᾱ ε − √(1−ᾱ) x0 = (√ᾱ x_t − x0)/√(1−ᾱ)."""
+    if prediction_type == "x0":
+        return x0
+    if prediction_type == "eps":
+        return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+    return (ab.sqrt() * x_t - x0) / (1 - ab).sqrt()
 
 
 @pytest.mark.parametrize("prediction_type", ["v", "x0"])
@@ -96,3 +105,19 @@ def test_offset_noise_shifts_the_noise_per_sample_and_channel():
     diffusion_loss(record, x0, schedule, "eps", offset_noise=0.5)
     channel_means = seen[0].mean((2, 3))  # the noise's mean per (sample, channel)
     assert channel_means.std().item() == pytest.approx(0.5, rel=0.15)
+
+
+@pytest.mark.parametrize("prediction_type", ["eps", "v", "x0"])
+def test_loss_equals_the_mean_squared_error_to_the_target_computed_by_hand(prediction_type):
+    schedule = make_schedule("scaled_linear", zero_snr=prediction_type != "eps")
+    x0 = torch.randn(16, 3, 4, 4, dtype=torch.float64)
+    seen = []
+
+    def model(x_t, t, labels):
+        seen.append((x_t, t))
+        return 0.5 * x_t
+
+    loss = diffusion_loss(model, x0, schedule, prediction_type)
+    x_t, t = seen[0]
+    target = hand_target(x_t, x0, schedule.alpha_bar[t].view(-1, 1, 1, 1), prediction_type)
+    assert loss.item() == pytest.approx((0.5 * x_t - target).square().mean().item(), rel=1e-6)

@@ -97,3 +97,39 @@ def test_samples_are_clamped_to_minus_one_one():
     schedule = make_schedule("scaled_linear", zero_snr=True)
     out = sample(lambda x, t, c: -10 * torch.ones_like(x), (2, 3, 4, 4), schedule, get_timesteps(1000, 3, "trailing"), "v", progress=False)
     assert out.min() >= -1 and out.max() <= 1
+
+
+def test_ddim_step_with_eta_zero_matches_the_equation_computed_by_hand():
+    # ᾱ_t = 0.36, ᾱ_prev = 0.64, v-prediction, one pixel: x_t = 0.5, v̂ = 0.2.
+    # x̂0 = √ᾱ x_t − √(1−ᾱ) v̂ = 0.6·0.5 − 0.8·0.2 = 0.14;  ε̂ = √(1−ᾱ) x_t + √ᾱ v̂ = 0.8·0.5 + 0.6·0.2 = 0.52
+    # x_prev = √ᾱ_prev x̂0 + √(1−ᾱ_prev) ε̂ = 0.8·0.14 + 0.6·0.52 = 0.424
+    x_prev = ddim_step(torch.tensor([0.5]), torch.tensor([0.2]), 0.36, 0.64, "v")
+    assert x_prev.item() == pytest.approx(0.424, abs=1e-6)
+
+
+def test_ddim_step_with_eta_matches_the_equation_computed_by_hand():
+    # Same step with η = 0.5 and noise z = 1:
+    # σ = η √((1−ᾱ_prev)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev) = 0.5 · √(0.36/0.64) · √(1 − 0.5625) = 0.5 · 0.75 · 0.661438 = 0.248039
+    # x_prev = 0.8·0.14 + √(0.36 − σ²)·0.52 + σ·1
+    sigma = 0.5 * 0.75 * (1 - 0.36 / 0.64) ** 0.5
+    expected = 0.8 * 0.14 + (0.36 - sigma**2) ** 0.5 * 0.52 + sigma
+    x_prev = ddim_step(torch.tensor([0.5]), torch.tensor([0.2]), 0.36, 0.64, "v", eta=0.5, noise=torch.tensor([1.0]))
+    assert x_prev.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_ddim_step_for_epsilon_prediction_matches_the_equation_computed_by_hand():
+    # ᾱ_t = 0.36, ᾱ_prev = 0.64, ε̂ = 0.2: x̂0 = (0.5 − 0.8·0.2)/0.6 = 0.566667; x_prev = 0.8·x̂0 + 0.6·0.2
+    x_prev = ddim_step(torch.tensor([0.5]), torch.tensor([0.2]), 0.36, 0.64, "eps")
+    assert x_prev.item() == pytest.approx(0.8 * (0.5 - 0.16) / 0.6 + 0.12, abs=1e-6)
+
+
+def test_sampler_arithmetic_stays_float32_when_the_network_returns_bf16():
+    schedule = make_schedule("scaled_linear", zero_snr=False)
+    timesteps = get_timesteps(1000, 5, "leading", 1)
+    half = lambda x, t, labels: (0.3 * x).to(torch.bfloat16)  # noqa: E731  a network under autocast
+    exact = lambda x, t, labels: (0.3 * x).to(torch.bfloat16).float()  # noqa: E731
+    kwargs = dict(generator=torch.Generator().manual_seed(0), progress=False)
+    out = sample(half, (2, 3, 4, 4), schedule, timesteps, "eps", amp_dtype=torch.bfloat16, **kwargs)
+    kwargs["generator"] = torch.Generator().manual_seed(0)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, sample(exact, (2, 3, 4, 4), schedule, timesteps, "eps", **kwargs))

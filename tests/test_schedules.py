@@ -83,3 +83,17 @@ def test_unknown_schedule_name_is_refused():
 def test_betas_that_do_not_decrease_alpha_bar_are_refused(betas):
     with pytest.raises(ValueError, match="betas"):
         enforce_zero_terminal_snr(betas)
+
+
+@pytest.mark.parametrize("name", ["linear", "scaled_linear"])
+@pytest.mark.parametrize("steps", [250, 4000])
+def test_linear_schedules_keep_their_total_noise_for_other_step_counts(name, steps):
+    # log ᾱ_T ≈ −Σβ sets the brightness leak: it must not change with T (improved-diffusion's scaling).
+    # Unscaled, T = 250 would give log ᾱ_T four times smaller in magnitude.
+    reference = Schedule(make_betas(name, 1000)).alpha_bar[-1].log().item()
+    assert Schedule(make_betas(name, steps)).alpha_bar[-1].log().item() == pytest.approx(reference, rel=0.03)
+
+
+def test_linear_schedule_with_too_few_steps_for_its_betas_is_refused():
+    with pytest.raises(ValueError, match="β ≥ 1"):
+        make_betas("linear", 10)

@@ -1,18 +1,32 @@
 """train.py and sample.py end to end, run as a user runs them."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import torch
 from PIL import Image
 
-from tests.conftest import TINY, run_script, write_celeba, write_cifar10, write_image_folder
+from tests.conftest import ROOT, TINY, run_script, write_celeba, write_cifar10, write_image_folder
+from train import StepBatches, restore_rng_states
 
 
 def test_training_writes_checkpoint_metrics_and_a_grid_per_checkpoint(tiny_run):
     assert (tiny_run / "checkpoint.pt").is_file()
     assert sorted(p.name for p in tiny_run.glob("samples_*.png")) == ["samples_000002.png", "samples_000004.png"]
     rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert all(r["loss"] > 0 and r["images_per_sec"] > 0 for r in rows)
+    losses = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 2, 3, 4]
+    assert all(r["loss"] > 0 and r["images_per_sec"] > 0 for r in losses)
+
+
+def test_each_checkpoint_appends_the_yardstick_of_its_grid_to_the_metrics(tiny_run):
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    quality = [r for r in rows if "quality" in r]
+    assert [r["step"] for r in quality] == [2, 4]
+    assert all({"fd_ratio", "hf_ratio", "class_accuracy", "spread_ratio", "w1"} <= set(r["quality"]) for r in quality)
 
 
 def test_sample_writes_a_valid_grid_and_prints_the_brightness_summary(tiny_run, tmp_path):
@@ -48,7 +62,8 @@ def test_resume_continues_from_the_checkpoint_to_the_new_step_count(tiny_run, tm
     result = run_script("train.py", "--out", str(run), "--resume", "--steps", "6")
     assert result.returncode == 0, result.stderr
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 6
-    assert [json.loads(r)["step"] for r in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
 def test_cifar10_folder_trains_through_the_cli(tmp_path):
@@ -77,15 +92,76 @@ def test_celeba_folder_trains_unconditionally_through_the_cli(tmp_path):
     assert torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)["model_config"]["num_classes"] == 0
 
 
+def torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
 def test_two_process_ddp_training_through_torchrun_writes_one_checkpoint(tmp_path):
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(ROOT / "train.py"),
-         "--device", "cpu", *TINY, "--steps", "3", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    result = torchrun(str(ROOT / "train.py"), "--device", "cpu", *TINY, "--steps", "3", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 3
+
+
+def test_both_ranks_end_with_identical_weights_and_ema(tmp_path):
+    result = torchrun(str(ROOT / "tests" / "ddp_probe.py"), "--device", "cpu", *TINY, "--steps", "4", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for key in ("model", "ema"):
+        for name, value in ranks[0][key].items():
+            assert torch.equal(value, ranks[1][key][name]), f"{key}.{name} differs between ranks"
+
+
+def test_ranks_take_disjoint_halves_of_each_global_batch():
+    halves = [list(zip(range(5), StepBatches(100, 8, seed=0, start_step=0, rank=r, world=2))) for r in (0, 1)]
+    for (_, a), (_, b) in zip(*halves):
+        assert len(a) == len(b) == 4 and not set(a) & set(b)
+
+
+def test_checkpoint_under_torchrun_saves_each_ranks_own_rng_stream(tmp_path):
+    result = torchrun(str(ROOT / "train.py"), "--device", "cpu", *TINY, "--steps", "2", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0], state["rng"][1])
+
+
+def test_each_rank_resumes_its_own_rng_stream():
+    streams = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        streams.append(torch.get_rng_state())
+    for rank in (0, 1):
+        restore_rng_states({"rng": streams, "step": 5}, rank, 2, torch.device("cpu"), seed=0)
+        assert torch.equal(torch.get_rng_state(), streams[rank])
+
+
+def test_resume_with_another_number_of_processes_reseeds_each_rank_differently():
+    draws = []
+    for rank in (0, 1):
+        restore_rng_states({"rng": [torch.get_rng_state()], "step": 5}, rank, 2, torch.device("cpu"), seed=0)
+        draws.append(torch.rand(4))
+    assert not torch.equal(draws[0], draws[1])
+
+
+def test_sigterm_to_one_rank_stops_both_with_a_checkpoint(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(ROOT / "train.py"), "--device", "cpu", *TINY, "--steps", "100000", "--ckpt-every", "100000",
+                             "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    metrics, deadline = tmp_path / "metrics.jsonl", time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.1)
+    rank1 = [pid for pid in os.listdir("/proc") if pid.isdigit() and _is_rank(pid, 1, str(tmp_path))]
+    assert len(rank1) == 1, "could not find rank 1"
+    os.kill(int(rank1[0]), signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert 3 <= torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] < 100000
+
+
+def _is_rank(pid: str, rank: int, out: str) -> bool:
+    try:
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+        environ = open(f"/proc/{pid}/environ", "rb").read()
+    except OSError:
+        return False
+    return b"train.py" in cmdline and out.encode() in cmdline and f"\0RANK={rank}\0".encode() in b"\0" + environ

@@ -1,0 +1,1 @@
+"""How good are samples? Brightness metrics (the paper's claim), the shapes yardstick, FID."""

@@ -1,0 +1,146 @@
+"""The quality yardstick for the embedded shapes: is a set of samples as good as held-out data?
+
+A small feature network, trained in seconds on shapes the diffusion model never sees
+(deterministic from its seed, cached under runs/yardstick/), gives three numbers beside the
+pixel-level ones of `evaluation.metrics`:
+
+- class accuracy of class-conditional samples, next to the network's accuracy on held-out data
+  (the shapes are ambiguous when the contrast is low, so the data's own score is below 1);
+- the Fréchet distance between samples and held-out data in its feature space, divided by the
+  distance between two held-out sets of the same size. Fréchet distance is biased upwards at a
+  finite count, so only this ratio compares runs: 1 is "as close as other data".
+- the brightness spread, W1 and high-frequency ratio against the same held-out images.
+
+Its pattern features are a tanh layer of 32 units: bounded, so the distance is not dominated by a
+few heavy-tailed ReLU units (which made it move tenfold with the reference set in an earlier trial).
+"""
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from data import SHAPE_CLASSES, make_shapes
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+from .metrics import brightness, frechet_distance, hf_residual, spread_ratio, wasserstein1
+
+FEATURES = 32
+NET_SEED = 7_000_001  # the feature network's training shapes: never a seed train.py uses
+REFERENCE_SEED = 8_000_001  # held-out reference set k: seeds REFERENCE_SEED + 2k and + 2k + 1
+TRAIN_IMAGES, TRAIN_STEPS, BATCH = 8192, 400, 128
+REFERENCE_COUNT, POOL_COUNT = 20_000, 16_384
+
+
+class FeatureNet(nn.Module):
+    """Features of a shapes image: 32 tanh units that classify its contrast-normalised pattern,
+    then its per-channel mean, its contrast and the log of its high-frequency residual, so that
+    a distance sees shape, colour, brightness, and grain or blur.
+
+    The pattern is normalised (mean 0, unit std per image) because the class does not depend on
+    brightness or contrast; without that, near-solid images stall the classifier's training.
+    """
+
+    def __init__(self, num_classes: int = len(SHAPE_CLASSES)):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.GELU(),
+            nn.Conv2d(32, 48, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(48, 64, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.GELU(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(256, FEATURES), nn.Tanh(),
+        )
+        self.head = nn.Linear(FEATURES, num_classes)
+
+    def pattern(self, x: Tensor) -> Tensor:
+        x = x - x.mean((2, 3), keepdim=True)
+        return self.body(x / (x.flatten(1).std(1).view(-1, 1, 1, 1) + 0.02))
+
+    def features(self, x: Tensor) -> Tensor:
+        sharpness = hf_residual(x, per_image=True).add(1e-3).log().unsqueeze(1)
+        stats = torch.cat([x.mean((2, 3)), x.flatten(1).std(1, keepdim=True), sharpness], dim=1)
+        return torch.cat([self.pattern(x), stats], dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits."""
+        return self.head(self.pattern(x))
+
+
+def train_feature_net(image_size: int, seed: int = NET_SEED) -> FeatureNet:
+    """The same network for the same (image size, seed), on any machine with the same torch."""
+    images, labels, _ = make_shapes(TRAIN_IMAGES, image_size, seed)
+    with torch.random.fork_rng(), torch.enable_grad():  # callers may sit under no_grad
+        torch.manual_seed(seed)
+        net = FeatureNet()
+        optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
+        for _ in range(TRAIN_STEPS):
+            pick = torch.randint(len(images), (BATCH,))
+            loss = F.cross_entropy(net(images[pick]), labels[pick])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return net.eval().requires_grad_(False)
+
+
+def _cached(path: Path, make: Callable[[], dict]) -> dict:
+    """`make()`, computed once and then read from `path` (recomputed if the file is unreadable)."""
+    try:
+        return load_checkpoint(path)
+    except CheckpointError:
+        state = make()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(state, path)
+        return state
+
+
+def load_feature_net(image_size: int, cache_dir: str | Path = "runs/yardstick") -> FeatureNet:
+    """The feature network for this image size, trained once and then read from cache_dir."""
+    state = _cached(Path(cache_dir) / f"shapes{image_size}_net{NET_SEED}.pt",
+                    lambda: {"net": train_feature_net(image_size).state_dict()})
+    net = FeatureNet()
+    net.load_state_dict(state["net"])
+    return net.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def reference(image_size: int, reference_set: int = 0, cache_dir: str | Path = "runs/yardstick") -> dict:
+    """One held-out reference set, as features: REFERENCE_COUNT images to measure against, and a
+    pool of POOL_COUNT others from which the data-vs-data distance is measured."""
+    def make() -> dict:
+        net = load_feature_net(image_size, cache_dir)
+        ref, _, _ = make_shapes(REFERENCE_COUNT, image_size, REFERENCE_SEED + 2 * reference_set)
+        pool, pool_labels, _ = make_shapes(POOL_COUNT, image_size, REFERENCE_SEED + 2 * reference_set + 1)
+        return {"features": net.features(ref), "brightness": brightness(ref), "hf": hf_residual(ref),
+                "pool_features": net.features(pool), "pool_accuracy": (net(pool).argmax(1) == pool_labels).float().mean().item()}
+
+    return _cached(Path(cache_dir) / f"shapes{image_size}_reference{reference_set}.pt", make)
+
+
+@torch.no_grad()
+def shapes_quality(samples: Tensor, labels: Tensor | None = None, reference_set: int = 0,
+                   cache_dir: str | Path = "runs/yardstick") -> dict[str, float]:
+    """The yardstick for samples in [−1, 1] of the embedded shapes (labels: the classes asked for).
+
+    `fd_ratio` = FD(samples, R) / mean_i FD(D_i, R): R a large held-out reference set, D_i held-out
+    sets of the samples' count. Fréchet distance grows as the count shrinks, so only this ratio
+    compares runs: 1 means "as close to R as other data of the same size". The mean runs over
+    up to 16 such sets (at least 2): one set's distance alone varies by about 30% between draws.
+    """
+    samples = samples.float().cpu()
+    n, size = len(samples), samples.shape[-1]
+    net, ref = load_feature_net(size, cache_dir), reference(size, reference_set, cache_dir)
+    fd = frechet_distance(net.features(samples), ref["features"])
+    held_out = ref["pool_features"][:max(2, min(16, POOL_COUNT // n)) * n].split(n)
+    fd_data = sum(frechet_distance(d, ref["features"]) for d in held_out) / len(held_out)
+    b = brightness(samples)
+    quality = {
+        "num_samples": n,
+        "fd_ratio": fd / fd_data, "fd": fd, "fd_data": fd_data,
+        "hf_ratio": hf_residual(samples) / ref["hf"],
+        "spread_ratio": spread_ratio(b, ref["brightness"]), "w1": wasserstein1(b, ref["brightness"]),
+        "data_class_accuracy": ref["pool_accuracy"],
+    }
+    if labels is not None:
+        quality["class_accuracy"] = (net(samples).argmax(1) == labels.cpu()).float().mean().item()
+    return quality

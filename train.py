@@ -54,7 +54,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     schedule: str = "scaled_linear"
     zero_snr: bool = True
-    prediction: str = "v"
+    prediction: str = "x0"  # at zero SNR x0 works as well as v, and a small model's samples are clean (docs/quality_trials.md)
+    loss_space: str = ""  # "": the prediction's own space
     timesteps: int = 1000
     offset_noise: float = 0.0
     label_dropout: float = 0.1  # forced to 0 for an unconditional model
@@ -95,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict, bool]:
     arg("--schedule", choices=SCHEDULES, help=f"beta schedule (default: {d.schedule})")
     arg("--zero-snr", action=argparse.BooleanOptionalAction, help="fix #1: rescale the schedule to zero terminal SNR (default: on)")
     arg("--prediction", choices=PREDICTION_TYPES, help=f"fix #2: what the network predicts (default: {d.prediction})")
+    arg("--loss-space", choices=PREDICTION_TYPES, help="regress in this space (e.g. v: the paper's v-loss for any "
+        "--prediction); default: the prediction's own")
     arg("--timesteps", type=int, help=f"number of training timesteps T (default: {d.timesteps})")
     arg("--offset-noise", type=float, help="add S*N(0,1) per image and channel to the noise: the older workaround (default: 0)")
     arg("--label-dropout", type=float, help=f"probability of the null label, for guidance; 0 if unconditional (default: {d.label_dropout})")
@@ -385,7 +388,8 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
                 group["lr"] = lr_at(step, c)
             with autocast(device, c.precision):
                 # Fix #2: regress the v target (or the one --prediction names).
-                loss = diffusion_loss(ddp_model, x0, schedule, c.prediction, labels, offset_noise=c.offset_noise)
+                loss = diffusion_loss(ddp_model, x0, schedule, c.prediction, labels, offset_noise=c.offset_noise,
+                                      loss_space=c.loss_space or None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
@@ -393,8 +397,8 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
             # so the weights (and the last checkpoint) stay good.
             if any_rank(not (torch.isfinite(loss) and torch.isfinite(grad_norm)), device, world):
                 raise TrainingDiverged(
-                    f"the loss or its gradient became non-finite at step {step + 1} (loss {loss.item()}); the last good "
-                    f"checkpoint ({out / CHECKPOINT}) is kept. Resume it with a lower --lr or --grad-clip")
+                    f"training diverged at step {step + 1}; the loss ({loss.item():.4g}) or its gradient is not finite. "
+                    f"The last good checkpoint ({out / CHECKPOINT}) is kept: resume it with a lower --lr or --grad-clip")
             optimizer.step()
             update_ema(ema, model, c.ema_decay, step)
             step += 1

@@ -4,7 +4,7 @@
 - parameterization: ε / v / x0 targets and conversions, the loss (fix #2: v-prediction)
 - timesteps:        leading / linspace / trailing spacing (fix #3: trailing)
 - guidance:         classifier-free guidance with rescale (fix #4)
-- samplers:         the DDIM step and sampling loop
+- samplers:         the DDIM and DPM-Solver++(2M) steps and the sampling loop
 - ideal:            the closed-form optimal denoiser of a finite dataset
 """
 from .guidance import apply_cfg
@@ -16,18 +16,20 @@ from .parameterization import (
     prediction_target,
     v_target,
 )
-from .samplers import ddim_step, guided_output, sample
+from .samplers import SAMPLERS, ddim_step, dpmpp_2m_step, guided_output, sample
 from .schedules import SCHEDULES, Schedule, enforce_zero_terminal_snr, make_betas, make_schedule
 from .timesteps import SPACINGS, get_timesteps
 
 __all__ = [
     "PREDICTION_TYPES",
+    "SAMPLERS",
     "SCHEDULES",
     "SPACINGS",
     "IdealDenoiser",
     "Schedule",
     "apply_cfg",
     "ddim_step",
+    "dpmpp_2m_step",
     "diffusion_loss",
     "enforce_zero_terminal_snr",
     "get_timesteps",

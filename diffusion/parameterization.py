@@ -70,6 +70,7 @@ def diffusion_loss(
     labels: Tensor | None = None,
     offset_noise: float = 0.0,
     loss_weight: Tensor | None = None,
+    loss_space: str | None = None,
 ) -> Tensor:
     """Denoising loss (paper §3.2): L = E_{t, x0, ε} λ_t ‖target_t − f(x_t, t, c)‖², λ_t = 1 by default.
 
@@ -84,8 +85,13 @@ def diffusion_loss(
     if offset_noise:
         noise = noise + offset_noise * torch.randn(x0.shape[0], x0.shape[1], *[1] * (x0.ndim - 2), device=x0.device)
     x_t = schedule.add_noise(x0, noise, t)
-    target = prediction_target(x0, noise, schedule.alpha_bar_at(t, x0), prediction_type)
-    per_sample = F.mse_loss(model(x_t, t, labels).float(), target, reduction="none").flatten(1).mean(1)
+    alpha_bar = schedule.alpha_bar_at(t, x0)
+    output = model(x_t, t, labels).float()
+    if loss_space is not None and loss_space != prediction_type:
+        x0_hat, eps_hat = predict_x0_eps(x_t, output, alpha_bar, prediction_type)
+        output = prediction_target(x0_hat, eps_hat, alpha_bar, loss_space)
+    target = prediction_target(x0, noise, alpha_bar, loss_space or prediction_type)
+    per_sample = F.mse_loss(output, target, reduction="none").flatten(1).mean(1)
     if loss_weight is not None:
         per_sample = per_sample * loss_weight.to(per_sample)[t]
     return per_sample.mean()

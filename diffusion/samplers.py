@@ -1,4 +1,6 @@
-"""DDIM sampling: one pure step function and the loop that chains it."""
+"""Sampling: one pure function per step (DDIM, DPM-Solver++(2M)) and the loop that chains them."""
+import math
+
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -37,6 +39,39 @@ def ddim_step(
     return x_prev + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise
 
 
+def dpmpp_2m_step(
+    x_t: Tensor,
+    x0_t: Tensor,
+    x0_before: Tensor | None,
+    alpha_bar_before: float | None,
+    alpha_bar_t: float,
+    alpha_bar_next: float,
+) -> Tensor:
+    """One DPM-Solver++(2M) step from t to the next listed timestep (Lu et al. 2022, data prediction,
+    multistep), written in u = α/σ = e^λ with α = √ᾱ, σ = √(1 − ᾱ), where the ODE reads dy/du = x̂0
+    for y = x/σ:
+
+        y_next = y_t + (u_next − u_t) · D,     D = (1 + 1/(2r)) · x̂0_t − 1/(2r) · x̂0_before,
+        r = (λ_t − λ_before) / (λ_next − λ_t),
+
+    computed as x_next = (σ_next/σ_t) · x_t + (α_next − σ_next · u_t) · D, which is finite at zero
+    SNR (ᾱ_t = 0: σ_t = 1, u_t = 0) without any clamp of ᾱ or clip of λ. D = x̂0_t (first order,
+    exactly the DDIM step) on the first step, after a step that started at zero SNR (λ_before = −∞,
+    so r = ∞), and on the last step to ᾱ = 1 (λ_next = ∞, so r = 0).
+    """
+    sigma_t, sigma_next = math.sqrt(1 - alpha_bar_t), math.sqrt(1 - alpha_bar_next)
+    u_t = math.sqrt(alpha_bar_t) / sigma_t
+    d = x0_t
+    if x0_before is not None and alpha_bar_before > 0 and alpha_bar_next < 1:
+        lam = lambda ab: 0.5 * (math.log(ab) - math.log1p(-ab))  # noqa: E731  λ = log(α/σ)
+        r = (lam(alpha_bar_t) - lam(alpha_bar_before)) / (lam(alpha_bar_next) - lam(alpha_bar_t))
+        d = (1 + 1 / (2 * r)) * x0_t - 1 / (2 * r) * x0_before
+    return (sigma_next / sigma_t) * x_t + (math.sqrt(alpha_bar_next) - sigma_next * u_t) * d
+
+
+SAMPLERS = ("ddim", "dpmpp-2m")
+
+
 def guided_output(
     model: nn.Module, x: Tensor, t: Tensor, labels: Tensor | None, guidance: float, rescale: float,
     amp_dtype: torch.dtype | None = None,
@@ -70,8 +105,10 @@ def sample(
     device: torch.device | str = "cpu",
     progress: bool = True,
     amp_dtype: torch.dtype | None = None,
+    sampler: str = "ddim",
 ) -> Tensor:
-    """Generate images in [−1, 1] with DDIM from x_T ~ N(0, I), visiting `timesteps` in order.
+    """Generate images in [−1, 1] from x_T ~ N(0, I), visiting `timesteps` in order, with DDIM or
+    DPM-Solver++(2M) (`sampler`, one of SAMPLERS).
 
     Each step goes from timesteps[i] to timesteps[i+1] (never t − T/S, which is wrong for
     trailing and linspace spacing), and the last one to ᾱ = 1. Noise is drawn on the CPU
@@ -80,13 +117,23 @@ def sample(
     """
     if not 0.0 <= rescale <= 1.0:
         raise ValueError(f"guidance rescale must be in [0, 1], got {rescale}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if sampler != "ddim" and eta != 0:
+        raise ValueError(f"eta > 0 is a DDIM option; {sampler} is deterministic")
     x = torch.randn(shape, generator=generator).to(device)
     if labels is not None:
         labels = labels.to(device)
     alpha_bars = schedule.alpha_bar[timesteps].tolist() + [1.0]
+    x0_before = None
     for i, t in enumerate(tqdm(timesteps.tolist(), desc="sampling", disable=not progress, leave=False)):
         t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
         output = guided_output(model, x, t_batch, labels, guidance, rescale, amp_dtype)
-        noise = torch.randn(shape, generator=generator).to(device) if eta > 0 else None
-        x = ddim_step(x, output, alpha_bars[i], alpha_bars[i + 1], prediction_type, eta, noise)
+        if sampler == "ddim":
+            noise = torch.randn(shape, generator=generator).to(device) if eta > 0 else None
+            x = ddim_step(x, output, alpha_bars[i], alpha_bars[i + 1], prediction_type, eta, noise)
+        else:
+            x0, _ = predict_x0_eps(x, output, torch.tensor(alpha_bars[i], dtype=x.dtype), prediction_type)
+            x = dpmpp_2m_step(x, x0, x0_before, alpha_bars[i - 1] if i else None, alpha_bars[i], alpha_bars[i + 1])
+            x0_before = x0
     return x.clamp(-1, 1)

@@ -66,8 +66,11 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
 
     The matrix square roots come from symmetric eigendecompositions in float64, which stay
     exact for the singular covariances of small sample counts (no scipy.linalg.sqrtm).
+    NaN if either set holds a non-finite value.
     """
     a, b = a.double().flatten(1), b.double().flatten(1)
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return float("nan")  # samples of a diverged model: no distance, and no crash in the eigensolver
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
     vals, vecs = torch.linalg.eigh(cov_a)

@@ -98,7 +98,8 @@ def load_feature_net(image_size: int, cache_dir: str | Path = "runs/yardstick") 
     """The feature network for this image size, trained once and then read from cache_dir."""
     state = _cached(Path(cache_dir) / f"shapes{image_size}_net{NET_SEED}.pt",
                     lambda: {"net": train_feature_net(image_size).state_dict()})
-    net = FeatureNet()
+    with torch.random.fork_rng():  # building it draws initial weights: leave the caller's random stream alone
+        net = FeatureNet()
     net.load_state_dict(state["net"])
     return net.eval().requires_grad_(False)
 

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -87,3 +89,8 @@ def test_hf_residual_per_image_averages_to_the_set_value():
     x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     assert hf_residual(x, per_image=True).shape == (5,)
     assert hf_residual(x, per_image=True).mean().item() == pytest.approx(hf_residual(x))
+
+
+def test_frechet_distance_of_non_finite_features_is_nan_not_an_error():
+    a = torch.randn(16, 3)
+    assert math.isnan(frechet_distance(torch.full((16, 3), float("nan")), a))

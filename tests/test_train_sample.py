@@ -165,3 +165,19 @@ def _is_rank(pid: str, rank: int, out: str) -> bool:
     except OSError:
         return False
     return b"train.py" in cmdline and out.encode() in cmdline and f"\0RANK={rank}\0".encode() in b"\0" + environ
+
+
+def test_sample_with_dpmpp_2m_and_rescaled_guidance_runs(tiny_run, tmp_path):
+    result = run_script("sample.py", str(tiny_run / "checkpoint.pt"), "--sampler", "dpmpp-2m", "--class", "disc",
+                        "--guidance", "3", "--num-samples", "4", "--num-steps", "3", "--out", str(tmp_path / "g.png"))
+    assert result.returncode == 0, result.stderr
+    assert "dpmpp-2m" in result.stdout
+
+
+def test_solvers_experiment_writes_a_row_per_model_sampler_and_step_count(tiny_run, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "experiments.solvers", str(tiny_run / "checkpoint.pt"),
+                             "--num-samples", "8", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert len(rows) == 2 * 2 * 5 and all(r["spread_ratio"] > 0 for r in rows)

@@ -1,0 +1,106 @@
+"""Few-step solvers at zero terminal SNR: DDIM against DPM-Solver++(2M), trailing steps.
+
+    python -m experiments.solvers runs/default/checkpoint.pt     # about 3 min on 2 CPU cores
+
+Two models on the embedded shapes: the exact denoiser of 2,048 known images (no training error,
+so only the solver differs) and a trained zero-SNR v-prediction checkpoint (class-conditional
+samples, classes in turn). For S in {2, 3, 5, 10, 25}: brightness spread and W1 against
+held-out shapes, and the rest of the yardstick. Writes results.json, RESULTS.md and (with
+matplotlib) solvers.png to --out. The question it answers: does 2M at S = 10 match DDIM at S = 25?
+"""
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from cli import Parser, check_writable_dir, run
+from data import make_shapes
+from diffusion import SAMPLERS, IdealDenoiser, get_timesteps, make_schedule, sample
+from evaluation.yardstick import shapes_quality
+from models.checkpoint import load_ema_model, load_training_checkpoint
+
+STEPS = (2, 3, 5, 10, 25)
+KNOWN_SEED = 6_000_001  # the exact denoiser's images: not the held-out references of the yardstick
+METRICS = (("spread_ratio", "brightness spread (1 = data)"), ("w1", "brightness W1 to data"),
+           ("hf_ratio", "high-frequency ratio (1 = data)"), ("fd_ratio", "feature distance ratio (1 = data)"))
+
+
+def draw(model, schedule, prediction: str, sampler: str, steps: int, n: int, size: int, labels) -> torch.Tensor:
+    return sample(model, (n, 3, size, size), schedule, get_timesteps(schedule.num_train_steps, steps, "trailing"),
+                  prediction, labels=labels, generator=torch.Generator().manual_seed(0), progress=False, sampler=sampler)
+
+
+def plot(path: Path, rows: list[dict]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: skipping the figure (pip install -e '.[figures]')")
+        return
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.4))
+    for ax, (key, label) in zip(axes, METRICS):
+        for model, style in (("exact denoiser", "-"), ("trained model", "--")):
+            for sampler, color in zip(SAMPLERS, ("C0", "C3")):
+                points = [(r["steps"], r[key]) for r in rows if r["model"] == model and r["sampler"] == sampler]
+                ax.plot(*zip(*points), style, color=color, marker="o", label=f"{model}, {sampler}")
+        ax.set_xscale("log")
+        ax.set_xticks(STEPS, [str(s) for s in STEPS])
+        ax.set_xlabel("sampling steps S (trailing)")
+        ax.set_title(label, fontsize=10)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("DDIM against DPM-Solver++(2M) on a zero-terminal-SNR schedule")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = Parser(description="Compare DDIM and DPM-Solver++(2M) at few steps on a zero-SNR model of the shapes.")
+    p.add_argument("checkpoint", help="a zero-SNR v-prediction train.py checkpoint of the shapes")
+    p.add_argument("--num-samples", type=int, default=512, help="samples a row (default: 512)")
+    p.add_argument("--out", default="runs/solvers", help="output folder (default: runs/solvers)")
+    a = p.parse_args()
+    if a.num_samples < 2:
+        raise ValueError("--num-samples must be at least 2")
+    check_writable_dir(a.out)
+    state = load_training_checkpoint(a.checkpoint)
+    config = state["config"]
+    if config["dataset"] != "shapes" or not config["zero_snr"]:
+        raise ValueError("this experiment needs a zero-SNR checkpoint of the embedded shapes")
+    trained = load_ema_model(state, a.checkpoint)
+    size, num_classes = trained.config.image_size, trained.config.num_classes
+    schedule = make_schedule(config["schedule"], config["timesteps"], zero_snr=True)
+    known, _, _ = make_shapes(2048, size, KNOWN_SEED)
+    models = {"exact denoiser": (IdealDenoiser(known, schedule, "v"), "v", None),
+              "trained model": (trained, config["prediction"],
+                                torch.arange(a.num_samples) % num_classes if num_classes else None)}
+    rows, tic = [], time.perf_counter()
+    for name, (model, prediction, labels) in models.items():
+        for sampler in SAMPLERS:
+            for steps in STEPS:
+                images = draw(model, schedule, prediction, sampler, steps, a.num_samples, size, labels)
+                row = {"model": name, "sampler": sampler, "steps": steps, **shapes_quality(images, labels)}
+                rows.append(row)
+                print(f"{name}, {sampler}, S={steps}: spread {row['spread_ratio']:.3f}, W1 {row['w1']:.4f}, "
+                      f"HF x{row['hf_ratio']:.2f}, FD x{row['fd_ratio']:.1f}", flush=True)
+    out = Path(a.out)
+    (out / "results.json").write_text(json.dumps({"checkpoint": a.checkpoint, "seconds": time.perf_counter() - tic,
+                                                  "rows": rows}, indent=1))
+    lines = ["| model | sampler | S | spread | W1 | HF ratio | FD ratio | class accuracy |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        accuracy = f"{r['class_accuracy']:.3f}" if "class_accuracy" in r else ""
+        lines.append(f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['spread_ratio']:.3f} | {r['w1']:.4f} | "
+                     f"{r['hf_ratio']:.2f} | {r['fd_ratio']:.1f} | {accuracy} |")
+    (out / "RESULTS.md").write_text(f"# DDIM against DPM-Solver++(2M), trailing steps, {a.num_samples} samples a row\n\n"
+                                    f"`python -m experiments.solvers {a.checkpoint}` took "
+                                    f"{(time.perf_counter() - tic) / 60:.1f} min.\n\n" + "\n".join(lines) + "\n")
+    plot(out / "solvers.png", rows)
+    print(f"wrote {out / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

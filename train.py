@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -45,6 +45,7 @@ class TrainConfig:
     num_images: int = 10_000  # size of the embedded shapes dataset
     model: str = "cpu"
     class_cond: bool = True  # when the dataset has classes
+    hflip: bool | None = None  # None: on, except for image folders (text, digits and other asymmetric content)
     batch_size: int = 64
     steps: int = 1_800
     lr: float = 2e-3
@@ -85,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict, bool]:
     arg("--image-size", type=int, help=f"image side in pixels (default: {DEFAULT_IMAGE_SIZE})")
     arg("--num-images", type=int, help=f"how many embedded shapes images to generate (default: {d.num_images})")
     arg("--model", choices=PRESETS, help=f"UNet size preset: tiny (tests), cpu, cifar10 (35.7M, GPU) (default: {d.model})")
+    arg("--hflip", action=argparse.BooleanOptionalAction, help="flip training images left-right at random "
+        "(default: on for shapes, cifar10 and celeba; off for a folder, which may hold text or digits)")
     arg("--class-cond", action=argparse.BooleanOptionalAction, help="condition on the class label when the dataset has classes (default: on)")
     arg("--batch-size", type=int, help=f"images per optimizer step, over all processes (default: {d.batch_size})")
     arg("--steps", type=int, help=f"total optimizer steps; with --resume, train up to this step (default: {d.steps})")
@@ -312,6 +315,8 @@ class TrainingDiverged(RuntimeError):
 def train(c: TrainConfig, state: dict | None = None) -> Path:
     """Train to c.steps, starting from a checkpoint `state` if given; returns the checkpoint path."""
     check_config(c)
+    if c.hflip is None:
+        c = replace(c, hflip=c.dataset != "folder")
     rank, world, device = setup_distributed(c.device)
     if c.batch_size % world:
         raise ValueError(f"--batch-size {c.batch_size} must be divisible by the {world} processes")
@@ -379,7 +384,8 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
         while step < c.steps:
             x0, labels = next(batches)
             x0, labels = x0.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            x0 = torch.where(torch.rand(len(x0), 1, 1, 1, device=device) < 0.5, x0.flip(3), x0)  # horizontal flips
+            if c.hflip:
+                x0 = torch.where(torch.rand(len(x0), 1, 1, 1, device=device) < 0.5, x0.flip(3), x0)
             if num_classes:
                 labels = torch.where(torch.rand(len(labels), device=device) < c.label_dropout, -1, labels)
             else:

@@ -18,6 +18,7 @@ from cli import Parser, check_writable_dir, run
 from data import make_shapes
 from diffusion import SAMPLERS, IdealDenoiser, get_timesteps, make_schedule, sample
 from evaluation.yardstick import shapes_quality
+from experiments.figures import pyplot, save
 from models.checkpoint import load_ema_model, load_training_checkpoint
 
 STEPS = (2, 3, 5, 10, 25)
@@ -32,13 +33,8 @@ def draw(model, schedule, prediction: str, sampler: str, steps: int, n: int, siz
 
 
 def plot(path: Path, rows: list[dict]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: skipping the figure (pip install -e '.[figures]')")
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.4))
     for ax, (key, label) in zip(axes, METRICS):
@@ -47,14 +43,15 @@ def plot(path: Path, rows: list[dict]) -> None:
                 points = [(r["steps"], r[key]) for r in rows if r["model"] == model and r["sampler"] == sampler]
                 ax.plot(*zip(*points), style, color=color, marker="o", label=f"{model}, {sampler}")
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(STEPS, [str(s) for s in STEPS])
+        if key == "fd_ratio":
+            ax.set_yscale("log")
         ax.set_xlabel("sampling steps S (trailing)")
         ax.set_title(label, fontsize=10)
     axes[0].legend(fontsize=7)
     fig.suptitle("DDIM against DPM-Solver++(2M) on a zero-terminal-SNR schedule")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main() -> int:

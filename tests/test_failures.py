@@ -176,3 +176,13 @@ def test_bad_input_ends_with_one_clear_line_and_exit_2(bad_checkpoints, tmp_path
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_nan_gradient_at_a_checkpoint_step_keeps_the_previous_checkpoint_bit_for_bit(tmp_path):
+    good = _train(tmp_path / "good", "--steps", "2", "--ckpt-every", "2")
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "nan_probe.py"), "4", *FAST, "--out", str(tmp_path / "nan"),
+                             "--steps", "4", "--ckpt-every", "2"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "at step 4" in result.stderr and "Traceback" not in result.stderr
+    kept = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=True)
+    _assert_same_training_state(kept, good)

@@ -181,3 +181,15 @@ def test_solvers_experiment_writes_a_row_per_model_sampler_and_step_count(tiny_r
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert len(rows) == 2 * 2 * 5 and all(r["spread_ratio"] > 0 for r in rows)
+
+
+def test_hflip_is_on_for_shapes_and_off_for_a_folder_by_default_and_can_be_turned_off(tiny_run, tmp_path):
+    assert torch.load(tiny_run / "checkpoint.pt", weights_only=True)["config"]["hflip"] is True
+    folder = write_image_folder(tmp_path / "images")
+    result = run_script("train.py", "--dataset", "folder", "--data-dir", str(folder), "--model", "tiny", "--image-size", "16",
+                        "--batch-size", "2", "--steps", "1", "--out", str(tmp_path / "folder"))
+    assert result.returncode == 0, result.stderr
+    assert torch.load(tmp_path / "folder" / "checkpoint.pt", weights_only=True)["config"]["hflip"] is False
+    result = run_script("train.py", *TINY, "--image-size", "16", "--no-hflip", "--steps", "1", "--out", str(tmp_path / "off"))
+    assert result.returncode == 0, result.stderr
+    assert torch.load(tmp_path / "off" / "checkpoint.pt", weights_only=True)["config"]["hflip"] is False

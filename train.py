@@ -171,14 +171,15 @@ def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def any_rank(flag: bool, device: torch.device, world: int) -> bool:
-    """True if `flag` is true on any process: decisions that end the loop must be taken by all ranks
-    together, or the others wait forever in the next gradient all-reduce."""
+def any_rank(flags: list[bool], device: torch.device, world: int) -> list[bool]:
+    """Each flag, true if it is true on any process (one all-reduce for all of them): decisions that
+    end the loop must be taken by all ranks together, or the others wait forever in the next
+    gradient all-reduce."""
     if world == 1:
-        return flag
-    flag_tensor = torch.tensor(float(flag), device=device)
+        return flags
+    flag_tensor = torch.tensor([float(f) for f in flags], device=device)
     dist.all_reduce(flag_tensor, op=dist.ReduceOp.MAX)
-    return bool(flag_tensor.item())
+    return [bool(f) for f in flag_tensor.tolist()]
 
 
 def gather_rng_states(device: torch.device, world: int) -> dict[str, list[torch.Tensor]]:
@@ -399,9 +400,11 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
-            # A non-finite loss or gradient on any rank stops every rank before the step is taken,
-            # so the weights (and the last checkpoint) stay good.
-            if any_rank(not (torch.isfinite(loss) and torch.isfinite(grad_norm)), device, world):
+            # A non-finite loss or gradient on any rank stops every rank before the step is taken, so
+            # the weights (and the last checkpoint) stay good; a stop signal to any rank stops all after it.
+            diverged, stopping = any_rank([not (torch.isfinite(loss) and torch.isfinite(grad_norm)), stop.requested],
+                                          device, world)
+            if diverged:
                 raise TrainingDiverged(
                     f"training diverged at step {step + 1}; the loss ({loss.item():.4g}) or its gradient is not finite. "
                     f"The last good checkpoint ({out / CHECKPOINT}) is kept: resume it with a lower --lr or --grad-clip")
@@ -419,7 +422,6 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
                 bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_sec']:.0f}")
                 losses = []
             bar.update(1)
-            stopping = any_rank(stop.requested, device, world)
             if step % c.ckpt_every == 0 or step == c.steps or stopping:
                 checkpoint()
             if stopping:

@@ -68,8 +68,6 @@ def check_args(a: argparse.Namespace) -> None:
         raise ValueError(f"--guidance-rescale must be in [0, 1], got {a.guidance_rescale}")
     if not 0 <= a.eta <= 1:
         raise ValueError(f"--eta must be in [0, 1], got {a.eta}")
-    if a.eta and a.sampler != "ddim":
-        raise ValueError(f"--eta is a DDIM option; --sampler {a.sampler} is deterministic")
     if a.guidance < 0:
         raise ValueError(f"--guidance must be zero or positive, got {a.guidance}")
 

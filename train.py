@@ -394,7 +394,7 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, c)
             with autocast(device, c.precision):
-                # Fix #2: regress the v target (or the one --prediction names).
+                # Fix #2: regress the target --prediction names (v in the paper, x0 by default here).
                 loss = diffusion_loss(ddp_model, x0, schedule, c.prediction, labels, offset_noise=c.offset_noise,
                                       loss_space=c.loss_space or None)
             optimizer.zero_grad(set_to_none=True)

@@ -25,7 +25,6 @@ class UNetConfig:
     num_classes: int = 0  # 0: unconditional
     patch_size: int = 1  # >1: fold p×p pixel patches into channels first, so every level runs p² times cheaper
     scale_shift: bool = False  # time/class embedding scales and shifts the normalised features (ADM), not just adds
-    full_res_channels: int = 0  # >0 with patches: a full-resolution stem and head of this width, joined by a skip
 
 
 PRESETS = {
@@ -35,8 +34,6 @@ PRESETS = {
     # about 245 training images/s on 2 cores, 3.5 times the same UNet on unfolded 32×32 pixels (70/s).
     "cpu": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), patch_size=2,
                 scale_shift=True),
-    "cpu-full": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), patch_size=2,
-                     scale_shift=True, full_res_channels=16),
     # DDPM's CIFAR-10 model (Ho et al. 2020): 35.7M parameters, for a GPU.
     "cifar10": dict(base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),
 }
@@ -131,12 +128,7 @@ class UNet(nn.Module):
         # One row more than classes: the last is the null class of classifier-free guidance.
         self.class_emb = nn.Embedding(config.num_classes + 1, emb_dim) if config.num_classes else None
         pixels = config.in_channels * config.patch_size**2
-        full = config.full_res_channels
-        # With patches, the network sees each pixel only through its patch's channels; a full-resolution
-        # stem, whose features skip past the whole UNet to a full-resolution head, gives the output
-        # direct access to the input's finest detail, which denoising at small t has to remove.
-        self.stem = nn.Conv2d(config.in_channels, full, 3, padding=1) if full else None
-        self.conv_in = nn.Conv2d(full * config.patch_size**2 if full else pixels, ch, 3, padding=1)
+        self.conv_in = nn.Conv2d(pixels, ch, 3, padding=1)
 
         chans = [ch * m for m in config.channel_mults]
         skips, res = [ch], config.image_size // config.patch_size
@@ -166,16 +158,7 @@ class UNet(nn.Module):
             if i > 0:
                 self.upsample.append(nn.Conv2d(out_ch, out_ch, 3, padding=1))
                 res *= 2
-        self.norm_out = group_norm(h_ch)
-        if full:
-            # Un-patching the output itself makes each pixel of a patch its own channel with nothing
-            # after it to tie neighbours together: a 2-pixel checkerboard. Un-patch features instead,
-            # and let a full-resolution 3×3 convolution make the pixels.
-            self.unpatch = nn.Conv2d(h_ch, full * config.patch_size**2, 3, padding=1)
-            self.norm_head = group_norm(2 * full)
-            self.conv_out = nn.Conv2d(2 * full, config.in_channels, 3, padding=1)
-        else:
-            self.conv_out = nn.Conv2d(h_ch, pixels, 3, padding=1)
+        self.norm_out, self.conv_out = group_norm(h_ch), nn.Conv2d(h_ch, pixels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -187,8 +170,7 @@ class UNet(nn.Module):
             emb = emb + self.class_emb(torch.where(labels < 0, self.config.num_classes, labels))
 
         p = self.config.patch_size
-        stem = self.stem(x) if self.stem is not None else x
-        h = self.conv_in(rearrange(stem, "b c (h p1) (w p2) -> b (c p1 p2) h w", p1=p, p2=p))
+        h = self.conv_in(rearrange(x, "b c (h p1) (w p2) -> b (c p1 p2) h w", p1=p, p2=p))
         skips = [h]
         for i, level in enumerate(self.down):
             for block, attn in zip(level.blocks, level.attns):
@@ -203,11 +185,8 @@ class UNet(nn.Module):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2, mode="nearest"))
-        h = F.silu(self.norm_out(h))
-        if self.stem is not None:
-            h = rearrange(self.unpatch(h), "b (c p1 p2) h w -> b c (h p1) (w p2)", p1=p, p2=p)
-            return self.conv_out(F.silu(self.norm_head(torch.cat([h, stem], dim=1))))
-        return rearrange(self.conv_out(h), "b (c p1 p2) h w -> b c (h p1) (w p2)", p1=p, p2=p)
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return rearrange(out, "b (c p1 p2) h w -> b c (h p1) (w p2)", p1=p, p2=p)
 
     def config_dict(self) -> dict:
         return asdict(self.config)

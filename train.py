@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
@@ -313,8 +313,11 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
-def train(c: TrainConfig, state: dict | None = None) -> Path:
-    """Train to c.steps, starting from a checkpoint `state` if given; returns the checkpoint path."""
+def train(c: TrainConfig, state: dict | None = None, dataset: Dataset | None = None) -> Path:
+    """Train to c.steps, starting from a checkpoint `state` if given; returns the checkpoint path.
+
+    `dataset` replaces the one the config names (the experiments pass one with reference images held out).
+    """
     check_config(c)
     if c.hflip is None:
         c = replace(c, hflip=c.dataset != "folder")
@@ -329,7 +332,8 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
     # Fix #1: the noise schedule, rescaled so that the last timestep is pure noise.
     schedule = make_schedule(c.schedule, c.timesteps, zero_snr=c.zero_snr)
 
-    dataset = load_dataset(c.dataset, c.data_dir, c.image_size or None, c.download, c.num_images, c.seed)
+    if dataset is None:
+        dataset = load_dataset(c.dataset, c.data_dir, c.image_size or None, c.download, c.num_images, c.seed)
     if len(dataset) < c.batch_size:
         raise ValueError(f"the dataset has {len(dataset)} images, fewer than --batch-size {c.batch_size}")
     data_brightness = brightness_summary(dataset, c.seed)
@@ -339,7 +343,8 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
     image_size = c.image_size or DEFAULT_IMAGE_SIZE[c.dataset]
     model = UNet(unet_config(c.model, image_size, num_classes)).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.0)
+    # Fused: one kernel for all parameters, and it can skip a step on the device (found_inf below).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.0, fused=device.type in ("cpu", "cuda"))
     if rank:
         torch.manual_seed(c.seed + 1_000_003 * rank)  # but each rank its own noise, timesteps and flips
     step = 0
@@ -378,7 +383,10 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
         print(summary_line("data brightness", data_brightness))
     metrics = open_metrics(out / "metrics.jsonl", step) if rank == 0 else None
     bar = tqdm(total=c.steps, initial=step, disable=rank != 0, desc="train")
-    losses, tic = [], time.perf_counter()
+    # The loop reads the device back once a window (every --log-every steps, and at checkpoints):
+    # the loss sum and the first step whose loss or gradient was not finite, in one transfer.
+    loss_sum, window, first_bad = torch.zeros((), device=device), 0, torch.full((), -1.0, device=device)
+    tic = time.perf_counter()
     model.train()
     batches = iter(loader)
     with StopRequest() as stop:
@@ -400,28 +408,37 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
-            # A non-finite loss or gradient on any rank stops every rank before the step is taken, so
-            # the weights (and the last checkpoint) stay good; a stop signal to any rank stops all after it.
-            diverged, stopping = any_rank([not (torch.isfinite(loss) and torch.isfinite(grad_norm)), stop.requested],
-                                          device, world)
-            if diverged:
-                raise TrainingDiverged(
-                    f"training diverged at step {step + 1}; the loss ({loss.item():.4g}) or its gradient is not finite. "
-                    f"The last good checkpoint ({out / CHECKPOINT}) is kept: resume it with a lower --lr or --grad-clip")
+            # A non-finite loss or gradient skips the update on the device (found_inf, as GradScaler
+            # uses it), so the weights stay good until the window's read stops the run.
+            bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
+            optimizer.found_inf = bad.float()
             optimizer.step()
+            first_bad = torch.where(bad & (first_bad < 0), float(step + 1), first_bad)
             update_ema(ema, model, c.ema_decay, step)
             step += 1
-
-            losses.append(loss.item())
-            if step % c.log_every == 0 and rank == 0:
-                seconds, tic = time.perf_counter() - tic, time.perf_counter()
-                row = {"step": step, "loss": sum(losses) / len(losses), "lr": lr_at(step - 1, c),
-                       "images_per_sec": len(losses) * c.batch_size / seconds}
-                metrics.write(json.dumps(row) + "\n")
-                metrics.flush()
-                bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_sec']:.0f}")
-                losses = []
+            loss_sum += loss.detach().float()
+            window += 1
             bar.update(1)
+            if step % c.log_every and step % c.ckpt_every and step < c.steps:
+                continue
+
+            mean_loss, bad_step = torch.stack([loss_sum / window, first_bad]).tolist()
+            # A stop signal takes effect at the next read, on every rank at once.
+            diverged, stopping = any_rank([bad_step >= 0, stop.requested], device, world)
+            if diverged:
+                raise TrainingDiverged(
+                    f"training diverged at step {int(bad_step) if bad_step >= 0 else step}; the loss or its gradient is "
+                    f"not finite. The last good checkpoint ({out / CHECKPOINT}) is kept: resume it with a lower --lr or --grad-clip")
+            if step % c.log_every == 0:
+                seconds, tic = time.perf_counter() - tic, time.perf_counter()
+                if rank == 0:
+                    row = {"step": step, "loss": mean_loss, "lr": lr_at(step - 1, c),
+                           "images_per_sec": window * c.batch_size / seconds}
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{row['images_per_sec']:.0f}")
+                loss_sum.zero_()
+                window = 0
             if step % c.ckpt_every == 0 or step == c.steps or stopping:
                 checkpoint()
             if stopping:

@@ -1,5 +1,6 @@
 """Training data: the embedded procedural dataset, or real images through torchvision."""
-from torch.utils.data import Dataset
+import torch
+from torch.utils.data import Dataset, Subset
 
 from .images import celeba, cifar10, image_folder
 from .shapes import SHAPE_CLASSES, make_shapes, shapes_dataset
@@ -25,4 +26,16 @@ def load_dataset(
     return image_folder(data_dir, image_size)
 
 
-__all__ = ["DATASETS", "DEFAULT_IMAGE_SIZE", "SHAPE_CLASSES", "load_dataset", "make_shapes", "shapes_dataset"]
+def hold_out(dataset: Dataset, num_held_out: int, seed: int = 0) -> tuple[Subset, Subset]:
+    """(held out, rest): a seeded random split, so that the images a model or an ideal denoiser
+    learns from are never the reference its samples are measured against."""
+    if not 0 < num_held_out < len(dataset):
+        raise ValueError(f"cannot hold out {num_held_out} of {len(dataset)} images")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    parts = Subset(dataset, order[:num_held_out]), Subset(dataset, order[num_held_out:])
+    for part in parts:
+        part.classes = dataset.classes
+    return parts
+
+
+__all__ = ["DATASETS", "DEFAULT_IMAGE_SIZE", "SHAPE_CLASSES", "hold_out", "load_dataset", "make_shapes", "shapes_dataset"]

@@ -76,6 +76,7 @@ class Schedule:
         check_betas(self.betas)
         object.__setattr__(self, "betas", self.betas.to(torch.float64))
         object.__setattr__(self, "alpha_bar", torch.cumprod(1 - self.betas, 0))
+        object.__setattr__(self, "_tables", {})  # ᾱ per (device, dtype), so a lookup never leaves the device
 
     @property
     def num_train_steps(self) -> int:
@@ -95,11 +96,18 @@ class Schedule:
         return self.alpha_bar / (1 - self.alpha_bar)
 
     def alpha_bar_at(self, t: Tensor, like: Tensor) -> Tensor:
-        """ᾱ_t gathered for a batch of timesteps, shaped (B, 1, …, 1) to broadcast against `like`."""
-        if (t < 0).any() or (t >= self.num_train_steps).any():
+        """ᾱ_t gathered for a batch of timesteps, shaped (B, 1, …, 1) to broadcast against `like`.
+
+        The table is copied once to like's device and dtype, so the training step never waits on
+        the host. Timesteps on the CPU are range-checked; on an accelerator that check would be a
+        host sync every step (an index out of range still fails there, inside the gather).
+        """
+        if t.device.type == "cpu" and ((t < 0).any() or (t >= self.num_train_steps).any()):
             raise ValueError(f"timesteps must lie in [0, {self.num_train_steps}), got {t.tolist()}")
-        alpha_bar = self.alpha_bar[t.cpu()].to(like.device, like.dtype)
-        return alpha_bar.view(-1, *[1] * (like.ndim - 1))
+        key = (like.device, like.dtype)
+        if key not in self._tables:
+            self._tables[key] = self.alpha_bar.to(like.dtype).to(like.device)
+        return self._tables[key][t.to(like.device)].view(-1, *[1] * (like.ndim - 1))
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         """Forward process q(x_t | x0): x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε."""

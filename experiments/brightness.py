@@ -4,6 +4,11 @@
     python -m experiments.brightness                   # + four trained models (--preset cpu)
     python -m experiments.brightness --preset cpu32 --ideal-only   # ideal rows at 32×32, about 3 min
     python -m experiments.brightness --preset cifar10  # the same pipeline at GPU sizes
+    python -m experiments.brightness --dataset folder --data-dir DIR --image-size 32 --ideal-only   # your images
+
+The preset sets the model size and the budget; --dataset, --data-dir and --image-size choose the
+data. The reference images every row is measured against are held out (a seeded split): neither
+the trained models nor the ideal denoiser ever see them.
 
 Claim under test (paper §3, Fig. 1): with a schedule whose terminal SNR is not zero and
 steps that skip the last timestep, generated images cannot be very dark or very bright;
@@ -25,14 +30,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 from torchvision.utils import save_image
 
 from cli import Parser, amp_dtype, pick_device, run
-from data import load_dataset
+from data import DATASETS, hold_out, load_dataset
 from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample
 from evaluation.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
 from experiments.figures import pyplot, save
-from models import UNet
+from models import UNet, unet_config
 from models.checkpoint import load_ema_model, load_training_checkpoint
 from train import TrainConfig, train
 
@@ -139,7 +145,7 @@ def ideal_rows(out: Path, p: Preset, data: torch.Tensor, known: torch.Tensor, se
     return rows
 
 
-def train_model(out: Path, p: Preset, name: str, seed: int) -> tuple[UNet, dict]:
+def train_model(out: Path, p: Preset, name: str, seed: int, train_set: Dataset) -> tuple[UNet, dict]:
     """Train (or resume, or reuse) one model of the ablation; returns its EMA model and config."""
     config = TrainConfig(dataset=p.dataset, data_dir=p.data_dir, image_size=p.image_size, model=p.model,
                          batch_size=p.batch_size, steps=p.train_steps, lr=p.lr, seed=seed, out=str(out / "models" / name),
@@ -148,24 +154,25 @@ def train_model(out: Path, p: Preset, name: str, seed: int) -> tuple[UNet, dict]
     state = load_training_checkpoint(path) if path.exists() else None
     if state is None or state["step"] < p.train_steps:
         tic = time.perf_counter()
-        train(config, state)
+        train(config, state, train_set)
         print(f"trained {name} in {time.perf_counter() - tic:.0f}s")
         state = load_training_checkpoint(path)
     return load_ema_model(state, path), state["config"]
 
 
-def trained_rows(out: Path, p: Preset, data: torch.Tensor, seed: int, device: torch.device) -> list[dict]:
+def trained_rows(out: Path, p: Preset, data: torch.Tensor, train_set: Dataset, seed: int,
+                 device: torch.device) -> list[dict]:
     rows = []
     for name in MODELS:
-        model, config = train_model(out, p, name, seed)
+        model, config = train_model(out, p, name, seed, train_set)
         schedule = make_schedule(config["schedule"], config["timesteps"], zero_snr=config["zero_snr"])
         for spacing in SPACINGS:
             for steps in p.step_counts:
                 draw = sampler(model, schedule, config["prediction"], spacing, steps, p, seed, device)
                 info = {"kind": "trained", "model": name, "spacing": spacing, "steps": steps, **MODELS[name]}
                 rows.append(run_row(out, f"{name}_{spacing}_{steps}", draw, data, info))
-        if name == "fixed":
-            num_classes = model.config.num_classes
+        num_classes = model.config.num_classes
+        if name == "fixed" and num_classes:  # guidance needs classes
             labels = torch.arange(p.num_samples) % num_classes
             for rescale in (0.0, 0.7):
                 draw = sampler(model, schedule, "v", "trailing", p.step_counts[0], p, seed, device,
@@ -222,26 +229,35 @@ def main() -> int:
                         help="sizes: tiny (tests), cpu (16px, default), cpu32 (32px, the main job's), cifar10 (GPU)")
     parser.add_argument("--ideal-only", action="store_true", help="only the ideal-denoiser rows")
     parser.add_argument("--out", default=None, help="output folder (default: runs/brightness-PRESET)")
-    parser.add_argument("--data-dir", default=None, help="where cifar10 lives, for --preset cifar10")
+    parser.add_argument("--dataset", choices=DATASETS, help="the data (default: the preset's; shapes is embedded)")
+    parser.add_argument("--data-dir", help="where cifar10/celeba live, or the image folder's root (one subfolder per class)")
+    parser.add_argument("--image-size", type=int, help="image side in pixels (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data, training and sampling noise (default: 0)")
     args = parser.parse_args()
-    p = PRESETS[args.preset]
-    if args.data_dir:
-        p = replace(p, data_dir=args.data_dir)
-    out = Path(args.out or f"runs/brightness-{args.preset}")
+    if args.image_size is not None and args.image_size < 4:
+        parser.error(f"--image-size must be at least 4, got {args.image_size}")
+    chosen = {"dataset": args.dataset, "data_dir": args.data_dir, "image_size": args.image_size}
+    p = replace(PRESETS[args.preset], **{k: v for k, v in chosen.items() if v is not None})
+    unet_config(p.model, p.image_size)  # a size the preset's UNet cannot take is refused before any work
+    out = Path(args.out or f"runs/brightness-{args.preset}" + (f"-{args.dataset}" if args.dataset else ""))
     for sub in ("rows", "grids", "models"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
 
     tic = time.perf_counter()
-    dataset = load_dataset(p.dataset, p.data_dir, p.image_size, seed=args.seed,
-                           num_images=max(10_000, p.num_samples + p.ideal_data))
-    images = torch.stack([dataset[i][0] for i in range(p.num_samples + p.ideal_data)])
-    data, known = images[:p.num_samples], images[p.num_samples:]
+    dataset = load_dataset(p.dataset, p.data_dir, p.image_size, seed=args.seed, num_images=10_000)
+    # The reference is held out from everything that learns; a small dataset gives each part half at most.
+    num_reference = min(p.num_samples, len(dataset) // 2)
+    reference, train_set = hold_out(dataset, num_reference, args.seed)
+    p = replace(p, num_samples=num_reference, ideal_data=min(p.ideal_data, len(train_set)))
+    data = torch.stack([image for image, _ in reference])
+    known = torch.stack([train_set[i][0] for i in range(p.ideal_data)])
+    print(f"{len(dataset)} {p.dataset} images at {p.image_size}px: {num_reference} held out as the reference, "
+          f"{p.ideal_data} known to the ideal denoiser, {len(train_set)} to train on")
     device = pick_device("auto")
     rows = ideal_rows(out, p, data, known, args.seed, device)
     if not args.ideal_only:
-        rows += trained_rows(out, p, data, args.seed, device)
+        rows += trained_rows(out, p, data, train_set, args.seed, device)
     report(out, p, data, rows, time.perf_counter() - tic)
     print(f"wrote {out / 'RESULTS.md'}")
     return 0

@@ -43,12 +43,17 @@ def write_cifar10(root: Path, per_batch: int = 4, seed: int = 0) -> Path:
 
 
 def write_image_folder(root: Path, classes=("cats", "dogs"), per_class: int = 3, size=(40, 30)) -> Path:
-    """A tiny ImageFolder: one subfolder of PNGs per class, not square, so cropping matters."""
+    """An ImageFolder: one subfolder of PNGs per class, not square, so cropping matters.
+
+    Each image is grain around a brightness drawn uniformly from black to white, so that, like the
+    embedded shapes, a folder of them shows the brightness leak.
+    """
     rng = np.random.default_rng(0)
     for name in classes:
         (root / name).mkdir(parents=True)
         for i in range(per_class):
-            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            level = rng.uniform(0, 255)
+            pixels = np.clip(level + rng.normal(0, 40, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(root / name / f"{i}.png")
     return root
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_image_folder
 
 
 def _run_preset(preset, out, *args):
@@ -63,3 +63,21 @@ def test_ideal_rows_at_the_cpu_preset_squeeze_the_baseline_and_not_the_fix(tmp_p
         assert rows[f"ideal_baseline_leading_{steps}"]["spread_ratio"] < 0.75
         assert rows[f"ideal_fixed_trailing_{steps}"]["spread_ratio"] > 0.83
         assert rows[f"ideal_fixed_trailing_{steps}"]["frac_dark"] > rows[f"ideal_baseline_leading_{steps}"]["frac_dark"]
+
+
+def test_experiment_runs_on_an_image_folder_with_the_reference_held_out(tmp_path):
+    folder = write_image_folder(tmp_path / "images", classes=("dark", "light"), per_class=12, size=(20, 20))
+    out = tmp_path / "out"
+    result = _run(out, "--dataset", "folder", "--data-dir", str(folder), "--image-size", "16")
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["preset"]["dataset"] == "folder" and results["preset"]["image_size"] == 16
+    assert results["preset"]["num_samples"] == 12  # half of the 24 images, never seen by a model
+    assert {r["kind"] for r in results["rows"]} == {"ideal", "trained", "guidance"}
+    assert "12 held out as the reference" in result.stdout
+
+
+def test_experiment_refuses_an_image_size_its_unet_cannot_take(tmp_path):
+    result = _run(tmp_path, "--image-size", "17")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "multiple of" in result.stderr

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from data import SHAPE_CLASSES, load_dataset, make_shapes
+from data import SHAPE_CLASSES, hold_out, load_dataset, make_shapes, shapes_dataset
 from tests.conftest import write_celeba, write_cifar10, write_image_folder
 
 
@@ -90,3 +90,11 @@ def test_missing_celeba_says_how_to_get_it(tmp_path):
 def test_unknown_dataset_is_refused():
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("mnist")
+
+
+def test_hold_out_splits_into_disjoint_parts_that_keep_the_classes():
+    dataset = shapes_dataset(50, 8, seed=0)
+    held_out, rest = hold_out(dataset, 10, seed=0)
+    assert len(held_out) == 10 and len(rest) == 40
+    assert set(held_out.indices).isdisjoint(rest.indices) and set(held_out.indices) | set(rest.indices) == set(range(50))
+    assert held_out.classes == rest.classes == dataset.classes

@@ -1,0 +1,331 @@
+"""One benchmark command: our UNet presets beside diffusers' UNet2DModel, on this machine.
+
+    python bench.py                         # the CPU table (about 10 min on 2 cores); CUDA rows where a GPU is
+    python bench.py --quick --presets tiny  # seconds: what the test runs
+    torchrun --nproc_per_node 2 bench.py    # also the per-rank and global images/s of data-parallel training
+
+Prints a Markdown table and writes JSON (--out). Rows:
+- matmul peak: fp32 and bf16 GFLOP/s of one large matrix product, the ceiling for the rows below;
+- each UNet preset and its diffusers peer (UNet2DModel of about the same parameter count, with
+  and without its attention), training and forward images/s in fp32 and bf16, FLOPs per image
+  (torch's FlopCounterMode) and the share of the matmul peak they reach;
+- train.py's own default loop (data, EMA, logging included), read from its metrics.jsonl;
+- the sampler's overhead: one sampling run against steps × one forward;
+- the data path of each dataset format, and the ideal denoiser's samples/s.
+diffusers is optional (`pip install -e ".[diffusers]"`): without it those rows say so.
+"""
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.utils import save_image
+
+from cli import Parser, pick_device, run
+from data import load_dataset, make_shapes
+from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample
+from models import UNet, unet_config
+
+NUM_CLASSES = 4
+PRESET_SIZE = {"tiny": 16, "cpu": 32, "cifar10": 32}
+# diffusers' UNet2DModel sized to each preset's parameter count (±10 %): (block_out_channels, norm groups).
+DIFFUSERS_PEERS = {
+    "tiny": {"attention": ((16, 32), 8), "no attention": ((16, 32), 8)},
+    "cpu": {"attention": ((32, 64, 64), 32), "no attention": ((32, 64, 72), 8)},
+    "cifar10": {"attention": ((128, 256, 256, 256), 32), "no attention": ((128, 256, 256, 288), 32)},
+}
+PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rate(fn: Callable[[], object], items: int, device: torch.device, seconds: float, warmup: int = 2) -> float:
+    """Items per second of `fn`, timed for at least `seconds` after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    calls, tic = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - tic < seconds:
+        fn()
+        calls += 1
+    sync(device)
+    return items * calls / (time.perf_counter() - tic)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float, n: int = 2048) -> float:
+    """FLOP/s of an n×n matrix product: the machine's ceiling for dense layers in that precision."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 * rate(lambda: a @ b, 1, device, seconds)
+
+
+def diffusers_unet(preset: str, attention: bool, size: int) -> torch.nn.Module:
+    """UNet2DModel with a class embedding and, optionally, attention at the second level (16×16 at 32 px)."""
+    from diffusers import UNet2DModel
+
+    channels, groups = DIFFUSERS_PEERS[preset]["attention" if attention else "no attention"]
+    down, up = ["DownBlock2D"] * len(channels), ["UpBlock2D"] * len(channels)
+    if attention:
+        down[1], up[-2] = "AttnDownBlock2D", "AttnUpBlock2D"
+    layers = 2 if preset == "cifar10" else 1
+    return UNet2DModel(sample_size=size, in_channels=3, out_channels=3, block_out_channels=channels, layers_per_block=layers,
+                       down_block_types=tuple(down), up_block_types=tuple(up), num_class_embeds=NUM_CLASSES + 1,
+                       norm_num_groups=groups)
+
+
+def model_rows(name: str, model: torch.nn.Module, forward: Callable, size: int, args, device: torch.device,
+               peaks: dict, world: int) -> list[dict]:
+    """Training and forward images/s of one network in each precision, with FLOPs and peak share."""
+    model = model.to(device)
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    train_model = DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))
+    x0 = torch.randn(args.batch_size, 3, size, size, device=device)
+    labels = torch.randint(0, NUM_CLASSES, (args.batch_size,), device=device)
+    x_fwd = torch.randn(args.forward_batch, 3, size, size, device=device)
+    t_fwd = torch.randint(0, 1000, (args.forward_batch,), device=device)
+    labels_fwd = torch.randint(0, NUM_CLASSES, (args.forward_batch,), device=device)
+
+    def train_step(dtype):
+        t = torch.randint(0, 1000, (len(x0),), device=device)
+        noise = torch.randn_like(x0)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = forward(train_model, schedule.add_noise(x0, noise, t), t, labels)
+        loss = F.mse_loss(out.float(), x0)  # the loss in fp32, whatever the forward ran in
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    @torch.no_grad()
+    def forward_pass(dtype):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            forward(model, x_fwd, t_fwd, labels_fwd)
+
+    with FlopCounterMode(display=False) as counter:
+        train_step(None)
+    train_flops = counter.get_total_flops() / args.batch_size
+    with FlopCounterMode(display=False) as counter:
+        forward_pass(None)
+    forward_flops = counter.get_total_flops() / args.forward_batch
+    rows = []
+    for precision, dtype in PRECISION_DTYPES.items():
+        if precision not in args.precisions:
+            continue
+        train_rate = rate(lambda: train_step(dtype), args.batch_size, device, args.seconds)
+        forward_rate = rate(lambda: forward_pass(dtype), args.forward_batch, device, args.seconds)
+        row = {"model": name, "device": device.type, "precision": precision,
+               "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+               "train_img_s": train_rate, "forward_img_s": forward_rate,
+               "train_mflop_per_img": train_flops / 1e6, "forward_mflop_per_img": forward_flops / 1e6,
+               "train_peak_share": train_flops * train_rate / peaks[precision],
+               "forward_peak_share": forward_flops * forward_rate / peaks[precision]}
+        if world > 1:
+            row["train_img_s_global"] = all_ranks_sum(train_rate, device)
+        rows.append(row)
+        print(f"{name} {precision}: train {train_rate:.0f} img/s, forward {forward_rate:.0f} img/s")
+    return rows
+
+
+def all_ranks_sum(value: float, device: torch.device) -> float:
+    total = torch.tensor([value], device=device)
+    dist.all_reduce(total)
+    return total.item()
+
+
+def unet_rows(args, device: torch.device, peaks: dict, world: int) -> list[dict]:
+    rows = []
+    for preset in args.presets:
+        size = PRESET_SIZE[preset]
+        ours = UNet(unet_config(preset, size, NUM_CLASSES))
+        rows += model_rows(f"ours: {preset}", ours, lambda m, x, t, y: m(x, t, y), size, args, device, peaks, world)
+        try:
+            import diffusers  # noqa: F401
+        except ImportError:
+            print("diffusers is not installed: its rows are skipped (pip install -e '.[diffusers]')")
+            continue
+        for attention in (True, False):
+            peer = diffusers_unet(preset, attention, size)
+            name = f"diffusers UNet2DModel ({preset} size, {'with' if attention else 'no'} attention)"
+            rows += model_rows(name, peer, lambda m, x, t, y: m(x, t, class_labels=y).sample, size, args, device, peaks,
+                               world)
+    return rows
+
+
+def train_loop_rows(args, device: torch.device) -> list[dict]:
+    """`python train.py` at its defaults (data, EMA, logging included), as its metrics.jsonl reports it."""
+    rows = []
+    model = "cpu" if "cpu" in args.presets else args.presets[0]
+    for precision in args.precisions:
+        with tempfile.TemporaryDirectory() as out:
+            command = [sys.executable, "train.py", "--model", model, "--image-size", str(PRESET_SIZE[model]),
+                       "--steps", str(args.loop_steps), "--log-every", str(max(args.loop_steps // 4, 1)),
+                       "--precision", precision, "--device", device.type, "--out", out]
+            subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).parent)
+            logged = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]
+            windows = [r["images_per_sec"] for r in logged if "images_per_sec" in r][1:]  # the first holds warm-up
+        rows.append({"model": f"train.py loop: {model}", "device": device.type, "precision": precision,
+                     "train_img_s": sum(windows) / len(windows)})
+        print(f"train.py loop {precision}: {rows[-1]['train_img_s']:.0f} img/s")
+    return rows
+
+
+@torch.no_grad()
+def sampler_overhead(args, device: torch.device) -> dict:
+    """Wall time of one sampling run over steps × one forward pass of the same batch: the loop's own cost."""
+    preset = "cpu" if "cpu" in args.presets else args.presets[0]
+    size = PRESET_SIZE[preset]
+    model = UNet(unet_config(preset, size, NUM_CLASSES)).to(device).eval()
+    schedule, steps = make_schedule("scaled_linear", zero_snr=True), args.sample_steps
+    shape = (args.forward_batch, 3, size, size)
+    x, t = torch.randn(shape, device=device), torch.full((shape[0],), 999, device=device)
+    labels = torch.arange(shape[0], device=device) % NUM_CLASSES
+    forward_s = 1 / rate(lambda: model(x, t, labels), 1, device, args.seconds)
+    timesteps = get_timesteps(1000, steps, "trailing")
+    sample_s = 1 / rate(lambda: sample(model, shape, schedule, timesteps, "x0", labels=labels, device=device, progress=False),
+                        1, device, args.seconds, warmup=1)
+    row = {"model": f"ours: {preset}", "steps": steps, "forward_s": forward_s, "sample_s": sample_s,
+           "overhead": sample_s / (steps * forward_s) - 1}
+    print(f"sampler overhead: {100 * row['overhead']:.1f}%")
+    return row
+
+
+def write_cifar10_format(root: Path, images: torch.Tensor) -> None:
+    """CIFAR-10's on-disk format (five pickled training batches and the meta file), for the data-path row."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    pixels = ((images + 1) * 127.5).round().byte().flatten(1).numpy()
+    for i, part in enumerate(pixels.reshape(5, -1, pixels.shape[1]), 1):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({"data": part, "labels": [0] * len(part)}, f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": pixels[:10], "labels": [0] * 10}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [str(k) for k in range(10)]}, f)
+
+
+def data_rows(args) -> list[dict]:
+    """Images/s through a DataLoader as train.py builds it, for each dataset format, at 32 px."""
+    images = make_shapes(args.data_images, 32, 0)[0]
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        for i, image in enumerate(images):
+            (root / "folder" / str(i % 2)).mkdir(parents=True, exist_ok=True)
+            save_image((image + 1) / 2, root / "folder" / str(i % 2) / f"{i}.png")
+        write_cifar10_format(root / "cifar", images)
+        for name, data_dir in (("shapes", ""), ("folder", root / "folder"), ("cifar10", root / "cifar")):
+            dataset = load_dataset(name, str(data_dir), 32, num_images=args.data_images)
+            loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=0)
+            tic = time.perf_counter()
+            count = sum(len(x) for x, _ in loader)
+            rows.append({"dataset": name, "img_s": count / (time.perf_counter() - tic)})
+            print(f"data {name}: {rows[-1]['img_s']:.0f} img/s")
+    return rows
+
+
+@torch.no_grad()
+def ideal_row(args, device: torch.device) -> dict:
+    """Samples/s of the closed-form denoiser knowing 1,000 images at 32 px, 25 trailing steps."""
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    model = IdealDenoiser(make_shapes(args.ideal_known, 32, 0)[0], schedule, "v").to(device)
+    timesteps = get_timesteps(1000, 25, "trailing")
+    n = args.forward_batch
+    samples_s = rate(lambda: sample(model, (n, 3, 32, 32), schedule, timesteps, "v", device=device, progress=False),
+                     n, device, args.seconds, warmup=1)
+    print(f"ideal denoiser: {samples_s:.0f} samples/s")
+    return {"known": args.ideal_known, "steps": 25, "samples_s": samples_s}
+
+
+def table(results: dict) -> str:
+    peaks = results["matmul_peak_gflop_s"]
+    lines = [f"Machine: {results['machine']}; matmul peak {peaks['fp32']:.0f} GFLOP/s fp32, {peaks['bf16']:.0f} GFLOP/s bf16.", "",
+             "| model | precision | params | train img/s | forward img/s | train MFLOP/img | train share of peak | "
+             "forward share of peak |", "|---|---|---|---|---|---|---|---|"]
+    for r in results["models"]:
+        if "params_m" in r:
+            lines.append(f"| {r['model']} | {r['precision']} | {r['params_m']:.2f}M | {r['train_img_s']:.0f} | "
+                         f"{r['forward_img_s']:.0f} | {r['train_mflop_per_img']:.0f} | {100 * r['train_peak_share']:.0f}% | "
+                         f"{100 * r['forward_peak_share']:.0f}% |")
+        else:
+            lines.append(f"| {r['model']} | {r['precision']} | | {r['train_img_s']:.0f} | | | | |")
+    s = results["sampler"]
+    lines += ["", f"Sampler overhead ({s['model']}, {s['steps']} steps): {100 * s['overhead']:.1f}% "
+              f"({s['sample_s']:.3f} s against {s['steps']} × {s['forward_s'] * 1000:.1f} ms).", "",
+              "| data path | img/s |", "|---|---|"]
+    lines += [f"| {r['dataset']} | {r['img_s']:.0f} |" for r in results["data"]]
+    i = results["ideal"]
+    lines += ["", f"Ideal denoiser ({i['known']} known images, 32 px, {i['steps']} steps): {i['samples_s']:.0f} samples/s."]
+    if results.get("gpu") is None:
+        lines += ["", "GPU rows: not measured (no CUDA device)."]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = Parser(description="Benchmark the UNet presets beside diffusers, the training loop, the sampler and the data path.")
+    parser.add_argument("--presets", nargs="+", choices=list(PRESET_SIZE), default=["cpu"],
+                        help="UNet presets to time (default: cpu; cifar10 is for a GPU)")
+    parser.add_argument("--precisions", nargs="+", choices=list(PRECISION_DTYPES), default=["fp32", "bf16"],
+                        help="precisions to time (default: fp32 bf16)")
+    parser.add_argument("--batch-size", type=int, default=64, help="training batch (default: 64)")
+    parser.add_argument("--forward-batch", type=int, default=128, help="forward and sampling batch (default: 128)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="time each measurement for at least this long (default: 8)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and short timings: a smoke test in seconds")
+    parser.add_argument("--out", default="runs/bench/bench.json", help="where to write the JSON (default: runs/bench/bench.json)")
+    args = parser.parse_args()
+    if args.batch_size < 1 or args.forward_batch < 1 or args.seconds <= 0:
+        parser.error("--batch-size, --forward-batch and --seconds must be positive")
+    args.loop_steps, args.sample_steps, args.data_images, args.ideal_known = 200, 50, 1000, 1000
+    if args.quick:
+        args.batch_size, args.forward_batch, args.seconds = 8, 8, 0.05
+        args.loop_steps, args.sample_steps, args.data_images, args.ideal_known = 8, 5, 40, 32
+    world = 1
+    if "RANK" in os.environ:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        world = dist.get_world_size()
+    device = pick_device(args.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    peaks = {p: matmul_peak(device, dtype or torch.float32, args.seconds, 512 if args.quick else 2048)
+             for p, dtype in PRECISION_DTYPES.items()}
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    results = {"machine": machine, "device": device.type, "torch": torch.__version__, "world": world,
+               "matmul_peak_gflop_s": {p: v / 1e9 for p, v in peaks.items()},
+               "models": unet_rows(args, device, peaks, world)}
+    if world == 1:  # the rest is single-process
+        results["models"] += train_loop_rows(args, device)
+        results["sampler"] = sampler_overhead(args, device)
+        results["data"] = data_rows(args)
+        results["ideal"] = ideal_row(args, device)
+        results["gpu"] = device.type if device.type == "cuda" else None
+        print(table(results))
+    else:
+        for r in results["models"]:
+            print(f"rank {dist.get_rank()}: {r['model']} {r['precision']}: {r['train_img_s']:.0f} img/s on this rank, "
+                  f"{r['train_img_s_global']:.0f} img/s over {world} ranks")
+    if world == 1 or dist.get_rank() == 0:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
+        print(f"wrote {args.out}")
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -164,10 +164,15 @@ def unet_rows(args, device: torch.device, peaks: dict, world: int) -> list[dict]
     return rows
 
 
+def main_preset(args) -> str:
+    """The preset the single-model rows (train.py's loop, the sampler) use: the CPU default where asked."""
+    return "cpu" if "cpu" in args.presets else args.presets[0]
+
+
 def train_loop_rows(args, device: torch.device) -> list[dict]:
     """`python train.py` at its defaults (data, EMA, logging included), as its metrics.jsonl reports it."""
     rows = []
-    model = "cpu" if "cpu" in args.presets else args.presets[0]
+    model = main_preset(args)
     for precision in args.precisions:
         with tempfile.TemporaryDirectory() as out:
             command = [sys.executable, "train.py", "--model", model, "--image-size", str(PRESET_SIZE[model]),
@@ -185,7 +190,7 @@ def train_loop_rows(args, device: torch.device) -> list[dict]:
 @torch.no_grad()
 def sampler_overhead(args, device: torch.device) -> dict:
     """Wall time of one sampling run over steps × one forward pass of the same batch: the loop's own cost."""
-    preset = "cpu" if "cpu" in args.presets else args.presets[0]
+    preset = main_preset(args)
     size = PRESET_SIZE[preset]
     model = UNet(unet_config(preset, size, NUM_CLASSES)).to(device).eval()
     schedule, steps = make_schedule("scaled_linear", zero_snr=True), args.sample_steps

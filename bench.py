@@ -16,7 +16,6 @@ diffusers is optional (`pip install -e ".[diffusers]"`): without it those rows s
 """
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -32,10 +31,12 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.utils import save_image
 
-from cli import Parser, pick_device, run
+from cli import Parser, run
 from data import load_dataset, make_shapes
+from data.images import write_cifar10_files
 from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample
 from models import UNet, unet_config
+from runtime import setup_distributed
 
 NUM_CLASSES = 4
 PRESET_SIZE = {"tiny": 16, "cpu": 32, "cifar10": 32}
@@ -207,20 +208,6 @@ def sampler_overhead(args, device: torch.device) -> dict:
     return row
 
 
-def write_cifar10_format(root: Path, images: torch.Tensor) -> None:
-    """CIFAR-10's on-disk format (five pickled training batches and the meta file), for the data-path row."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    pixels = ((images + 1) * 127.5).round().byte().flatten(1).numpy()
-    for i, part in enumerate(pixels.reshape(5, -1, pixels.shape[1]), 1):
-        with open(folder / f"data_batch_{i}", "wb") as f:
-            pickle.dump({"data": part, "labels": [0] * len(part)}, f)
-    with open(folder / "test_batch", "wb") as f:
-        pickle.dump({"data": pixels[:10], "labels": [0] * 10}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [str(k) for k in range(10)]}, f)
-
-
 def data_rows(args) -> list[dict]:
     """Images/s through a DataLoader as train.py builds it, for each dataset format, at 32 px."""
     images = make_shapes(args.data_images, 32, 0)[0]
@@ -230,7 +217,7 @@ def data_rows(args) -> list[dict]:
         for i, image in enumerate(images):
             (root / "folder" / str(i % 2)).mkdir(parents=True, exist_ok=True)
             save_image((image + 1) / 2, root / "folder" / str(i % 2) / f"{i}.png")
-        write_cifar10_format(root / "cifar", images)
+        write_cifar10_files(root / "cifar", ((images + 1) * 127.5).round().byte().flatten(1).numpy(), [0] * len(images))
         for name, data_dir in (("shapes", ""), ("folder", root / "folder"), ("cifar10", root / "cifar")):
             dataset = load_dataset(name, str(data_dir), 32, num_images=args.data_images)
             loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=0)
@@ -297,13 +284,7 @@ def main() -> int:
     if args.quick:
         args.batch_size, args.forward_batch, args.seconds = 8, 8, 0.05
         args.loop_steps, args.sample_steps, args.data_images, args.ideal_known = 8, 5, 40, 32
-    world = 1
-    if "RANK" in os.environ:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        world = dist.get_world_size()
-    device = pick_device(args.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    _, world, device = setup_distributed(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     peaks = {p: matmul_peak(device, dtype or torch.float32, args.seconds, 512 if args.quick else 2048)

@@ -1,11 +1,23 @@
-"""What train.py and sample.py share: one-line errors with exit status 2, device choice, autocast."""
+"""What the scripts share: bad input as one line and exit status 2, device choice, autocast."""
 import argparse
 import os
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import field, fields
+from typing import Any
 
 import torch
+
+from models.checkpoint import CheckpointError
+
+
+class UsageError(ValueError):
+    """Bad input from the user: a flag, a path, a data folder. `run` prints it as one line and exits 2
+    (as it does a CheckpointError: a bad checkpoint file is bad input too).
+
+    Anything else that goes wrong is a bug (the user's or ours) and keeps its traceback.
+    """
 
 
 class Parser(argparse.ArgumentParser):
@@ -16,10 +28,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def run(main: Callable[[], int | None]) -> None:
-    """Call `main`; bad input (ValueError, a missing file) ends with one line and exit status 2."""
+    """Call `main`; bad input (UsageError, CheckpointError) ends with one line on stderr and exit status 2."""
     try:
         sys.exit(main() or 0)
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+    except (UsageError, CheckpointError) as e:
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
@@ -35,24 +47,30 @@ def pick_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked but no CUDA GPU is available")
+        raise UsageError("--device cuda was asked but no CUDA GPU is available")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps was asked but MPS is not available")
+        raise UsageError("--device mps was asked but MPS is not available")
     return device
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def amp_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """bf16 where asked, or with `auto` on CUDA; None for full precision.
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (avx512_bf16 or AMX tiles), which make bf16 autocast pay:
+    without them bf16 is emulated and slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
-    On the CPU bf16 pays only with native bf16 instructions (avx512_bf16 or AMX), so `auto` keeps
-    fp32 there and `bf16` is a choice the caller measures.
-    """
-    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None
+
+def amp_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """bf16 where asked, or with `auto` where the hardware runs it natively (CUDA, and CPUs with
+    `native_bf16`); None for full precision. On the 2-core CPUs of this project bf16 trains 1.5
+    times the images/s of fp32 (docs/quality_trials.md)."""
+    native = device.type == "cuda" or (device.type == "cpu" and native_bf16())
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and native) else None
 
 
 def autocast(device: torch.device, precision: str = "auto") -> AbstractContextManager:
@@ -69,4 +87,25 @@ def check_writable_dir(path: str) -> None:
         open(probe, "w").close()
         os.remove(probe)
     except OSError as e:
-        raise ValueError(f"cannot write to output folder {path} ({e.strerror})") from None
+        raise UsageError(f"cannot write to output folder {path} ({e.strerror})") from None
+
+
+def flag(default: Any, help: str, **argparse_options: Any) -> Any:
+    """A dataclass field that is also a command-line flag (see `add_flags`): one place for a
+    setting's default, its help and its valid values."""
+    return field(default=default, metadata={"help": help, **argparse_options})
+
+
+def add_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One --flag per field of a dataclass made with `flag`. Every default is None, so that the
+    parsed namespace tells which flags were given; a bool field becomes --name / --no-name."""
+    for f in fields(config_class):
+        options = dict(f.metadata)
+        text = options.pop("help")
+        if isinstance(f.default, bool):
+            options.setdefault("action", argparse.BooleanOptionalAction)
+        elif "action" not in options:
+            options.setdefault("type", type(f.default))
+        if "(default" not in text:
+            text += f" (default: {f.default})"
+        parser.add_argument("--" + f.name.replace("_", "-"), default=None, help=text, **options)

@@ -1,6 +1,6 @@
 """Sample from a checkpoint written by train.py, with the paper's sampling-time fixes.
 
-    python sample.py runs/default/checkpoint.pt                                  # 25 trailing steps (fix #3)
+    python sample.py runs/default/checkpoint.pt                                  # 50 trailing steps (fix #3)
     python sample.py runs/default/checkpoint.pt --class disc --guidance 5       # rescaled CFG (fix #4)
     python sample.py runs/default/checkpoint.pt --spacing leading --offset 1    # Stable Diffusion's steps
 
@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from cli import Parser, amp_dtype, check_writable_dir, pick_device, run
-from diffusion import SAMPLERS, SPACINGS, get_timesteps, make_schedule, sample
+from cli import PRECISIONS, Parser, UsageError, amp_dtype, check_writable_dir, pick_device, run
 from data import load_dataset
+from diffusion import SAMPLERS, SPACINGS, get_timesteps, sample_in_batches
 from evaluation.fid import fid_quality, inception_extractor
 from evaluation.metrics import brightness, summarize, summary_line
 from evaluation.yardstick import shapes_quality
-from models.checkpoint import load_ema_model, load_training_checkpoint
+from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
 REAL_IMAGES = 10_000  # training images FID compares with (the whole set when smaller)
 
@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     arg("checkpoint", help="checkpoint.pt written by train.py")
     arg("--num-steps", type=int, default=50, help="sampling steps (default: 50, as the paper's Table 3)")
     arg("--spacing", choices=SPACINGS, default="trailing", help="fix #3: which timesteps to visit (default: trailing)")
-    arg("--offset", type=int, default=None, help="added to leading timesteps; Stable Diffusion uses 1 (default: 1 for leading, else 0)")
+    arg("--offset", type=int, default=None, help="added to leading timesteps; Stable Diffusion uses 1 (default: 1)")
     arg("--guidance", type=float, default=1.0, help="classifier-free guidance weight w; 1 is no guidance (default: 1)")
     arg("--guidance-rescale", type=float, default=0.7, help="fix #4: rescale phi in [0, 1]; 0 is plain CFG (default: 0.7)")
     arg("--class", dest="class_", default=None, help="class name or index to generate; omitted: unconditional")
@@ -38,54 +38,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     arg("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
     arg("--seed", type=int, default=0, help="seed of the initial noise (default: 0)")
     arg("--sampler", choices=SAMPLERS, default="ddim", help="ddim, or dpmpp-2m: DPM-Solver++(2M), exact at zero SNR (default: ddim)")
+    arg("--offset-noise", type=float, default=0.0, help="start from ε + S·N(0, 1) per image and channel, the noise an "
+        "--offset-noise model was trained on (default: 0, plain N(0, I))")
     arg("--eta", type=float, default=0.0, help="DDIM eta: 0 is deterministic, 1 is DDPM-like (default: 0)")
     arg("--out", default=None, help="grid PNG to write (default: grid.png next to the checkpoint)")
     arg("--out-dir", default=None, help="also write one PNG per sample here, e.g. for FID tools")
     arg("--evaluate", action="store_true",
         help="also print `quality {json}`: the shapes yardstick, or FID/KID for real data (needs .[fid]); "
              "without --class a class-conditional model then draws the classes in turn")
+    arg("--precision", choices=PRECISIONS, default="auto", help="bf16 autocast of the network; auto: bf16 on CUDA and "
+        "on CPUs with native bf16, else fp32 (default: auto)")
     arg("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.offset is not None and a.spacing != "leading":
+        p.error(f"--offset shifts leading timesteps only; --spacing {a.spacing} has no offset")
+    if a.eta and a.sampler != "ddim":
+        p.error(f"--eta is a DDIM option; {a.sampler} is deterministic")
+    if a.num_samples is None:
+        a.num_samples = 512 if a.evaluate else 64
+    if a.num_samples < 1 or a.batch_size < 1:
+        p.error("--num-samples and --batch-size must be positive")
+    if not 0 <= a.guidance_rescale <= 1:
+        p.error(f"--guidance-rescale must be in [0, 1], got {a.guidance_rescale}")
+    if not 0 <= a.eta <= 1:
+        p.error(f"--eta must be in [0, 1], got {a.eta}")
+    if a.guidance < 0:
+        p.error(f"--guidance must be zero or positive, got {a.guidance}")
+    if not a.offset_noise >= 0:
+        p.error(f"--offset-noise must be zero or positive, got {a.offset_noise}")
+    return a
 
 
 def class_label(name: str, classes: list[str]) -> int:
     """A class given by name or index, checked against the checkpoint's classes."""
     if not classes:
-        raise ValueError("--class was given but this model is unconditional")
+        raise UsageError("--class was given but this model is unconditional")
     if name in classes:
         return classes.index(name)
     if name.lstrip("-").isdigit() and 0 <= int(name) < len(classes):
         return int(name)
-    raise ValueError(f"unknown class {name!r}; this model knows {', '.join(classes)} (or 0-{len(classes) - 1})")
-
-
-def check_args(a: argparse.Namespace) -> None:
-    if a.num_samples is None:
-        a.num_samples = 512 if a.evaluate else 64
-    if a.num_samples < 1 or a.batch_size < 1:
-        raise ValueError("--num-samples and --batch-size must be positive")
-    if not 0 <= a.guidance_rescale <= 1:
-        raise ValueError(f"--guidance-rescale must be in [0, 1], got {a.guidance_rescale}")
-    if not 0 <= a.eta <= 1:
-        raise ValueError(f"--eta must be in [0, 1], got {a.eta}")
-    if a.guidance < 0:
-        raise ValueError(f"--guidance must be zero or positive, got {a.guidance}")
+    raise UsageError(f"unknown class {name!r}; this model knows {', '.join(classes)} (or 0-{len(classes) - 1})")
 
 
 def main() -> int:
     a = parse_args()
-    check_args(a)
     state = load_training_checkpoint(a.checkpoint)
     config, classes = state["config"], state.get("classes", [])
     label = class_label(a.class_, classes) if a.class_ is not None else None
     if a.guidance != 1 and label is None and not (a.evaluate and classes):
-        raise ValueError("--guidance needs --class (or --evaluate on a class-conditional model): guidance pushes toward a class")
-    offset = a.offset if a.offset is not None else (1 if a.spacing == "leading" else 0)
-    timesteps = get_timesteps(config["timesteps"], a.num_steps, a.spacing, offset)
-    schedule = make_schedule(config["schedule"], config["timesteps"], zero_snr=config["zero_snr"])
-    if config["prediction"] == "eps" and schedule.alpha_bar[timesteps[0]] == 0:
-        raise ValueError(f"this eps-prediction model cannot start at t={timesteps[0].item()} where the SNR is zero; "
-                         "use --spacing leading")
+        raise UsageError("--guidance needs --class (or --evaluate on a class-conditional model): guidance pushes toward a class")
+    offset = a.offset if a.offset is not None else int(a.spacing == "leading")
+    try:
+        timesteps = get_timesteps(config["timesteps"], a.num_steps, a.spacing, offset)
+    except ValueError as e:  # steps this model does not have: the flags' fault, not a bug
+        raise UsageError(f"--num-steps {a.num_steps}, --offset {offset}: {e}") from None
     out = Path(a.out) if a.out else Path(a.checkpoint).parent / "grid.png"
     check_writable_dir(str(out.parent))
     if a.out_dir:
@@ -100,26 +106,21 @@ def main() -> int:
         labels = torch.arange(a.num_samples) % len(classes)
     else:
         labels = None
-    generator = torch.Generator().manual_seed(a.seed)
-    chunks = []
-    for start in range(0, a.num_samples, a.batch_size):
-        n = min(a.batch_size, a.num_samples - start)
-        chunks.append(sample(model, (n, channels, size, size), schedule, timesteps, config["prediction"],
-                             labels=None if labels is None else labels[start:start + n],
-                             guidance=a.guidance, rescale=a.guidance_rescale, generator=generator, eta=a.eta,
-                             device=device, amp_dtype=amp_dtype(device), sampler=a.sampler).cpu())
-    images = (torch.cat(chunks) + 1) / 2
-    save_image(images, out, nrow=8)
+    images = sample_in_batches(model, a.num_samples, (channels, size, size), checkpoint_schedule(state), timesteps,
+                               config["prediction"], labels=labels, batch_size=a.batch_size, seed=a.seed, device=device,
+                               guidance=a.guidance, rescale=a.guidance_rescale, eta=a.eta, sampler=a.sampler, offset_noise=a.offset_noise,
+                               amp_dtype=amp_dtype(device, a.precision))
+    save_image((images + 1) / 2, out, nrow=8)
     if a.out_dir:
         for i, image in enumerate(images):
-            save_image(image, Path(a.out_dir) / f"{i:06d}.png")
-    summary = summarize(brightness(images * 2 - 1))
+            save_image((image + 1) / 2, Path(a.out_dir) / f"{i:06d}.png")
+    summary = summarize(brightness(images))
     print(f"wrote {out} ({a.num_samples} samples, step {state['step']}, {a.num_steps} {a.spacing} {a.sampler} steps)")
     print(summary_line("brightness", summary))
     if "data_brightness" in state:
         print(summary_line("data brightness", state["data_brightness"]))
     if a.evaluate:
-        print(summary_line("quality", evaluate(images * 2 - 1, labels, config, device)))
+        print(summary_line("quality", evaluate(images, labels, config, device)))
     return 0
 
 

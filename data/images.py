@@ -6,8 +6,14 @@ Every dataset yields (image in [−1, 1], label) and names its classes in `.clas
 import pickle
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
+
+from cli import UsageError
+from diffusion import NULL_CLASS
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 class CIFAR10Files(datasets.CIFAR10):
@@ -29,7 +35,7 @@ class CelebAFiles(datasets.CelebA):
 
 
 def _no_label(_) -> int:
-    return -1
+    return NULL_CLASS
 
 
 def _to_tensor(image_size: int, crop: int | None = None) -> transforms.Compose:
@@ -49,11 +55,11 @@ def cifar10(data_dir: str, image_size: int = 32, download: bool = False) -> Data
     try:
         return CIFAR10Files(data_dir, train=True, transform=_to_tensor(image_size), download=download)
     except RuntimeError:
-        raise ValueError(
+        raise UsageError(
             f"no CIFAR-10 batches in {Path(data_dir) / 'cifar-10-batches-py'}; pass --download on a machine that is online"
         ) from None
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
-        raise ValueError(f"a CIFAR-10 batch file in {data_dir} is corrupt ({type(e).__name__}: {e}); delete it and download again") from None
+        raise UsageError(f"a CIFAR-10 batch file in {data_dir} is corrupt ({type(e).__name__}: {e}); delete it and download again") from None
 
 
 def celeba(data_dir: str, image_size: int = 64, download: bool = False) -> Dataset:
@@ -61,9 +67,9 @@ def celeba(data_dir: str, image_size: int = 64, download: bool = False) -> Datas
         dataset = CelebAFiles(data_dir, split="train", transform=_to_tensor(image_size, crop=178),
                               target_transform=_no_label, download=download)
     except RuntimeError:
-        raise ValueError(f"no CelebA files in {Path(data_dir) / 'celeba'}; pass --download on a machine that is online") from None
+        raise UsageError(f"no CelebA files in {Path(data_dir) / 'celeba'}; pass --download on a machine that is online") from None
     except (OSError, ValueError, IndexError) as e:
-        raise ValueError(f"the CelebA annotation files in {data_dir} are unreadable ({e})") from None
+        raise UsageError(f"the CelebA annotation files in {data_dir} are unreadable ({e})") from None
     dataset.classes = []
     return dataset
 
@@ -71,8 +77,25 @@ def celeba(data_dir: str, image_size: int = 64, download: bool = False) -> Datas
 def image_folder(data_dir: str, image_size: int) -> Dataset:
     """ImageFolder layout: one subfolder per class, whose names become the class labels."""
     if not Path(data_dir).is_dir():
-        raise ValueError(f"image folder {data_dir} does not exist")
+        raise UsageError(f"image folder {data_dir} does not exist")
     try:
         return datasets.ImageFolder(data_dir, transform=_to_tensor(image_size))
     except (FileNotFoundError, OSError) as e:
-        raise ValueError(f"no images found in {data_dir} ({e}); expected one subfolder of images per class") from None
+        raise UsageError(f"no images found in {data_dir} ({e}); expected one subfolder of images per class") from None
+
+
+def write_cifar10_files(root: str | Path, pixels: np.ndarray, labels: list[int]) -> Path:
+    """Images in CIFAR-10's on-disk format under root/cifar-10-batches-py: five pickled training
+    batches, a test batch and batches.meta. `pixels` is (N, 3072) uint8, channel-major as in the
+    real files. Lets the tests and the benchmark run the real reader without the download."""
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    parts = np.array_split(np.arange(len(pixels)), 5)
+    batches = {f"data_batch_{i}": part for i, part in enumerate(parts, 1)} | {"test_batch": parts[0]}
+    for name, rows in batches.items():
+        with open(folder / name, "wb") as f:
+            pickle.dump({"batch_label": name, "data": pixels[rows], "labels": [labels[r] for r in rows],
+                         "filenames": [f"{r}.png" for r in rows]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": len(parts[0]), "num_vis": 3072}, f)
+    return folder

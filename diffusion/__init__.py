@@ -3,24 +3,25 @@
 - schedules:        betas, ᾱ_t, and fix #1 `enforce_zero_terminal_snr`
 - parameterization: ε / v / x0 targets and conversions, the loss (fix #2: v-prediction)
 - timesteps:        leading / linspace / trailing spacing (fix #3: trailing)
-- guidance:         classifier-free guidance with rescale (fix #4)
-- samplers:         the DDIM and DPM-Solver++(2M) steps and the sampling loop
+- samplers:         the DDIM and DPM-Solver++(2M) steps, classifier-free guidance with rescale
+                    (fix #4), the sampling loop and its batched helper
 - ideal:            the closed-form optimal denoiser of a finite dataset
 """
-from .guidance import apply_cfg
 from .ideal import IdealDenoiser
 from .parameterization import (
     PREDICTION_TYPES,
+    check_pairing,
     diffusion_loss,
     predict_x0_eps,
     prediction_target,
     v_target,
 )
-from .samplers import SAMPLERS, ddim_step, dpmpp_2m_step, guided_output, sample
+from .samplers import NULL_CLASS, SAMPLERS, apply_cfg, ddim_step, dpmpp_2m_step, guided_output, sample, sample_in_batches
 from .schedules import SCHEDULES, Schedule, enforce_zero_terminal_snr, make_betas, make_schedule
 from .timesteps import SPACINGS, get_timesteps
 
 __all__ = [
+    "NULL_CLASS",
     "PREDICTION_TYPES",
     "SAMPLERS",
     "SCHEDULES",
@@ -28,6 +29,7 @@ __all__ = [
     "IdealDenoiser",
     "Schedule",
     "apply_cfg",
+    "check_pairing",
     "ddim_step",
     "dpmpp_2m_step",
     "diffusion_loss",
@@ -39,5 +41,6 @@ __all__ = [
     "predict_x0_eps",
     "prediction_target",
     "sample",
+    "sample_in_batches",
     "v_target",
 ]

@@ -17,6 +17,15 @@ def check_prediction_type(prediction_type: str) -> None:
         raise ValueError(f"unknown prediction type {prediction_type!r}; choose one of {', '.join(PREDICTION_TYPES)}")
 
 
+def check_pairing(prediction_type: str, zero_snr: bool) -> None:
+    """Refuse ε-prediction on a zero-terminal-SNR schedule: sampling starts at the last timestep,
+    where x_t is pure noise and x̂0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ divides by zero (paper §3.2)."""
+    check_prediction_type(prediction_type)
+    if prediction_type == "eps" and zero_snr:
+        raise ValueError("eps-prediction cannot sample from a zero-SNR schedule (x0 is undefined where the SNR is "
+                         "zero); use --prediction x0 or v, or --no-zero-snr for the baseline")
+
+
 def v_target(x0: Tensor, noise: Tensor, alpha_bar: Tensor) -> Tensor:
     """Velocity target (paper §3.2): v_t = √ᾱ_t · ε − √(1 − ᾱ_t) · x0.
 
@@ -37,7 +46,8 @@ def prediction_target(x0: Tensor, noise: Tensor, alpha_bar: Tensor, prediction_t
 
 
 def predict_x0_eps(x_t: Tensor, model_output: Tensor, alpha_bar: Tensor, prediction_type: str) -> tuple[Tensor, Tensor]:
-    """Turn a model output at (x_t, t) into estimates (x̂0, ε̂), using x_t = √ᾱ·x0 + √(1−ᾱ)·ε.
+    """Turn a network's output of any parameterisation at (x_t, t) into the pair every sampler
+    needs, (x̂0, ε̂), using x_t = √ᾱ·x0 + √(1−ᾱ)·ε.
 
     v:   x̂0 = √ᾱ·x_t − √(1−ᾱ)·v̂,      ε̂ = √(1−ᾱ)·x_t + √ᾱ·v̂       (exact for all ᾱ ∈ [0, 1])
     eps: x̂0 = (x_t − √(1−ᾱ)·ε̂) / √ᾱ                                (undefined at ᾱ = 0)
@@ -69,15 +79,20 @@ def diffusion_loss(
     prediction_type: str,
     labels: Tensor | None = None,
     offset_noise: float = 0.0,
-    loss_weight: Tensor | None = None,
     loss_space: str | None = None,
 ) -> Tensor:
-    """Denoising loss (paper §3.2): L = E_{t, x0, ε} λ_t ‖target_t − f(x_t, t, c)‖², λ_t = 1 by default.
+    """Denoising loss (paper §3.2): L = E_{t, x0, ε} ‖target_t − f(x_t, t, c)‖², every t weighted alike.
+
+    Why the space matters at zero SNR: the three losses are one loss with different weights on
+    the image error, ‖ε − ε̂‖² = SNR·‖x0 − x̂0‖² and ‖v − v̂‖² = (1 + SNR)·‖x0 − x̂0‖². At t = T
+    the SNR is 0, so the ε-loss puts no weight at all on the one step where the network must
+    produce the image from nothing; the v-loss and the x0-loss weight it by 1. `loss_space`
+    regresses in another space than the network predicts (e.g. the paper's v-loss for an
+    x0-predicting network), through the conversions of `predict_x0_eps`.
 
     t ~ U{0, …, T−1} and ε ~ N(0, I) come from torch's global RNG, so a checkpoint that
     saves that RNG state resumes bit-exactly. `offset_noise` = s adds s·N(0, I) per
     (sample, channel) to ε: the earlier workaround for the brightness problem, kept as a baseline.
-    `loss_weight` is an optional λ of shape (T,).
     """
     check_prediction_type(prediction_type)
     t = torch.randint(0, schedule.num_train_steps, (x0.shape[0],), device=x0.device)
@@ -91,7 +106,4 @@ def diffusion_loss(
         x0_hat, eps_hat = predict_x0_eps(x_t, output, alpha_bar, prediction_type)
         output = prediction_target(x0_hat, eps_hat, alpha_bar, loss_space)
     target = prediction_target(x0, noise, alpha_bar, loss_space or prediction_type)
-    per_sample = F.mse_loss(output, target, reduction="none").flatten(1).mean(1)
-    if loss_weight is not None:
-        per_sample = per_sample * loss_weight.to(per_sample)[t]
-    return per_sample.mean()
+    return F.mse_loss(output, target)

@@ -1,13 +1,19 @@
-"""Sampling: one pure function per step (DDIM, DPM-Solver++(2M)) and the loop that chains them."""
+"""Sampling, in one file: the DDIM and DPM-Solver++(2M) steps, classifier-free guidance with the
+paper's rescale (fix #4), the loop that chains them over the timesteps of fix #3, and the batched
+helper that the scripts and experiments share.
+"""
 import math
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .guidance import apply_cfg
 from .parameterization import predict_x0_eps
 from .schedules import Schedule
+
+# The label of "no class": training drops labels to it (--label-dropout), so the same network also
+# learns the unconditional prediction that guidance pushes away from.
+NULL_CLASS = -1
 
 
 def ddim_step(
@@ -72,22 +78,43 @@ def dpmpp_2m_step(
 SAMPLERS = ("ddim", "dpmpp-2m")
 
 
+def apply_cfg(cond: Tensor, uncond: Tensor, weight: float, rescale: float = 0.0) -> Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022), rescaled toward the conditional prediction's
+    standard deviation (fix #4: paper §3.4, Algorithm 2):
+
+        x_cfg = x_uncond + w · (x_cond − x_uncond)
+        x_rescaled = x_cfg · σ_cond / σ_cfg                 σ = std over all dims but the batch
+        x_final = φ · x_rescaled + (1 − φ) · x_cfg           (φ = `rescale`; the paper uses 0.7)
+
+    With zero SNR and v-prediction a large w inflates σ and over-exposes the image; the per-sample
+    rescale undoes that. φ = 0 is plain CFG, w = 1 the conditional prediction itself.
+    """
+    if not 0.0 <= rescale <= 1.0:
+        raise ValueError(f"guidance rescale must be in [0, 1], got {rescale}")
+    cfg = uncond + weight * (cond - uncond)
+    if rescale == 0:
+        return cfg
+    dims = tuple(range(1, cond.ndim))
+    factor = cond.std(dim=dims, keepdim=True) / cfg.std(dim=dims, keepdim=True)
+    return cfg * (rescale * factor + (1 - rescale))
+
+
 def guided_output(
     model: nn.Module, x: Tensor, t: Tensor, labels: Tensor | None, guidance: float, rescale: float,
     amp_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """The model's prediction at (x, t), classifier-free guided when labels are given and w ≠ 1.
 
-    The conditional and unconditional branches run as one batch of 2B; label −1 is the null class.
-    Only the network runs under autocast (`amp_dtype`); its output is cast to float32 before any
-    arithmetic of the sampler, where ε-prediction near t = T amplifies errors by 1/√ᾱ_t.
+    The conditional and unconditional (NULL_CLASS) branches run as one batch of 2B. Only the
+    network runs under autocast (`amp_dtype`); its output is cast to float32 before any arithmetic
+    of the sampler, where ε-prediction near t = T amplifies errors by 1/√ᾱ_t.
     """
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         if labels is None or guidance == 1:
             return model(x, t, labels).float()
-        both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, -1)])).float()
-    pos, neg = both.chunk(2)
-    return apply_cfg(pos, neg, guidance, rescale)
+        both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, NULL_CLASS)])).float()
+    cond, uncond = both.chunk(2)
+    return apply_cfg(cond, uncond, guidance, rescale)
 
 
 @torch.no_grad()
@@ -106,22 +133,28 @@ def sample(
     progress: bool = True,
     amp_dtype: torch.dtype | None = None,
     sampler: str = "ddim",
+    offset_noise: float = 0.0,
 ) -> Tensor:
     """Generate images in [−1, 1] from x_T ~ N(0, I), visiting `timesteps` in order, with DDIM or
     DPM-Solver++(2M) (`sampler`, one of SAMPLERS).
+
+    `offset_noise` = s starts instead from x_T = ε + s·N(0, 1) per image and channel: the noise an
+    offset-noise model was trained on. From plain N(0, I) such a model sees a narrower spread of
+    per-image means than it learned, and its brightness stays squeezed.
 
     Each step goes from timesteps[i] to timesteps[i+1] (never t − T/S, which is wrong for
     trailing and linspace spacing), and the last one to ᾱ = 1. Noise is drawn on the CPU
     from `generator`, so a seed gives the same images on every device. `amp_dtype` (e.g.
     torch.bfloat16) runs the network under autocast; the sampler's own arithmetic stays float32.
     """
-    if not 0.0 <= rescale <= 1.0:
-        raise ValueError(f"guidance rescale must be in [0, 1], got {rescale}")
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if sampler != "ddim" and eta != 0:
         raise ValueError(f"eta > 0 is a DDIM option; {sampler} is deterministic")
-    x = torch.randn(shape, generator=generator).to(device)
+    x = torch.randn(shape, generator=generator)
+    if offset_noise:
+        x = x + offset_noise * torch.randn(*shape[:2], *[1] * (len(shape) - 2), generator=generator)
+    x = x.to(device)
     if labels is not None:
         labels = labels.to(device)
     alpha_bars = schedule.alpha_bar[timesteps].tolist() + [1.0]
@@ -137,3 +170,31 @@ def sample(
             x = dpmpp_2m_step(x, x0, x0_before, alpha_bars[i - 1] if i else None, alpha_bars[i], alpha_bars[i + 1])
             x0_before = x0
     return x.clamp(-1, 1)
+
+
+def sample_in_batches(
+    model: nn.Module,
+    num_samples: int,
+    image_shape: tuple[int, int, int],
+    schedule: Schedule,
+    timesteps: Tensor,
+    prediction_type: str,
+    labels: Tensor | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    **options,
+) -> Tensor:
+    """`num_samples` images of `image_shape` (C, H, W) from `sample`, `batch_size` at a time, on the CPU.
+
+    One generator seeded with `seed` draws all the noise, so a seed and a batch size give the same
+    images on every device; `labels` (one per sample) are cut to match the batches. `options` go to
+    `sample` (guidance, rescale, eta, sampler, amp_dtype).
+    """
+    generator, chunks = torch.Generator().manual_seed(seed), []
+    for start in range(0, num_samples, batch_size):
+        n = min(batch_size, num_samples - start)
+        chunk_labels = None if labels is None else labels[start:start + n]
+        chunks.append(sample(model, (n, *image_shape), schedule, timesteps, prediction_type, labels=chunk_labels,
+                             generator=generator, device=device, progress=False, **options).cpu())
+    return torch.cat(chunks)

@@ -52,9 +52,16 @@ def check_betas(betas: Tensor) -> None:
 def enforce_zero_terminal_snr(betas: Tensor) -> Tensor:
     """Rescale a schedule so that SNR(T) = 0 (paper §3.1, Algorithm 1).
 
-    With s_t = √ᾱ_t:  s'_t = (s_t − s_T) · s_1 / (s_1 − s_T), then ᾱ' = s'², α'_t = ᾱ'_t / ᾱ'_{t−1}
-    (a ratio, with α'_1 = ᾱ'_1) and β' = 1 − α'. The first ᾱ is kept, the last becomes exactly 0
-    (β_T = 1), so training sees pure noise at t = T, just as sampling starts from pure noise.
+    In the paper's 1-indexed notation, with s_t = √ᾱ_t:  s'_t = (s_t − s_T) · s_1 / (s_1 − s_T),
+    then ᾱ' = s'², α'_t = ᾱ'_t / ᾱ'_{t−1} (a ratio, with α'_1 = ᾱ'_1) and β' = 1 − α'. Here
+    t = 1 … T are the indices 0 … T−1. The first ᾱ is kept, the last becomes exactly 0 (β = 1),
+    so training sees pure noise at the last timestep, just as sampling starts from pure noise.
+
+    Why the leak needs this: x_T = √ᾱ_T·x0 + √(1 − ᾱ_T)·ε, and the mean of x_T over its n = 3HW
+    values is √ᾱ_T·mean(x0) plus noise of std about 1/√n. Stable Diffusion's √ᾱ_T = 0.068 against
+    1/√3072 = 0.018 at 32×32: the image's mean brightness is readable from "pure noise", the network
+    learns to use it, and at sampling time, when x_T carries none, it makes medium brightness. The
+    more pixels, the more precisely the mean is read, so the leak grows with resolution.
     """
     check_betas(betas)
     betas = betas.to(torch.float64)
@@ -85,10 +92,6 @@ class Schedule:
     @property
     def sqrt_alpha_bar(self) -> Tensor:
         return self.alpha_bar.sqrt()
-
-    @property
-    def sqrt_one_minus_alpha_bar(self) -> Tensor:
-        return (1 - self.alpha_bar).sqrt()
 
     @property
     def snr(self) -> Tensor:

@@ -4,11 +4,18 @@ import json
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import Dataset
 
 
 def brightness(images: Tensor) -> Tensor:
     """Per-image mean brightness in [0, 1] of images in [−1, 1]."""
     return ((images.float() + 1) / 2).flatten(1).mean(1)
+
+
+def brightness_summary(dataset: Dataset, seed: int, n: int = 1000) -> dict[str, float]:
+    """The brightness summary of up to n images of a dataset, picked with `seed`: what sampling should reproduce."""
+    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    return summarize(brightness(torch.stack([dataset[i][0] for i in pick.tolist()])))
 
 
 def summarize(b: Tensor) -> dict[str, float]:

@@ -18,29 +18,34 @@ Two kinds of evidence, both on per-image mean brightness:
 1. the ideal denoiser of the data (diffusion/ideal.py): no training error, so any squeeze
    of the brightness range comes from the schedule and the step spacing alone;
 2. trained models, same architecture, data, seed and budget: the baseline (scaled_linear,
-   ε), schedule-only (scaled_linear, v), fixed (zero SNR, v) and offset noise (baseline +
-   0.1); plus guidance rows on the fixed model, plain CFG against rescaled CFG.
+   ε), v_only (the same flawed schedule, v-prediction), fixed (zero SNR, v), fixed_x0 (zero
+   SNR, x0: the main job's recipe) and offset noise (baseline + 0.1); plus guidance rows on
+   the fixed model, plain CFG against rescaled CFG.
 
-Every stage writes its result under --out and is skipped when run again, so the command is
-resumable and idempotent. Outputs: RESULTS.md, results.json, histograms.png, grids/.
+Each trained row is a `python train.py` run in models/NAME/, with the reference held out
+(`--hold-out`): a killed run resumes where its last checkpoint left it. Every stage writes its
+result under --out and is skipped when run again, so the command is resumable and idempotent.
+Outputs: RESULTS.md, results.json, histograms.png, grids/.
 """
 import json
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 from torchvision.utils import save_image
 
 from cli import Parser, amp_dtype, pick_device, run
 from data import DATASETS, hold_out, load_dataset
-from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample
+from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample_in_batches
 from evaluation.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
 from experiments.figures import pyplot, save
 from models import UNet, unet_config
-from models.checkpoint import load_ema_model, load_training_checkpoint
-from train import TrainConfig, train
+from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # A trained row counts as evidence only if its samples are about as smooth as the data: at twice
 # the data's high-frequency residual or more it is still noise, and marked "not converged". Not
@@ -51,6 +56,8 @@ HF_CONVERGED = 2.0
 
 @dataclass(frozen=True)
 class Preset:
+    """The size of one run of the experiment: data, UNet (a `models.PRESETS` name) and budget."""
+
     dataset: str
     image_size: int
     model: str
@@ -64,7 +71,8 @@ class Preset:
     data_dir: str = "datasets"
 
 
-PRESETS = {
+# Named by the experiment's size; each names the UNet preset it trains (tiny for `cpu`, cpu for `cpu32`).
+EXPERIMENT_PRESETS = {
     "tiny": Preset("shapes", 16, "tiny", num_samples=64, ideal_data=64, train_steps=4, batch_size=8, lr=1e-3,
                    guidance=6.0, step_counts=(5,)),
     "cpu": Preset("shapes", 16, "tiny", num_samples=1000, ideal_data=1000, train_steps=2000, batch_size=64, lr=2e-3,
@@ -79,7 +87,7 @@ PRESETS = {
 # The trained rows: Stable Diffusion's recipe, then one change at a time.
 MODELS = {
     "baseline": dict(zero_snr=False, prediction="eps"),
-    "schedule_only": dict(zero_snr=False, prediction="v"),
+    "v_only": dict(zero_snr=False, prediction="v"),  # fix #2 alone: the flawed schedule, v-prediction
     "fixed": dict(zero_snr=True, prediction="v"),
     # The main job's recipe: zero SNR with an x0-predicting network, whose samples are clean at this
     # budget where the v-predicting one's are grainy (docs/quality_trials.md).
@@ -88,7 +96,7 @@ MODELS = {
 }
 # The ideal rows: the baseline schedule against the fixed one (ε or v makes no difference to an exact model).
 IDEAL = {"ideal_baseline": dict(zero_snr=False, prediction="eps"), "ideal_fixed": dict(zero_snr=True, prediction="v")}
-SPACINGS = {"leading": 1, "trailing": 0}  # spacing -> offset; leading with offset 1 as Stable Diffusion
+SPACING_OFFSETS = {"leading": 1, "trailing": 0}  # the two spacings compared; leading with offset 1 as Stable Diffusion
 
 
 def row_metrics(images: torch.Tensor, data: torch.Tensor) -> dict:
@@ -113,23 +121,14 @@ def run_row(out: Path, name: str, make_images, data: torch.Tensor, info: dict) -
     return row
 
 
-def sampler(model, schedule, prediction: str, spacing: str, steps: int, p: Preset, seed: int, device: torch.device,
-            labels: torch.Tensor | None = None, guidance: float = 1.0, rescale: float = 0.0, batch: int = 500):
-    """A function that draws the preset's number of samples with a fixed seed: the same noise for every row."""
-    timesteps = get_timesteps(schedule.num_train_steps, steps, spacing, SPACINGS[spacing])
+def sampler(model, schedule, prediction: str, spacing: str, steps: int, data: torch.Tensor, seed: int,
+            device: torch.device, labels: torch.Tensor | None = None, guidance: float = 1.0, rescale: float = 0.0):
+    """A function that draws as many samples as `data` holds, with a fixed seed: the same noise for every row."""
+    timesteps = get_timesteps(schedule.num_train_steps, steps, spacing, SPACING_OFFSETS[spacing])
     model = model.to(device)
-
-    def draw() -> torch.Tensor:
-        generator, chunks = torch.Generator().manual_seed(seed), []
-        for start in range(0, p.num_samples, batch):
-            k = min(batch, p.num_samples - start)
-            chunk_labels = None if labels is None else labels[start:start + k]
-            chunks.append(sample(model, (k, 3, p.image_size, p.image_size), schedule, timesteps, prediction,
-                                 labels=chunk_labels, guidance=guidance, rescale=rescale, generator=generator,
-                                 device=device, progress=False, amp_dtype=amp_dtype(device)).cpu())
-        return torch.cat(chunks)
-
-    return draw
+    return lambda: sample_in_batches(model, len(data), data.shape[1:], schedule, timesteps, prediction, labels=labels,
+                                     batch_size=500, seed=seed, device=device, guidance=guidance, rescale=rescale,
+                                     amp_dtype=amp_dtype(device))
 
 
 def ideal_rows(out: Path, p: Preset, data: torch.Tensor, known: torch.Tensor, seed: int, device: torch.device) -> list[dict]:
@@ -137,45 +136,57 @@ def ideal_rows(out: Path, p: Preset, data: torch.Tensor, known: torch.Tensor, se
     for name, kind in IDEAL.items():
         schedule = make_schedule("scaled_linear", zero_snr=kind["zero_snr"])
         model = IdealDenoiser(known, schedule, kind["prediction"])
-        for spacing in SPACINGS:
+        for spacing in SPACING_OFFSETS:
             for steps in p.step_counts:
-                draw = sampler(model, schedule, kind["prediction"], spacing, steps, p, seed, device)
+                draw = sampler(model, schedule, kind["prediction"], spacing, steps, data, seed, device)
                 info = {"kind": "ideal", "model": name, "spacing": spacing, "steps": steps, **kind}
                 rows.append(run_row(out, f"{name}_{spacing}_{steps}", draw, data, info))
     return rows
 
 
-def train_model(out: Path, p: Preset, name: str, seed: int, train_set: Dataset) -> tuple[UNet, dict]:
-    """Train (or resume, or reuse) one model of the ablation; returns its EMA model and config."""
-    config = TrainConfig(dataset=p.dataset, data_dir=p.data_dir, image_size=p.image_size, model=p.model,
-                         batch_size=p.batch_size, steps=p.train_steps, lr=p.lr, seed=seed, out=str(out / "models" / name),
-                         ckpt_every=max(p.train_steps // 4, 1), schedule="scaled_linear", **MODELS[name])
-    path = Path(config.out) / "checkpoint.pt"
+def train_flags(p: Preset, name: str, seed: int, num_reference: int) -> list[str]:
+    """The train.py command line of one trained row, with the reference images held out."""
+    kind = MODELS[name]
+    flags = {"dataset": p.dataset, "image-size": p.image_size, "model": p.model, "batch-size": p.batch_size,
+             "steps": p.train_steps, "lr": p.lr, "seed": seed, "hold-out": num_reference,
+             "ckpt-every": max(p.train_steps // 4, 1), "schedule": "scaled_linear", "prediction": kind["prediction"],
+             "offset-noise": kind.get("offset_noise", 0.0)}
+    if p.dataset != "shapes":
+        flags["data-dir"] = p.data_dir
+    return [a for k, v in flags.items() for a in (f"--{k}", str(v))] + ["--zero-snr" if kind["zero_snr"] else "--no-zero-snr"]
+
+
+def train_model(out: Path, p: Preset, name: str, seed: int, num_reference: int) -> tuple[UNet, dict]:
+    """Train (or resume, or reuse) one model of the ablation with train.py; returns its EMA model and checkpoint."""
+    run_dir = out / "models" / name
+    path = run_dir / "checkpoint.pt"
     state = load_training_checkpoint(path) if path.exists() else None
     if state is None or state["step"] < p.train_steps:
         tic = time.perf_counter()
-        train(config, state, train_set)
+        command = [sys.executable, str(ROOT / "train.py"), *train_flags(p, name, seed, num_reference), "--out", str(run_dir)]
+        result = subprocess.run(command + (["--resume"] if state else []), cwd=ROOT)
+        if result.returncode:
+            raise SystemExit(result.returncode)  # train.py has said why, in one line
         print(f"trained {name} in {time.perf_counter() - tic:.0f}s")
         state = load_training_checkpoint(path)
-    return load_ema_model(state, path), state["config"]
+    return load_ema_model(state, path), state
 
 
-def trained_rows(out: Path, p: Preset, data: torch.Tensor, train_set: Dataset, seed: int,
-                 device: torch.device) -> list[dict]:
+def trained_rows(out: Path, p: Preset, data: torch.Tensor, seed: int, device: torch.device) -> list[dict]:
     rows = []
     for name in MODELS:
-        model, config = train_model(out, p, name, seed, train_set)
-        schedule = make_schedule(config["schedule"], config["timesteps"], zero_snr=config["zero_snr"])
-        for spacing in SPACINGS:
+        model, state = train_model(out, p, name, seed, len(data))
+        schedule, config = checkpoint_schedule(state), state["config"]
+        for spacing in SPACING_OFFSETS:
             for steps in p.step_counts:
-                draw = sampler(model, schedule, config["prediction"], spacing, steps, p, seed, device)
+                draw = sampler(model, schedule, config["prediction"], spacing, steps, data, seed, device)
                 info = {"kind": "trained", "model": name, "spacing": spacing, "steps": steps, **MODELS[name]}
                 rows.append(run_row(out, f"{name}_{spacing}_{steps}", draw, data, info))
         num_classes = model.config.num_classes
         if name == "fixed" and num_classes:  # guidance needs classes
             labels = torch.arange(p.num_samples) % num_classes
             for rescale in (0.0, 0.7):
-                draw = sampler(model, schedule, "v", "trailing", p.step_counts[0], p, seed, device,
+                draw = sampler(model, schedule, config["prediction"], "trailing", p.step_counts[0], data, seed, device,
                                labels=labels, guidance=p.guidance, rescale=rescale)
                 info = {"kind": "guidance", "model": name, "spacing": "trailing", "steps": p.step_counts[0],
                         "guidance": p.guidance, "rescale": rescale, **MODELS[name]}
@@ -225,7 +236,7 @@ def plot_histograms(path: Path, data_row: dict, rows: list[dict]) -> None:
 
 def main() -> int:
     parser = Parser(description="Reproduce the paper's brightness experiment (ideal denoiser and trained models).")
-    parser.add_argument("--preset", choices=PRESETS, default="cpu",
+    parser.add_argument("--preset", choices=EXPERIMENT_PRESETS, default="cpu",
                         help="sizes: tiny (tests), cpu (16px, default), cpu32 (32px, the main job's), cifar10 (GPU)")
     parser.add_argument("--ideal-only", action="store_true", help="only the ideal-denoiser rows")
     parser.add_argument("--out", default=None, help="output folder (default: runs/brightness-PRESET)")
@@ -237,15 +248,18 @@ def main() -> int:
     if args.image_size is not None and args.image_size < 4:
         parser.error(f"--image-size must be at least 4, got {args.image_size}")
     chosen = {"dataset": args.dataset, "data_dir": args.data_dir, "image_size": args.image_size}
-    p = replace(PRESETS[args.preset], **{k: v for k, v in chosen.items() if v is not None})
-    unet_config(p.model, p.image_size)  # a size the preset's UNet cannot take is refused before any work
+    p = replace(EXPERIMENT_PRESETS[args.preset], **{k: v for k, v in chosen.items() if v is not None})
+    try:
+        unet_config(p.model, p.image_size)  # a size the preset's UNet cannot take is refused before any work
+    except ValueError as e:
+        parser.error(str(e))
     out = Path(args.out or f"runs/brightness-{args.preset}" + (f"-{args.dataset}" if args.dataset else ""))
     for sub in ("rows", "grids", "models"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
 
     tic = time.perf_counter()
-    dataset = load_dataset(p.dataset, p.data_dir, p.image_size, seed=args.seed, num_images=10_000)
+    dataset = load_dataset(p.dataset, p.data_dir, p.image_size, seed=args.seed)
     # The reference is held out from everything that learns; a small dataset gives each part half at most.
     num_reference = min(p.num_samples, len(dataset) // 2)
     reference, train_set = hold_out(dataset, num_reference, args.seed)
@@ -257,7 +271,7 @@ def main() -> int:
     device = pick_device("auto")
     rows = ideal_rows(out, p, data, known, args.seed, device)
     if not args.ideal_only:
-        rows += trained_rows(out, p, data, train_set, args.seed, device)
+        rows += trained_rows(out, p, data, args.seed, device)
     report(out, p, data, rows, time.perf_counter() - tic)
     print(f"wrote {out / 'RESULTS.md'}")
     return 0

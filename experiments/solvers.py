@@ -14,22 +14,17 @@ from pathlib import Path
 
 import torch
 
-from cli import Parser, check_writable_dir, run
+from cli import Parser, UsageError, check_writable_dir, run
 from data import make_shapes
-from diffusion import SAMPLERS, IdealDenoiser, get_timesteps, make_schedule, sample
+from diffusion import SAMPLERS, IdealDenoiser, get_timesteps, sample_in_batches
 from evaluation.yardstick import shapes_quality
 from experiments.figures import pyplot, save
-from models.checkpoint import load_ema_model, load_training_checkpoint
+from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
 STEPS = (2, 3, 5, 10, 25)
 KNOWN_SEED = 6_000_001  # the exact denoiser's images: not the held-out references of the yardstick
 METRICS = (("spread_ratio", "brightness spread (1 = data)"), ("w1", "brightness W1 to data"),
            ("hf_ratio", "high-frequency ratio (1 = data)"), ("fd_ratio", "feature distance ratio (1 = data)"))
-
-
-def draw(model, schedule, prediction: str, sampler: str, steps: int, n: int, size: int, labels) -> torch.Tensor:
-    return sample(model, (n, 3, size, size), schedule, get_timesteps(schedule.num_train_steps, steps, "trailing"),
-                  prediction, labels=labels, generator=torch.Generator().manual_seed(0), progress=False, sampler=sampler)
 
 
 def plot(path: Path, rows: list[dict]) -> None:
@@ -61,15 +56,15 @@ def main() -> int:
     p.add_argument("--out", default="runs/solvers", help="output folder (default: runs/solvers)")
     a = p.parse_args()
     if a.num_samples < 2:
-        raise ValueError("--num-samples must be at least 2")
+        p.error("--num-samples must be at least 2")
     check_writable_dir(a.out)
     state = load_training_checkpoint(a.checkpoint)
     config = state["config"]
     if config["dataset"] != "shapes" or not config["zero_snr"]:
-        raise ValueError("this experiment needs a zero-SNR checkpoint of the embedded shapes")
+        raise UsageError("this experiment needs a zero-SNR checkpoint of the embedded shapes")
     trained = load_ema_model(state, a.checkpoint)
     size, num_classes = trained.config.image_size, trained.config.num_classes
-    schedule = make_schedule(config["schedule"], config["timesteps"], zero_snr=True)
+    schedule = checkpoint_schedule(state)
     known, _, _ = make_shapes(2048, size, KNOWN_SEED)
     models = {"exact denoiser": (IdealDenoiser(known, schedule, "v"), "v", None),
               "trained model": (trained, config["prediction"],
@@ -78,7 +73,9 @@ def main() -> int:
     for name, (model, prediction, labels) in models.items():
         for sampler in SAMPLERS:
             for steps in STEPS:
-                images = draw(model, schedule, prediction, sampler, steps, a.num_samples, size, labels)
+                images = sample_in_batches(model, a.num_samples, (3, size, size), schedule,
+                                           get_timesteps(schedule.num_train_steps, steps, "trailing"), prediction,
+                                           labels=labels, sampler=sampler)
                 row = {"model": name, "sampler": sampler, "steps": steps, **shapes_quality(images, labels)}
                 rows.append(row)
                 print(f"{name}, {sampler}, S={steps}: spread {row['spread_ratio']:.3f}, W1 {row['w1']:.4f}, "

@@ -9,9 +9,10 @@ than the differences it is asked to show is no yardstick.
 import torch
 
 from cli import Parser, run
-from diffusion import get_timesteps, make_schedule, sample
+from cli import UsageError
+from diffusion import get_timesteps, sample_in_batches
 from evaluation.yardstick import shapes_quality
-from models.checkpoint import load_ema_model, load_training_checkpoint
+from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
 KEYS = ("fd_ratio", "hf_ratio", "class_accuracy", "spread_ratio", "w1")
 
@@ -28,19 +29,20 @@ def main() -> int:
     p.add_argument("--num-samples", type=int, default=512, help="samples per seed (default: 512)")
     p.add_argument("--num-steps", type=int, default=50, help="trailing DDIM steps, as sample.py (default: 50)")
     a = p.parse_args()
+    if min(a.seeds, a.reference_sets, a.num_steps) < 1 or a.num_samples < 2:
+        p.error("--seeds, --reference-sets and --num-steps must be positive, --num-samples at least 2")
     state = load_training_checkpoint(a.checkpoint)
     config = state["config"]
     if config["dataset"] != "shapes":
-        raise ValueError("the yardstick is for models of the embedded shapes")
+        raise UsageError("the yardstick is for models of the embedded shapes")
     model = load_ema_model(state, a.checkpoint)
-    schedule = make_schedule(config["schedule"], config["timesteps"], zero_snr=config["zero_snr"])
     num_classes, size = model.config.num_classes, model.config.image_size
     labels = torch.arange(a.num_samples) % num_classes if num_classes else None
+    timesteps = get_timesteps(config["timesteps"], a.num_steps, "trailing")
     rows = []
     for seed in range(a.seeds):
-        images = sample(model, (a.num_samples, model.config.in_channels, size, size), schedule,
-                        get_timesteps(config["timesteps"], a.num_steps, "trailing"), config["prediction"], labels=labels,
-                        generator=torch.Generator().manual_seed(seed), progress=False)
+        images = sample_in_batches(model, a.num_samples, (model.config.in_channels, size, size), checkpoint_schedule(state),
+                                   timesteps, config["prediction"], labels=labels, seed=seed)
         rows += [(seed, r, shapes_quality(images, labels, r)) for r in range(a.reference_sets)]
     keys = [k for k in KEYS if k in rows[0][2]]
     print("| seed | reference set | " + " | ".join(keys) + " |\n|---|---|" + "---|" * len(keys))

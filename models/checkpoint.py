@@ -10,13 +10,16 @@ from pathlib import Path
 
 import torch
 
+from diffusion import Schedule, check_pairing, make_schedule
+
 from .unet import UNet, UNetConfig
 
 FORMAT = "zero-snr-diffusion/1"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable, foreign or incompatible."""
+    """A checkpoint that is missing, unreadable, foreign or incompatible: bad input, which the
+    scripts print as one line (`cli.run`)."""
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -61,6 +64,10 @@ def load_training_checkpoint(path: str | Path) -> dict:
     state = load_checkpoint(path)
     if "config" not in state or "model_config" not in state:
         raise CheckpointError(f"{path} has no training config; it was not written by train.py")
+    try:
+        check_pairing(state["config"]["prediction"], state["config"]["zero_snr"])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} cannot be sampled: {e}") from None
     return state
 
 
@@ -72,3 +79,9 @@ def load_ema_model(state: dict, path: str | Path) -> UNet:
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path} does not hold a model this code can build ({type(e).__name__})") from None
     return model.eval().requires_grad_(False)
+
+
+def checkpoint_schedule(state: dict) -> Schedule:
+    """The noise schedule a train.py checkpoint was trained with (sampling must use the same)."""
+    config = state["config"]
+    return make_schedule(config["schedule"], config["timesteps"], zero_snr=config["zero_snr"])

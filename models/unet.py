@@ -2,7 +2,7 @@
 
 Sinusoidal time embedding, residual blocks (GroupNorm, SiLU, dropout), self-attention at
 chosen resolutions, and optional class conditioning whose extra, last embedding row is the
-null class used by classifier-free guidance (label −1 selects it).
+null class used by classifier-free guidance (the label `diffusion.NULL_CLASS` selects it).
 """
 import math
 from dataclasses import asdict, dataclass
@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+
+from diffusion import NULL_CLASS
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ PRESETS = {
     # For tests: a few seconds of training, < 0.2M parameters.
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,)),
     # The CPU default: 2×2 patches, then a 16×16 UNet of ~1.2M parameters (base 32, channels 32/64/64):
-    # about 245 training images/s on 2 cores, 3.5 times the same UNet on unfolded 32×32 pixels (70/s).
+    # 3.5 times the training images/s of the same UNet on unfolded 32×32 pixels.
     "cpu": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), patch_size=2,
                 scale_shift=True),
     # DDPM's CIFAR-10 model (Ho et al. 2020): 35.7M parameters, for a GPU.
@@ -49,6 +51,7 @@ def unet_config(preset: str, image_size: int, num_classes: int = 0, in_channels:
 
 
 def check_image_size(config: UNetConfig) -> None:
+    """Refuse an image side that the patches and the halvings between levels cannot cut evenly."""
     halvings = len(config.channel_mults) - 1
     multiple = config.patch_size * 2**halvings
     if config.image_size % multiple:
@@ -73,6 +76,11 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
+    """x + conv(act(norm(conv(act(norm(x)))))) with the time and class embedding added to the
+    features between the two convolutions (DDPM), or scaling and shifting them after the second
+    norm (ADM's scale-shift). The second convolution starts at zero, so the block starts as the
+    identity and a deep UNet trains from its first step."""
+
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, scale_shift: bool = False):
         super().__init__()
         self.norm1, self.conv1 = group_norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
@@ -96,6 +104,9 @@ class ResBlock(nn.Module):
 
 
 class Attention(nn.Module):
+    """Single-head self-attention over all positions of a feature map, residual, with a zero-initialised
+    output projection (so it too starts as the identity)."""
+
     def __init__(self, channels: int):
         super().__init__()
         self.norm = group_norm(channels)
@@ -110,15 +121,33 @@ class Attention(nn.Module):
 
 
 class Level(nn.Module):
-    """The residual blocks of one resolution, each followed by attention where asked."""
+    """The residual blocks of one resolution, each followed by attention where asked.
+
+    Not called as a whole: the UNet walks its blocks one by one, since on the way down it keeps
+    each block's output as a skip, and on the way up it concatenates one skip before each block.
+    """
 
     def __init__(self, in_chs: list[int], out_ch: int, emb_dim: int, dropout: float, attn: bool, scale_shift: bool):
         super().__init__()
         self.blocks = nn.ModuleList(ResBlock(c, out_ch, emb_dim, dropout, scale_shift) for c in in_chs)
         self.attns = nn.ModuleList(Attention(out_ch) if attn else nn.Identity() for _ in in_chs)
 
+    def pairs(self):
+        return zip(self.blocks, self.attns)
+
 
 class UNet(nn.Module):
+    """f(x_t, t, class) → a prediction the size of x_t (ε, v or x0: the loss decides which).
+
+    conv_in, then levels of decreasing resolution (ResBlocks, attention where asked, a strided
+    conv between levels), a middle block with attention, and levels of increasing resolution
+    whose blocks each take one skip from the way down, concatenated on the channels. The skips
+    are a stack: pushed after conv_in, after every block and every downsampling on the way down,
+    popped in reverse order on the way up, which is why each up level has one block more than
+    its down level. With `patch_size` p > 1 the input's p×p patches are folded into channels
+    first, and the output unfolded at the end.
+    """
+
     def __init__(self, config: UNetConfig):
         super().__init__()
         check_image_size(config)
@@ -166,14 +195,14 @@ class UNet(nn.Module):
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels))
         if self.class_emb is not None:
             if labels is None:
-                labels = torch.full_like(t, -1)
-            emb = emb + self.class_emb(torch.where(labels < 0, self.config.num_classes, labels))
+                labels = torch.full_like(t, NULL_CLASS)
+            emb = emb + self.class_emb(torch.where(labels == NULL_CLASS, self.config.num_classes, labels))
 
         p = self.config.patch_size
         h = self.conv_in(rearrange(x, "b c (h p1) (w p2) -> b (c p1 p2) h w", p1=p, p2=p))
         skips = [h]
         for i, level in enumerate(self.down):
-            for block, attn in zip(level.blocks, level.attns):
+            for block, attn in level.pairs():
                 h = attn(block(h, emb))
                 skips.append(h)
             if i < len(self.downsample):
@@ -181,7 +210,7 @@ class UNet(nn.Module):
                 skips.append(h)
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
         for i, level in enumerate(self.up):
-            for block, attn in zip(level.blocks, level.attns):
+            for block, attn in level.pairs():
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2, mode="nearest"))

@@ -1,4 +1,3 @@
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -6,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from data.images import write_cifar10_files
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "tiny", "--num-images", "64", "--batch-size", "8", "--log-every", "1"]
@@ -28,18 +29,9 @@ def tiny_run(tmp_path_factory) -> Path:
 
 def write_cifar10(root: Path, per_batch: int = 4, seed: int = 0) -> Path:
     """A tiny CIFAR-10 in its real on-disk format: pickled data_batch_1..5, test_batch, batches.meta."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"batch_label": name, "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, per_batch).tolist(), "filenames": [f"{i}.png" for i in range(per_batch)]}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": names, "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
-    return folder
+    n = 5 * per_batch
+    return write_cifar10_files(root, rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, 10, n).tolist())
 
 
 def write_image_folder(root: Path, classes=("cats", "dogs"), per_class: int = 3, size=(40, 30)) -> Path:

@@ -98,3 +98,11 @@ def test_hold_out_splits_into_disjoint_parts_that_keep_the_classes():
     assert len(held_out) == 10 and len(rest) == 40
     assert set(held_out.indices).isdisjoint(rest.indices) and set(held_out.indices) | set(rest.indices) == set(range(50))
     assert held_out.classes == rest.classes == dataset.classes
+
+
+def test_num_images_takes_a_seeded_subset_of_a_dataset_on_disk(tmp_path):
+    folder = write_image_folder(tmp_path / "images", per_class=5)
+    subset = load_dataset("folder", str(folder), 16, num_images=4, seed=0)
+    assert len(subset) == 4 and subset.classes == ["cats", "dogs"]
+    assert subset.indices == load_dataset("folder", str(folder), 16, num_images=4, seed=0).indices
+    assert len(load_dataset("folder", str(folder), 16)) == 10

@@ -145,6 +145,10 @@ BAD_INPUTS = [
     ("train.py", ["--offset-noise", "-1"], "--offset-noise"),
     ("train.py", ["--timesteps", "1"], "--timesteps"),
     ("train.py", ["--device", "cuda"], "no CUDA GPU"),
+    ("train.py", ["--image-size", "0"], "--image-size must be positive"),
+    ("train.py", ["--data-dir", "{root}"], "does nothing with --dataset shapes"),
+    ("train.py", ["--hold-out", "-1"], "--hold-out"),
+    ("train.py", ["--init-from", "{root}/missing.pt"], "no checkpoint"),
     ("train.py", ["--out", "{root}/a_file/run"], "cannot write"),
     ("train.py", ["--out", "{root}/nothing_here", "--resume"], "no checkpoint"),
     ("train.py", ["--out", "{root}/good"], "pass --resume"),
@@ -162,6 +166,9 @@ BAD_INPUTS = [
     ("sample.py", ["{root}/good/checkpoint.pt", "--guidance", "5"], "needs --class"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--spacing", "random"], "invalid choice"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--num-samples", "-1"], "--num-samples"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--offset", "2"], "leading timesteps only"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--offset-noise", "-1"], "--offset-noise"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--sampler", "dpmpp-2m", "--eta", "1"], "--eta"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--out", "{root}/a_file/grid.png"], "cannot write"),
 ]
 
@@ -186,3 +193,21 @@ def test_a_nan_gradient_at_a_checkpoint_step_keeps_the_previous_checkpoint_bit_f
     assert "at step 4" in result.stderr and "Traceback" not in result.stderr
     kept = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=True)
     _assert_same_training_state(kept, good)
+
+
+def test_a_bad_flag_is_one_line_on_stderr_and_exit_2(tmp_path):
+    result = run_script("train.py", "--image-size", "0", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_an_unexpected_internal_error_keeps_its_traceback(tmp_path):
+    # A ValueError from inside the code is a bug, not bad input: it must show where it came from.
+    probe = ("import sys, train\n"
+             "def broken(*args, **kwargs):\n    raise ValueError('a bug inside the library')\n"
+             "train.make_schedule = broken\n"
+             f"sys.argv = ['train.py', '--model', 'tiny', '--num-images', '64', '--out', {str(tmp_path)!r}]\n"
+             "train.run(train.main)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "in broken" in result.stderr and "a bug inside the library" in result.stderr

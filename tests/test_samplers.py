@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffusion import SPACINGS, ddim_step, get_timesteps, make_schedule, prediction_target, sample
+from diffusion import SPACINGS, ddim_step, get_timesteps, make_schedule, prediction_target, sample, sample_in_batches
 
 
 class Oracle(torch.nn.Module):
@@ -133,3 +133,33 @@ def test_sampler_arithmetic_stays_float32_when_the_network_returns_bf16():
     kwargs["generator"] = torch.Generator().manual_seed(0)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, sample(exact, (2, 3, 4, 4), schedule, timesteps, "eps", **kwargs))
+
+
+def test_sample_in_batches_cuts_labels_to_the_batches_and_returns_every_image():
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    oracle = Oracle(_x0(5), schedule, "v")
+    images = sample_in_batches(oracle, 5, (3, 8, 8), schedule, get_timesteps(1000, 2, "trailing"), "v",
+                               labels=torch.arange(5), batch_size=2)
+    assert images.shape == (5, 3, 8, 8)
+    assert [labels for _, labels in oracle.calls[::2]] == [[0, 1], [2, 3], [4]]  # 2 steps a batch
+
+
+def test_sample_in_batches_gives_the_same_images_for_the_same_seed():
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    run = lambda: sample_in_batches(lambda x, t, c: 0.5 * x, 3, (3, 4, 4), schedule,  # noqa: E731
+                                    get_timesteps(1000, 3, "trailing"), "v", batch_size=2, seed=3, eta=1.0)
+    torch.testing.assert_close(run(), run(), atol=0, rtol=0)
+
+
+def test_offset_noise_sampling_starts_from_noise_with_a_random_mean_per_image_and_channel():
+    schedule, seen = make_schedule("scaled_linear"), []
+
+    def record(x, t, c):
+        seen.append(x.clone())
+        return torch.zeros_like(x)
+
+    sample(record, (2000, 3, 8, 8), schedule, get_timesteps(1000, 1, "leading"), "x0", progress=False,
+           generator=torch.Generator().manual_seed(0), offset_noise=0.5)
+    channel_means = seen[0].mean((2, 3))
+    # Each (image, channel) mean is s·N(0, 1) plus the mean of 64 unit normals: variance s² + 1/64.
+    assert channel_means.std().item() == pytest.approx((0.5**2 + 1 / 64) ** 0.5, rel=0.05)

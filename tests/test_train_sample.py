@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import ROOT, TINY, run_script, write_celeba, write_cifar10, write_image_folder
-from train import StepBatches, restore_rng_states
+from runtime import StepBatches, restore_rng_states
 
 
 def test_training_writes_checkpoint_metrics_and_a_grid_per_checkpoint(tiny_run):
@@ -193,3 +193,9 @@ def test_hflip_is_on_for_shapes_and_off_for_a_folder_by_default_and_can_be_turne
     result = run_script("train.py", *TINY, "--image-size", "16", "--no-hflip", "--steps", "1", "--out", str(tmp_path / "off"))
     assert result.returncode == 0, result.stderr
     assert torch.load(tmp_path / "off" / "checkpoint.pt", weights_only=True)["config"]["hflip"] is False
+
+
+def test_hold_out_keeps_that_many_images_out_of_training(tmp_path):
+    result = run_script("train.py", *TINY, "--hold-out", "24", "--steps", "1", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "on 40 shapes images" in result.stdout

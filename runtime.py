@@ -1,0 +1,226 @@
+"""What a long training run needs that is not diffusion: torchrun, resuming, stop signals, the metrics log.
+
+train.py reads top to bottom as the method; this module holds the plumbing it calls, so that
+a run can be killed, resumed bit-exactly on the CPU, spread over processes, and watched.
+"""
+import json
+import os
+import signal
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+
+from cli import UsageError, pick_device
+from models.checkpoint import CheckpointError, save_checkpoint
+
+CHECKPOINT = "checkpoint.pt"
+Config = TypeVar("Config")
+
+
+def resolve_config(defaults: Config, given: dict, saved: dict | None, resumable: set[str]) -> Config:
+    """The defaults, overridden by the config of the checkpoint being resumed, overridden by the flags
+    given. A resumed run may change only the `resumable` fields: anything else would silently
+    train a different model."""
+    if saved is not None:
+        clashes = [f"--{k.replace('_', '-')} {given[k]} (checkpoint: {saved[k]})"
+                   for k in given if k not in resumable and given[k] != saved.get(k)]
+        if clashes:
+            raise UsageError(f"the checkpoint was trained differently from what was asked: {', '.join(clashes)}; "
+                                  "drop those flags to resume, or train into a new --out")
+    known = {f.name for f in fields(defaults)}
+    return replace(defaults, **{**{k: v for k, v in (saved or {}).items() if k in known}, **given})
+
+
+def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun, one process per GPU (NCCL) or per CPU process (gloo)."""
+    device = pick_device(device_name)
+    if "RANK" not in os.environ:
+        return 0, 1, device
+    if device.type == "cuda":
+        if device.index is not None:
+            raise UsageError(f"--device {device_name}: under torchrun each process takes the GPU cuda:LOCAL_RANK; "
+                             "pass --device cuda (or auto)")
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl")
+    elif device.type == "cpu":
+        dist.init_process_group("gloo")
+    else:
+        raise UsageError(f"torchrun trains on cuda or cpu, not {device.type}")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def end_distributed(world: int) -> None:
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def any_rank(flags: list[bool], device: torch.device, world: int) -> list[bool]:
+    """Each flag, true if it is true on any process (one all-reduce for all of them): decisions that
+    end the loop must be taken by all ranks together, or the others wait forever in the next
+    gradient all-reduce."""
+    if world == 1:
+        return flags
+    flag_tensor = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(flag_tensor, op=dist.ReduceOp.MAX)
+    return [bool(f) for f in flag_tensor.tolist()]
+
+
+def gather_rng_states(device: torch.device, world: int) -> dict[str, list[torch.Tensor]]:
+    """Every process's RNG states, rank by rank, so that each resumes its own stream (a collective)."""
+    states = {"rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    if world == 1:
+        return {k: [v] for k, v in states.items()}
+    gathered = [None] * world
+    dist.all_gather_object(gathered, states)
+    return {k: [g[k] for g in gathered] for k in states}
+
+
+def restore_rng_states(state: dict, rank: int, world: int, device: torch.device, seed: int) -> None:
+    """Each rank takes back its own saved stream; with another number of processes than were saved,
+    every rank restarts from (seed, rank, step) instead, since no saved stream is its own."""
+    saved = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    if len(saved) != world:
+        torch.manual_seed(seed + 1_000_003 * rank + state["step"])  # seeds CUDA too
+        return
+    torch.set_rng_state(saved[rank])
+    cuda_saved = state.get("cuda_rng")
+    if device.type == "cuda" and isinstance(cuda_saved, list) and len(cuda_saved) == world:
+        torch.cuda.set_rng_state(cuda_saved[rank], device)
+
+
+def resume(state: dict, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int,
+           world: int, device: torch.device, seed: int) -> int:
+    """Load a checkpoint's weights, EMA weights and optimizer state, and give each rank its RNG stream
+    back (see `restore_rng_states`); returns the step to continue from."""
+    if state["model_config"] != model.config_dict():
+        raise CheckpointError("the checkpoint's model does not match this dataset and preset")
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    restore_rng_states(state, rank, world, device, seed)
+    return state["step"]
+
+
+def save_training_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        step: int, rank: int, world: int, device: torch.device, **info) -> None:
+    """What `resume` needs (weights, EMA, optimizer, step, every rank's RNG state) and `info`, written
+    atomically by rank 0. A collective: every rank must call it."""
+    rng_states = gather_rng_states(device, world)
+    if rank == 0:
+        save_checkpoint({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                         "step": step, **rng_states, "model_config": model.config_dict(), **info}, path)
+
+
+class StepBatches:
+    """Index batches whose order depends only on (seed, step): resuming at step s replays the same data.
+
+    Epoch e is a permutation drawn from seed + e; each global batch is split across processes.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_step: int, rank: int, world: int):
+        self.size, self.batch_size, self.seed, self.start_step = size, batch_size, seed, start_step
+        self.rank, self.world = rank, world
+        self.per_epoch = size // batch_size
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            epoch, i = divmod(step, self.per_epoch)
+            perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            while i < self.per_epoch:
+                batch = perm[i * self.batch_size:(i + 1) * self.batch_size]
+                yield batch[self.rank::self.world].tolist()
+                i, step = i + 1, step + 1
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks, so it can checkpoint and exit 0.
+
+    A context manager: the handlers it replaced come back when training ends.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class LossWindow:
+    """The loss of the last few steps, kept on the device and read back once a window (every
+    --log-every steps and at checkpoints), so the step itself never waits for the device.
+
+    `add` returns the step's non-finite flag as a float tensor, for the fused optimizer's
+    `found_inf`: such a step is skipped on the device and the weights stay good until `read`
+    stops the run.
+    """
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.first_bad = torch.full((), -1.0, device=device)
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor, step: int) -> torch.Tensor:
+        bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
+        self.first_bad = torch.where(bad & (self.first_bad < 0), float(step), self.first_bad)
+        self.loss_sum += loss.detach().float()
+        self.steps += 1
+        return bad.float()
+
+    def read(self, step: int, stop: StopRequest, device: torch.device, world: int, out: Path) -> tuple[float, bool]:
+        """(mean loss of the window, whether to stop); raises TrainingDiverged, on every rank at once."""
+        mean_loss, bad_step = torch.stack([self.loss_sum / max(self.steps, 1), self.first_bad]).tolist()
+        diverged, stopping = any_rank([bad_step >= 0, stop.requested], device, world)
+        if diverged:
+            raise TrainingDiverged(
+                f"training diverged at step {int(bad_step) if bad_step >= 0 else step}; the loss or its "
+                f"gradient is not finite. The last good checkpoint ({out / CHECKPOINT}) is kept: resume it with a lower "
+                "--lr or --grad-clip")
+        return mean_loss, stopping
+
+    def reset(self) -> None:
+        self.loss_sum.zero_()
+        self.steps = 0
+
+
+class MetricsLog:
+    """metrics.jsonl, one JSON object a line; reopened at `step`, it drops the rows past that step
+    that a killed run wrote after its last checkpoint. Writes nothing on ranks other than 0."""
+
+    def __init__(self, path: Path, step: int, rank: int):
+        self.file = None
+        if rank:
+            return
+        rows = path.read_text().splitlines() if step and path.exists() else []
+        kept = [r for r in rows if json.loads(r)["step"] <= step]
+        self.file = open(path, "w")
+        self.file.writelines(r + "\n" for r in kept)
+
+    def write(self, row: dict) -> None:
+        if self.file:
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()

@@ -73,7 +73,7 @@ def main() -> int:
     for name, (model, prediction, labels) in models.items():
         for sampler in SAMPLERS:
             for steps in STEPS:
-                images = sample_in_batches(model, a.num_samples, (3, size, size), schedule,
+                images = sample_in_batches(model, a.num_samples, known.shape[1:], schedule,
                                            get_timesteps(schedule.num_train_steps, steps, "trailing"), prediction,
                                            labels=labels, sampler=sampler)
                 row = {"model": name, "sampler": sampler, "steps": steps, **shapes_quality(images, labels)}

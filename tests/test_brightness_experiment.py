@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import ROOT, write_image_folder
 
@@ -28,14 +29,15 @@ def test_experiment_writes_results_table_json_and_a_grid_per_row(tiny_experiment
     results = json.loads((tiny_experiment / "results.json").read_text())
     names = [r["name"] for r in results["rows"]]
     assert "ideal_baseline_leading_5" in names and "fixed_trailing_5" in names and "offset_noise_leading_5" in names
-    assert {r["kind"] for r in results["rows"]} == {"ideal", "trained", "guidance"}
-    assert all((tiny_experiment / "grids" / f"{n}.png").is_file() for n in names)
+    assert {"ideal", "trained", "guidance"} <= {r["kind"] for r in results["rows"]}
+    assert all((tiny_experiment / "grids" / f"{n}.png").is_file() for n in names if not n.startswith("first_step"))
     table = (tiny_experiment / "RESULTS.md").read_text()
     assert all(f"| {n} |" in table for n in names)
 
 
 def test_every_row_reports_the_brightness_metrics(tiny_experiment):
     rows = json.loads((tiny_experiment / "results.json").read_text())["rows"]
+    rows = [r for r in rows if r["kind"] != "first_step"]
     for key in ("mean", "std", "p5", "p95", "frac_dark", "frac_bright", "spread_ratio", "w1", "hf_ratio", "clip_fraction"):
         assert all(isinstance(r[key], float) for r in rows), key
     assert all(len(r["brightness"]) == 64 for r in rows)
@@ -73,7 +75,7 @@ def test_experiment_runs_on_an_image_folder_with_the_reference_held_out(tmp_path
     results = json.loads((out / "results.json").read_text())
     assert results["preset"]["dataset"] == "folder" and results["preset"]["image_size"] == 16
     assert results["preset"]["num_samples"] == 12  # half of the 24 images, never seen by a model
-    assert {r["kind"] for r in results["rows"]} == {"ideal", "trained", "guidance"}
+    assert {"ideal", "trained", "guidance"} <= {r["kind"] for r in results["rows"]}
     assert "12 held out as the reference" in result.stdout
 
 
@@ -81,3 +83,39 @@ def test_experiment_refuses_an_image_size_its_unet_cannot_take(tmp_path):
     result = _run(tmp_path, "--image-size", "17")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "multiple of" in result.stderr
+
+
+def test_steps_sweep_covers_every_spacing_and_step_count_for_ideal_and_trained_models(tiny_experiment):
+    rows = [r for r in json.loads((tiny_experiment / "results.json").read_text())["rows"] if r["kind"] == "steps"]
+    cells = {(r["model"], r["spacing"], r["steps"]) for r in rows}
+    assert cells == {(m, sp, st) for m in ("ideal_baseline", "ideal_fixed", "baseline", "fixed")
+                     for sp in ("leading", "linspace", "trailing") for st in (1, 3)}
+    assert all("class_accuracy" in r["quality"] for r in rows if not r["model"].startswith("ideal"))
+    assert (tiny_experiment / "steps.png").is_file()
+
+
+def test_guidance_grid_has_a_cell_per_weight_and_rescale_with_clipping_and_contrast(tiny_experiment):
+    rows = [r for r in json.loads((tiny_experiment / "results.json").read_text())["rows"] if r["kind"] == "guidance_grid"]
+    assert {(r["guidance"], r["rescale"]) for r in rows} == {(1, 0), (1, 0.7), (4, 0), (4, 0.7)}
+    assert all(0 <= r["clip_fraction"] <= 1 and r["contrast_ratio"] > 0 for r in rows)
+    assert (tiny_experiment / "guidance.png").is_file() and (tiny_experiment / "guidance_grid.png").is_file()
+
+
+def test_finetune_rows_pair_a_fine_tuned_baseline_with_the_fixed_model_at_equal_total_steps(tiny_experiment):
+    rows = [r for r in json.loads((tiny_experiment / "results.json").read_text())["rows"] if r["kind"] == "finetune"]
+    assert sorted((r["model"], r["total_steps"]) for r in rows) == [("finetuned", 6), ("scratch", 6)]
+    source = torch.load(tiny_experiment / "models" / "finetune_2" / "checkpoint.pt", weights_only=True)
+    assert source["step"] == 2 and source["config"]["init_from"].endswith("baseline/checkpoint.pt")
+
+
+def test_offset_noise_rows_are_sampled_both_from_plain_noise_and_from_the_offset_they_were_trained_on(tiny_experiment):
+    rows = json.loads((tiny_experiment / "results.json").read_text())["rows"]
+    offsets = {r["name"]: r["x_T_offset"] for r in rows if "offset_noise" in r["name"]}
+    assert offsets["offset_noise_leading_5"] == 0 and offsets["offset_noise_matched_leading_5"] == 0.1
+    assert offsets["ideal_offset_noise_matched_trailing_5"] == 0.1
+
+
+def test_first_step_of_the_fixed_model_is_measured_per_class_and_for_the_ideal_denoiser(tiny_experiment):
+    rows = [r for r in json.loads((tiny_experiment / "results.json").read_text())["rows"] if r["kind"] == "first_step"]
+    assert [r["class"] for r in rows] == [0, 1, 2, 3, None]
+    assert rows[-1]["rms_to_class_mean"] < 1e-4  # the exact denoiser gives exactly the data mean at zero SNR

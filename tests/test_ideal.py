@@ -72,3 +72,15 @@ def test_ideal_denoiser_equals_a_brute_force_gaussian_posterior():
     model = IdealDenoiser(torch.tensor(data).view(3, 1, 1, 2), schedule, "x0")
     out = model(torch.tensor(x_t).view(1, 1, 1, 2), torch.tensor([t]))
     assert out.flatten().tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_offset_noise_ideal_denoiser_weighs_by_the_mahalanobis_distance_of_its_noise():
+    schedule, s = make_schedule("scaled_linear"), 0.3
+    data = torch.rand(5, 2, 3, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x_t, t = torch.randn(1, 2, 3, 3), torch.tensor([700])
+    a, n = schedule.alpha_bar[700].item(), 9
+    cov = torch.eye(18, dtype=torch.float64) + s**2 * torch.block_diag(torch.ones(n, n), torch.ones(n, n)).double()
+    r = (x_t.flatten().double() - a**0.5 * data.flatten(1).double())
+    logits = -(r @ torch.linalg.inv(cov) * r).sum(1) / (2 * (1 - a))
+    expected = (logits.softmax(0) @ data.flatten(1).double()).view(1, 2, 3, 3).float()
+    torch.testing.assert_close(IdealDenoiser(data, schedule, "x0", offset_noise=s)(x_t, t), expected)

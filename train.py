@@ -54,7 +54,7 @@ class TrainConfig:
                           "step count; --schedule, --zero-snr, --prediction and --offset-noise may differ from its own "
                           "(default: from scratch)")
     batch_size: int = flag(64, "images per optimizer step, over all processes")
-    steps: int = flag(1_800, "total optimizer steps; with --resume, train up to this step")
+    steps: int = flag(2_700, "total optimizer steps; with --resume, train up to this step")
     lr: float = flag(2e-3, "AdamW learning rate after the warmup")
     lr_schedule: str = flag("constant", "after the warmup: constant, or a cosine decay to 0 at --steps",
                             choices=LR_SCHEDULES)
@@ -76,7 +76,7 @@ class TrainConfig:
                           "instructions, else fp32", choices=PRECISIONS)
     workers: int = flag(0, "data-loading worker processes")
     out: str = flag("runs/default", "folder for checkpoint.pt, metrics.jsonl and samples_STEP.png")
-    ckpt_every: int = flag(450, "write a checkpoint and a sample grid every N steps, and at the end")
+    ckpt_every: int = flag(900, "write a checkpoint and a sample grid every N steps, and at the end")
     log_every: int = flag(10, "append the mean loss to metrics.jsonl every N steps")
 
 

@@ -60,7 +60,7 @@ EXPERIMENT_PRESETS = {
     "cpu": Preset("shapes", 16, "tiny", num_samples=1000, ideal_data=1000, train_steps=2000, batch_size=64, lr=2e-3,
                   guidance=6.0),
     # The main job's size: the ideal rows in about 3 min, everything in well over an hour on 2 cores.
-    "cpu32": Preset("shapes", 32, "cpu", num_samples=1000, ideal_data=2048, train_steps=1800, batch_size=64, lr=2e-3,
+    "cpu32": Preset("shapes", 32, "cpu", num_samples=1000, ideal_data=2048, train_steps=2700, batch_size=64, lr=2e-3,
                     guidance=6.0, seeds=1),
     "cifar10": Preset("cifar10", 32, "cifar10", num_samples=10_000, ideal_data=10_000, train_steps=200_000,
                       batch_size=128, lr=2e-4, guidance=6.0, seeds=1, finetune_steps=(1000, 5000, 20_000)),

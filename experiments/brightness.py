@@ -25,7 +25,8 @@ Two kinds of evidence, both on per-image mean brightness:
 The parts (`--parts`): table (the rows above), and the claims of experiments/claims.py: steps,
 guidance, finetune, first_step, quality. Each trained model is a `python train.py` run in
 models/NAME/ with the reference held out (`--hold-out`); every row is cached under rows/, so the
-command is resumable and idempotent. Outputs: RESULTS.md, results.json and the figures.
+command is resumable and idempotent. Outputs: RESULTS.md, results.json, SUMMARY.md (the findings in
+sentences, experiments/summary.py) and the figures.
 """
 import json
 import statistics
@@ -43,6 +44,7 @@ from experiments import claims
 from experiments.common import (EXPERIMENT_PRESETS, HF_CONVERGED, MODELS, OFFSET_NOISE, Setup, row_metrics, run_row,
                                 sampler, trained_model)
 from experiments.figures import pyplot, save
+from experiments.summary import block as summary_block
 from models import unet_config
 from models.checkpoint import checkpoint_schedule
 
@@ -150,6 +152,7 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
                                                 + [f"{e[k]['mean']:.3f} ± {e[k]['std']:.3f}" for k in SUMMARY_KEYS] for e in summary])
     text += claims_tables(rows)
     (s.out / "RESULTS.md").write_text(text)
+    (s.out / "SUMMARY.md").write_text(summary_block(results) + "\n")
     plot_histograms(s.out / "histograms.png", data_row, [r for r in rows if r["kind"] in ("ideal", "trained", "guidance")])
     plot_at_a_glance(s, rows)
 

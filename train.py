@@ -97,8 +97,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict, bool]:
 
 def check_config(c: TrainConfig, given: dict) -> None:
     """Refuse numbers and combinations that cannot train, or flags that would do nothing, before any work."""
+    optional = {"image_size": c.image_size, "num_images": c.num_images}  # None: the dataset's own
     positive = {"batch_size": c.batch_size, "steps": c.steps, "lr": c.lr, "ckpt_every": c.ckpt_every,
-                "log_every": c.log_every, **{k: v for k, v in (("image_size", c.image_size), ("num_images", c.num_images)) if v is not None}}
+                "log_every": c.log_every, **{k: v for k, v in optional.items() if v is not None}}
     non_negative = {"warmup": c.warmup, "grad_clip": c.grad_clip, "offset_noise": c.offset_noise, "workers": c.workers,
                     "hold_out": c.hold_out}
     in_range = {"ema_decay": (c.ema_decay, 0, 1), "label_dropout": (c.label_dropout, 0, 1), "timesteps": (c.timesteps, 2, math.inf)}

@@ -92,9 +92,26 @@ def sentences(results: dict) -> list[str]:
     return out
 
 
+def table(results: dict) -> str:
+    """The brightness rows in one table: the ideal rows, and the trained rows as mean ± std over seeds."""
+    def cell(e: dict, key: str, digits: int) -> str:
+        return f"{e[key]['mean']:.{digits}f} ± {e[key]['std']:.{digits}f}" if e["seeds"] > 1 else f"{e[key]['mean']:.{digits}f}"
+
+    lines = ["| row | spacing, steps | spread | W1 | < 0.1 | > 0.9 | HF ratio |", "|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        if r["kind"] == "ideal":
+            lines.append(f"| exact denoiser: {r['model'].removeprefix('ideal_').replace('_', ' ')} | {r['spacing']} {r['steps']} | "
+                         f"{r['spread_ratio']:.2f} | {r['w1']:.3f} | {r['frac_dark']:.3f} | {r['frac_bright']:.3f} | {r['hf_ratio']:.2f} |")
+    for e in results["over_seeds"]:
+        lines.append(f"| trained: {e['model'].replace('_', ' ')} ({e['seeds']} seeds) | {e['spacing']} {e['steps']} | "
+                     f"{cell(e, 'spread_ratio', 2)} | {cell(e, 'w1', 3)} | {cell(e, 'frac_dark', 3)} | {cell(e, 'frac_bright', 3)} | "
+                     f"{cell(e, 'hf_ratio', 2)} |")
+    return "\n".join(lines)
+
+
 def block(results: dict) -> str:
-    """The README's block: the sentences between the markers."""
-    return "\n".join([BEGIN, *(f"- {s}" for s in sentences(results)), END])
+    """The README's block: the table and the sentences, between the markers."""
+    return "\n".join([BEGIN, table(results), "", *(f"- {s}" for s in sentences(results)), END])
 
 
 def main() -> int:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from cli import UsageError
+
 from .metrics import brightness, frechet_distance, hf_residual, kernel_distance, spread_ratio, wasserstein1
 
 Extractor = Callable[[Tensor], Tensor]
@@ -20,7 +22,7 @@ def inception_extractor(device: torch.device | str = "cpu") -> Extractor:
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError:
-        raise ValueError("FID needs the optional extra torch-fidelity: pip install -e '.[fid]'") from None
+        raise UsageError("FID needs the optional extra torch-fidelity: pip install -e '.[fid]'") from None
     net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).eval().to(device)
 
     @torch.no_grad()

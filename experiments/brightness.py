@@ -292,7 +292,7 @@ def main() -> int:
     if not args.ideal_only:
         parts = {"table": lambda: trained_rows(s, args.seeds or p.seeds), "steps": lambda: claims.steps_sweep(s),
                  "guidance": lambda: claims.guidance_grid(s), "finetune": lambda: claims.finetune(s),
-                 "first_step": lambda: claims.first_step(s), "quality": lambda: claims.quality(s, args.seeds or p.seeds)}
+                 "first_step": lambda: claims.first_step(s), "quality": lambda: claims.quality(s)}
         for part in args.parts:
             rows += parts[part]()
     command = " ".join(["python -m experiments.brightness", *sys.argv[1:]])

@@ -103,7 +103,8 @@ def table(results: dict) -> str:
             lines.append(f"| exact denoiser: {r['model'].removeprefix('ideal_').replace('_', ' ')} | {r['spacing']} {r['steps']} | "
                          f"{r['spread_ratio']:.2f} | {r['w1']:.3f} | {r['frac_dark']:.3f} | {r['frac_bright']:.3f} | {r['hf_ratio']:.2f} |")
     for e in results["over_seeds"]:
-        lines.append(f"| trained: {e['model'].replace('_', ' ')} ({e['seeds']} seeds) | {e['spacing']} {e['steps']} | "
+        seeds = f" ({e['seeds']} seeds)" if e["seeds"] > 1 else ""
+        lines.append(f"| trained: {e['model'].replace('_', ' ')}{seeds} | {e['spacing']} {e['steps']} | "
                      f"{cell(e, 'spread_ratio', 2)} | {cell(e, 'w1', 3)} | {cell(e, 'frac_dark', 3)} | {cell(e, 'frac_bright', 3)} | "
                      f"{cell(e, 'hf_ratio', 2)} |")
     return "\n".join(lines)

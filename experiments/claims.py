@@ -151,10 +151,15 @@ def plot_lines(s: Setup, rows: list[dict], x_key: str, x_label: str, file: str, 
     if "quality" in rows[0]:
         metrics += [("fd_ratio", "feature distance ratio (1 = data)"), ("hf_ratio", "high-frequency ratio (1 = data)")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.6))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    spacings = list(dict.fromkeys(r["spacing"] for r in rows))
     for ax, (key, label) in zip(axes, metrics):
         for line in dict.fromkeys(line_of(r) for r in rows):
-            points = sorted((r[x_key], r["quality"][key] if key in ("fd_ratio",) else r[key]) for r in rows if line_of(r) == line)
-            ax.plot(*zip(*points), marker="o", label=line)
+            chosen = [r for r in rows if line_of(r) == line]
+            points = sorted((r[x_key], r["quality"][key] if key in ("fd_ratio",) else r[key]) for r in chosen)
+            # colour: the model; line style: the spacing
+            ax.plot(*zip(*points), marker="o", label=line, color=f"C{models.index(chosen[0]['model']) % 10}",
+                    linestyle=("-", "--", ":")[spacings.index(chosen[0]["spacing"]) % 3])
         if log_x:
             ax.set_xscale("log")
         ax.set_xlabel(x_label)

@@ -75,7 +75,7 @@ def sentences(results: dict) -> list[str]:
         out.append(f"**Offset noise (§5.4).** Spread with leading / trailing steps, x_T from N(0, I): trained "
                    f"{pair('offset_noise')}, exact denoiser {pair('ideal_offset_noise')}; x_T with the trained offset: "
                    f"trained {pair('offset_noise_matched')}, exact denoiser {pair('ideal_offset_noise_matched')}.")
-    quality = [r for r in results["rows"] if r["kind"] == "quality"]
+    quality = [r for r in results["rows"] if r["kind"] == "quality" and "quality" in r]  # the yardstick: shapes only
     if quality:
         def mean(model: str, s: int, guided: bool, key: str) -> float:
             values = [r["quality"][key] for r in quality if r["model"] == model and r["steps"] == s

@@ -67,6 +67,7 @@ def test_ideal_rows_at_the_cpu_preset_squeeze_the_baseline_and_not_the_fix(tmp_p
         assert rows[f"ideal_fixed_trailing_{steps}"]["frac_dark"] > rows[f"ideal_baseline_leading_{steps}"]["frac_dark"]
 
 
+@pytest.mark.slow
 def test_experiment_runs_on_an_image_folder_with_the_reference_held_out(tmp_path):
     folder = write_image_folder(tmp_path / "images", classes=("dark", "light"), per_class=12, size=(20, 20))
     out = tmp_path / "out"

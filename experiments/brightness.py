@@ -40,6 +40,7 @@ import torch
 from cli import Parser, pick_device, run
 from data import DATASETS, hold_out, load_dataset
 from diffusion import IdealDenoiser, make_schedule
+from evaluation.metrics import brightness
 from experiments import claims
 from experiments.common import (EXPERIMENT_PRESETS, HF_CONVERGED, MODELS, OFFSET_NOISE, SEEDED_MODELS, Setup, row_metrics,
                                 run_row, sampler, trained_model)
@@ -234,7 +235,7 @@ def plot_at_a_glance(s: Setup, rows: list[dict]) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     for ax, (label, images) in zip(axes, panels):
         images = images if isinstance(images, torch.Tensor) else torch.load(s.out / "rows" / f"{images}.pt")
-        images = images[brightness_order(images)]
+        images = images[brightness(images).argsort()]
         side = int(len(images) ** 0.5)
         grid = images[:side * side].view(side, side, *images.shape[1:]).permute(0, 3, 1, 4, 2).flatten(0, 1).flatten(1, 2)
         ax.imshow(((grid + 1) / 2).clamp(0, 1).numpy())
@@ -242,10 +243,6 @@ def plot_at_a_glance(s: Setup, rows: list[dict]) -> None:
         ax.axis("off")
     fig.suptitle("Samples sorted by brightness: the baseline cannot make very dark or very bright images; the fix can")
     save(fig, s.out / "at_a_glance.png")
-
-
-def brightness_order(images: torch.Tensor) -> torch.Tensor:
-    return ((images + 1) / 2).flatten(1).mean(1).argsort()
 
 
 def main() -> int:

@@ -33,12 +33,12 @@ def sentences(results: dict) -> list[str]:
                    f"{rows[f'ideal_fixed_trailing_{steps}']['spread_ratio']:.2f}.")
     sweep = {(r["model"], r["spacing"], r["steps"]): r for r in results["rows"] if r["kind"] == "steps"}
     if sweep:
-        few, many = min(s for _, _, s in sweep), max(s for _, _, s in sweep)
+        counts = {s for _, _, s in sweep}
+        few, many = 5 if 5 in counts else min(counts), max(counts)  # the paper shows S = 5
         for model in ("ideal_baseline", "baseline", "fixed"):
             at = lambda s: " / ".join(f"{sweep[model, sp, s]['spread_ratio']:.2f}" for sp in ("trailing", "linspace", "leading"))  # noqa: E731
             out.append(f"**Sample steps (Table 2, Fig. 4), {model.replace('_', ' ')}.** Spread with trailing / linspace / "
-                       f"leading steps: {at(5 if 5 in {s for _, _, s in sweep} else few)} at S = "
-                       f"{5 if 5 in {s for _, _, s in sweep} else few}, {at(many)} at S = {many}.")
+                       f"leading steps: {at(few)} at S = {few}, {at(many)} at S = {many}.")
     grid = {(r["guidance"], r["rescale"]): r for r in results["rows"] if r["kind"] == "guidance_grid"}
     if grid:
         w = max(w for w, _ in grid)

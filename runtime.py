@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from cli import UsageError, pick_device
-from models.checkpoint import CheckpointError, save_checkpoint
+from models.checkpoint import CheckpointError, load_training_checkpoint, save_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 Config = TypeVar("Config")
@@ -32,6 +32,15 @@ def resolve_config(defaults: Config, given: dict, saved: dict | None, resumable:
                                   "drop those flags to resume, or train into a new --out")
     known = {f.name for f in fields(defaults)}
     return replace(defaults, **{**{k: v for k, v in (saved or {}).items() if k in known}, **given})
+
+
+def previous_state(out: Path, resume: bool) -> dict | None:
+    """The checkpoint in `out` to resume; None for a new run, which must not overwrite one."""
+    if resume:
+        return load_training_checkpoint(out / CHECKPOINT)
+    if (out / CHECKPOINT).exists():
+        raise UsageError(f"{out / CHECKPOINT} exists; pass --resume to continue it, or choose another --out")
+    return None
 
 
 def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:

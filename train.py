@@ -6,15 +6,15 @@
 
 Read top to bottom: the config; the schedule (fix #1, zero terminal SNR); the data, the model,
 its EMA and the optimizer; the loop, whose loss regresses the target of fix #2. Fixes #3
-(trailing steps) and #4 (rescaled guidance) act at sampling time: see sample.py. Resuming,
-torchrun, stop signals and the metrics log are plumbing, in runtime.py.
+(trailing steps) and #4 (rescaled guidance) act at sampling time: see sample.py. Every flag, its
+default and its check are in train_config.py; resuming, torchrun, stop signals and the metrics
+log are plumbing, in runtime.py.
 """
-import argparse
 import copy
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -24,101 +24,14 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 import runtime
-from cli import PRECISIONS, Parser, UsageError, add_flags, amp_dtype, autocast, check_writable_dir, flag, run
-from data import DATASETS, hold_out, load_dataset
-from diffusion import NULL_CLASS, PREDICTION_TYPES, SCHEDULES, check_pairing, diffusion_loss, get_timesteps, make_schedule, sample_in_batches
+from cli import UsageError, amp_dtype, autocast, check_writable_dir, run
+from data import hold_out, load_dataset
+from diffusion import NULL_CLASS, diffusion_loss, get_timesteps, make_schedule, sample_in_batches
 from evaluation.metrics import brightness, brightness_summary, summarize, summary_line
 from evaluation.yardstick import shapes_quality
-from models import PRESETS, UNet, unet_config
-from models.checkpoint import load_training_checkpoint
-
-LR_SCHEDULES = ("constant", "cosine")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    dataset: str = flag("shapes", "training data; 'shapes' is embedded and needs no download", choices=DATASETS)
-    data_dir: str = flag("datasets", "where cifar10/celeba live, or the image folder's root (one subfolder per class)")
-    download: bool = flag(False, "download cifar10/celeba into --data-dir first (needs internet)")
-    image_size: int | None = flag(None, "image side in pixels (default: the dataset's, 32 for shapes and cifar10, "
-                                  "64 for celeba and folders)", type=int)
-    num_images: int | None = flag(None, "how many shapes to generate, or a random subset of at most this many images "
-                                  "of another dataset (default: 10,000 shapes, all other images)", type=int)
-    hold_out: int = flag(0, "keep this many images (a split seeded by --seed) out of training, as a reference "
-                         "to measure samples against")
-    hflip: bool | None = flag(None, "flip training images left-right at random (default: on, except for a folder, "
-                              "which may hold text or digits)", action=argparse.BooleanOptionalAction)
-    class_cond: bool = flag(True, "condition on the class label when the dataset has classes")
-    model: str = flag("cpu", "UNet size: tiny (tests), cpu, cifar10 (35.7M, for a GPU)", choices=PRESETS)
-    init_from: str = flag("", "fine-tune: start from this checkpoint's model and EMA weights with a fresh optimizer and "
-                          "step count; --schedule, --zero-snr, --prediction and --offset-noise may differ from its own "
-                          "(default: from scratch)")
-    batch_size: int = flag(64, "images per optimizer step, over all processes")
-    steps: int = flag(2_700, "total optimizer steps; with --resume, train up to this step")
-    lr: float = flag(2e-3, "AdamW learning rate after the warmup")
-    lr_schedule: str = flag("constant", "after the warmup: constant, or a cosine decay to 0 at --steps",
-                            choices=LR_SCHEDULES)
-    warmup: int = flag(100, "steps of linear learning-rate warmup")
-    grad_clip: float = flag(1.0, "clip the gradient norm to this; 0 turns clipping off")
-    ema_decay: float = flag(0.999, "decay of the weight average that sampling uses")
-    schedule: str = flag("scaled_linear", "beta schedule", choices=SCHEDULES)
-    zero_snr: bool = flag(True, "fix #1: rescale the schedule to zero terminal SNR")
-    # At zero SNR x0-prediction works as well as v, and a small model's samples come out clean (docs/quality_trials.md).
-    prediction: str = flag("x0", "fix #2: what the network predicts", choices=PREDICTION_TYPES)
-    loss_space: str = flag("", "regress in this space, e.g. v: the paper's v-loss for any --prediction "
-                           "(default: the prediction's own)", choices=PREDICTION_TYPES)
-    timesteps: int = flag(1000, "training timesteps T")
-    offset_noise: float = flag(0.0, "add S·N(0, 1) per image and channel to the noise: the older workaround")
-    label_dropout: float = flag(0.1, "probability of the null label, which guidance needs (unconditional models: none)")
-    seed: int = flag(0, "seed of the data order, the noise and the initial weights")
-    device: str = flag("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    precision: str = flag("auto", "bf16 autocast of the network; auto: bf16 on CUDA and on CPUs with native bf16 "
-                          "instructions, else fp32", choices=PRECISIONS)
-    workers: int = flag(0, "data-loading worker processes")
-    out: str = flag("runs/default", "folder for checkpoint.pt, metrics.jsonl and samples_STEP.png")
-    ckpt_every: int = flag(900, "write a checkpoint and a sample grid every N steps, and at the end")
-    log_every: int = flag(10, "append the mean loss to metrics.jsonl every N steps")
-
-
-# What may change when a run is resumed: where and how long to train, and the step size (lowered after
-# a divergence). Anything else would silently train a different model.
-RESUMABLE = {"steps", "device", "precision", "workers", "out", "ckpt_every", "log_every", "download", "data_dir", "lr", "grad_clip"}
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[dict, bool]:
-    """The flags given on the command line (the others stay unset), and whether to resume."""
-    p = Parser(description="Train a diffusion model with zero terminal SNR and the paper's other fixes.")
-    add_flags(p, TrainConfig)
-    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt up to --steps, with its config")
-    args = vars(p.parse_args(argv))
-    resume = args.pop("resume")
-    return {k: v for k, v in args.items() if v is not None}, resume
-
-
-def check_config(c: TrainConfig, given: dict) -> None:
-    """Refuse numbers and combinations that cannot train, or flags that would do nothing, before any work."""
-    optional = {"image_size": c.image_size, "num_images": c.num_images}  # None: the dataset's own
-    positive = {"batch_size": c.batch_size, "steps": c.steps, "lr": c.lr, "ckpt_every": c.ckpt_every,
-                "log_every": c.log_every, **{k: v for k, v in optional.items() if v is not None}}
-    non_negative = {"warmup": c.warmup, "grad_clip": c.grad_clip, "offset_noise": c.offset_noise, "workers": c.workers,
-                    "hold_out": c.hold_out}
-    in_range = {"ema_decay": (c.ema_decay, 0, 1), "label_dropout": (c.label_dropout, 0, 1), "timesteps": (c.timesteps, 2, math.inf)}
-    for name, value in positive.items():
-        if not value > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    for name, value in non_negative.items():
-        if not (value >= 0 and math.isfinite(value)):
-            raise UsageError(f"--{name.replace('_', '-')} must be zero or positive, got {value}")
-    for name, (value, low, high) in in_range.items():
-        if not low <= value < high:
-            raise UsageError(f"--{name.replace('_', '-')} must be in [{low}, {high}), got {value}")
-    try:
-        check_pairing(c.prediction, c.zero_snr)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    for_files = sorted({"data_dir", "download"} & set(given))
-    if c.dataset == "shapes" and for_files:
-        raise UsageError(f"--{for_files[0].replace('_', '-')} does nothing with --dataset shapes, which is made in code")
+from models import UNet, unet_config
+from models.checkpoint import load_weights
+from train_config import RESUMABLE, TrainConfig, check_config, parse_args
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -155,20 +68,6 @@ def save_sample_grid(ema: UNet, schedule, c: TrainConfig, path: Path, device: to
                                device=device, amp_dtype=amp_dtype(device, c.precision))
     save_image((images + 1) / 2, path, nrow=8)
     return shapes_quality(images, labels) if c.dataset == "shapes" else summarize(brightness(images))
-
-
-def load_weights(path: str, model: UNet, ema: UNet) -> None:
-    """The model and EMA weights of another checkpoint, for fine-tuning (the paper's §4 fine-tunes Stable
-    Diffusion to zero SNR and v-prediction). Only what the weights do not fix may change: the schedule,
-    the prediction, the offset noise; a different UNet, image size or class count is refused."""
-    source = load_training_checkpoint(path)
-    theirs, ours = source["model_config"], model.config_dict()
-    differences = [f"{key} {theirs.get(key)} (this run: {ours[key]})" for key in ours if theirs.get(key) != ours[key]]
-    if differences:
-        raise UsageError(f"--init-from {path} holds another model: {', '.join(differences)}; use its --model, "
-                         "--image-size and dataset")
-    model.load_state_dict(source["model"])
-    ema.load_state_dict(source["ema"])
 
 
 def train(c: TrainConfig, state: dict | None = None) -> Path:
@@ -276,11 +175,7 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
 def main() -> int:
     given, resume = parse_args()
     out = Path(given.get("out", TrainConfig.out))
-    state = None
-    if resume:
-        state = load_training_checkpoint(out / runtime.CHECKPOINT)
-    elif (out / runtime.CHECKPOINT).exists():
-        raise UsageError(f"{out / runtime.CHECKPOINT} exists; pass --resume to continue it, or choose another --out")
+    state = runtime.previous_state(out, resume)
     config = runtime.resolve_config(TrainConfig(), given, state["config"] if state else None, RESUMABLE)
     check_config(config, given)
     if state and state["step"] >= config.steps:

@@ -85,3 +85,18 @@ def checkpoint_schedule(state: dict) -> Schedule:
     """The noise schedule a train.py checkpoint was trained with (sampling must use the same)."""
     config = state["config"]
     return make_schedule(config["schedule"], config["timesteps"], zero_snr=config["zero_snr"])
+
+
+def load_weights(path: str | Path, model: UNet, ema: UNet) -> None:
+    """Copy another checkpoint's model and EMA weights into `model` and `ema`, for fine-tuning (the
+    paper's §4 fine-tunes Stable Diffusion to zero SNR and v-prediction). Only what the weights do
+    not fix may differ: the schedule, the prediction, the offset noise. Another UNet preset, image
+    size or class count is refused."""
+    source = load_training_checkpoint(path)
+    theirs, ours = source["model_config"], model.config_dict()
+    differences = [f"{key} {theirs.get(key)} (this run: {ours[key]})" for key in ours if theirs.get(key) != ours[key]]
+    if differences:
+        raise CheckpointError(f"--init-from {path} holds another model: {', '.join(differences)}; use its --model, "
+                              "--image-size and dataset")
+    model.load_state_dict(source["model"])
+    ema.load_state_dict(source["ema"])

@@ -3,15 +3,15 @@ import json
 
 import torch
 
-import train
 from models import UNet, unet_config
+from models.checkpoint import load_weights
 from tests.conftest import TINY, run_script
 
 
 def test_init_from_loads_exactly_the_sources_weights_and_ema(tiny_run):
     source = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
     model, ema = (UNet(unet_config("tiny", 32, 4)) for _ in range(2))
-    train.load_weights(str(tiny_run / "checkpoint.pt"), model, ema)
+    load_weights(str(tiny_run / "checkpoint.pt"), model, ema)
     for name, value in model.state_dict().items():
         assert torch.equal(value, source["model"][name]) and torch.equal(ema.state_dict()[name], source["ema"][name])
 

@@ -14,6 +14,7 @@ FLOORS = {
     "cli": {"models"},
     "data": {"cli", "data", "diffusion"},
     "runtime": {"cli", "models"},
+    "train_config": {"cli", "data", "diffusion", "models"},
     "evaluation": {"cli", "data", "diffusion", "evaluation", "models"},
     "experiments": {"cli", "data", "diffusion", "evaluation", "experiments", "models"},
 }
@@ -37,3 +38,8 @@ def test_a_layer_imports_only_the_layers_below_it_and_never_a_script(layer):
     assert files
     for path in files:
         assert project_imports(path) <= FLOORS[layer], path.name
+
+
+def test_every_module_of_the_checkout_is_a_script_or_on_a_floor():
+    modules = {p.stem for p in ROOT.glob("*.py")} | {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert modules - {"setup", "tests"} == PROJECT

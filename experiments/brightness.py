@@ -17,13 +17,14 @@ zero terminal SNR + v-prediction + trailing steps restores the data's brightness
 Two kinds of evidence, both on per-image mean brightness:
 1. the ideal denoiser of the data (diffusion/ideal.py): no training error, so any squeeze
    of the brightness range comes from the schedule and the step spacing alone;
-2. trained models, same architecture, data and budget (the baseline, fixed and fixed_x0 at
-   several training seeds): the baseline (scaled_linear, ε), v_only (the same flawed schedule, v-prediction), fixed (zero SNR, v),
-   fixed_x0 (zero SNR, x0: the main job's recipe) and offset noise (baseline + 0.1, sampled from
-   N(0, I) and from the offset noise it was trained on); plus guidance rows on the fixed model.
+2. trained models, same architecture, data and budget, each at several training seeds (--seeds):
+   the baseline (scaled_linear, ε), v_only (the same flawed schedule, v-prediction), fixed (zero
+   SNR, v), fixed_x0 (zero SNR, x0: the main job's recipe) and offset noise (baseline + 0.1, sampled
+   from N(0, I) and from the offset noise it was trained on); plus guidance rows on the fixed model.
 
 The parts (`--parts`): table (the rows above), and the claims of experiments/claims.py: steps,
-guidance, finetune, first_step, quality. Each trained model is a `python train.py` run in
+guidance, finetune, first_step, quality, each at every training seed; the tables and figures give
+the mean ± std over seeds. Each trained model is a `python train.py` run in
 models/NAME/ with the reference held out (`--hold-out`); every row is cached under rows/, so the
 command is resumable and idempotent. Outputs: RESULTS.md, results.json, SUMMARY.md (the findings in
 sentences, experiments/summary.py) and the figures.
@@ -42,7 +43,7 @@ from data import DATASETS, hold_out, load_dataset
 from diffusion import IdealDenoiser, make_schedule
 from evaluation.metrics import brightness
 from experiments import claims
-from experiments.common import (EXPERIMENT_PRESETS, HF_CONVERGED, MODELS, OFFSET_NOISE, SEEDED_MODELS, Setup, row_metrics,
+from experiments.common import (EXPERIMENT_PRESETS, HF_CONVERGED, MODELS, OFFSET_NOISE, Setup, row_metrics,
                                 run_row, sampler, trained_model)
 from experiments.figures import pyplot, save
 from experiments.summary import block as summary_block
@@ -56,6 +57,10 @@ IDEAL = {"ideal_baseline": dict(zero_snr=False, prediction="eps"), "ideal_fixed"
          "ideal_offset_noise": dict(zero_snr=False, prediction="eps", offset_noise=OFFSET_NOISE)}
 PARTS = ("table", "steps", "guidance", "finetune", "first_step", "quality")
 SUMMARY_KEYS = ("spread_ratio", "w1", "hf_ratio", "frac_dark", "frac_bright")
+# What tells one trained row from another besides its seed, and the numbers averaged over seeds.
+SETTINGS = ("kind", "model", "spacing", "steps", "guidance", "rescale", "finetune_steps", "total_steps", "class")
+NUMBERS = SUMMARY_KEYS + ("contrast_ratio", "clip_fraction", "x0_brightness_spread", "rms_to_class_mean",
+                          "rms_of_data_to_class_mean")
 
 
 def offset_variants(kind: dict) -> dict[str, float]:
@@ -83,8 +88,6 @@ def trained_rows(s: Setup, seeds: int) -> list[dict]:
     rows = []
     for seed in range(seeds):
         for name, kind in MODELS.items():
-            if seed and name not in SEEDED_MODELS:
-                continue
             model, state = trained_model(s, name, seed)
             schedule = checkpoint_schedule(state)
             for suffix, offset in offset_variants(kind).items():
@@ -107,16 +110,18 @@ def trained_rows(s: Setup, seeds: int) -> list[dict]:
 
 
 def over_seeds(rows: list[dict]) -> list[dict]:
-    """The trained rows grouped over training seeds: mean and standard deviation of each summary number."""
+    """Every row but the ideal table's grouped over training seeds: per group, the mean and standard
+    deviation of each number (the yardstick's included). A group is a row's settings, all but its seed."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        if r["kind"] == "trained":
-            groups.setdefault((r["model"], r["spacing"], r["steps"]), []).append(r)
+        if r["kind"] not in ("ideal", "data"):
+            groups.setdefault(tuple((k, r.get(k)) for k in SETTINGS), []).append(r)
     summary = []
-    for (model, spacing, steps), group in groups.items():
-        entry = {"model": model, "spacing": spacing, "steps": steps, "seeds": len(group)}
-        for key in SUMMARY_KEYS:
-            values = [r[key] for r in group]
+    for settings, group in groups.items():
+        entry = {**{k: v for k, v in settings if v is not None}, "seeds": len(group), "rows": [r["name"] for r in group]}
+        numbers = [{**{k: r[k] for k in NUMBERS if k in r}, **r.get("quality", {})} for r in group]
+        for key in numbers[0]:
+            values = [n[key] for n in numbers]
             entry[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
         summary.append(entry)
     return summary
@@ -149,47 +154,58 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
             "no evidence).\n\n")
     text += markdown("Every row", ["row", "kind", "spacing", "steps", "mean", "std", "< 0.1", "> 0.9", "spread", "W1",
                                    "HF ratio", "clipped", "status"], table)
-    if summary and max(e["seeds"] for e in summary) > 1:
+    trained = [e for e in summary if e["kind"] == "trained"]
+    if trained and max(e["seeds"] for e in trained) > 1:
         text += markdown("Trained rows over training seeds (mean ± std)", ["model", "spacing", "steps", "seeds"]
                          + list(SUMMARY_KEYS), [[e["model"], e["spacing"], e["steps"], e["seeds"]]
-                                                + [f"{e[k]['mean']:.3f} ± {e[k]['std']:.3f}" for k in SUMMARY_KEYS] for e in summary])
-    text += claims_tables(rows)
+                                                + [cell(e, k, 3) for k in SUMMARY_KEYS] for e in trained])
+    text += claims_tables(summary)
     (s.out / "RESULTS.md").write_text(text)
     (s.out / "SUMMARY.md").write_text(summary_block(results) + "\n")
     plot_histograms(s.out / "histograms.png", data_row, [r for r in rows if r["kind"] in ("ideal", "trained", "guidance")])
     plot_at_a_glance(s, rows)
+    claims.plot_lines(s, [e for e in summary if e["kind"] == "steps"], "steps", "sample steps S (log scale)", "steps.png",
+                      "Brightness against sample steps: exact denoiser and trained models, three spacings",
+                      lambda e: f"{e['model'].replace('_', ' ')}, {e['spacing']}", log_x=True)
+    claims.plot_guidance(s, [e for e in summary if e["kind"] == "guidance_grid"])
+    claims.plot_lines(s, [e for e in summary if e["kind"] == "finetune"], "finetune_steps", "fine-tuning steps N",
+                      "finetune.png", f"Fine-tuning the ε baseline to zero SNR + v, against the fixed model trained "
+                      f"{s.p.train_steps} + N steps", lambda e: "fine-tuned baseline" if e["model"] == "finetuned"
+                      else "fixed, from scratch", log_x=False)
 
 
-def claims_tables(rows: list[dict]) -> str:
-    def quality(r, key):
-        return f"{r['quality'][key]:.3f}" if key in r.get("quality", {}) else ""
+def cell(entry: dict, key: str, digits: int) -> str:
+    """A number averaged over seeds: mean ± std, or the value alone for one seed ('' where absent)."""
+    if key not in entry:
+        return ""
+    mean, std = entry[key]["mean"], entry[key]["std"]
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if entry["seeds"] > 1 else f"{mean:.{digits}f}"
 
+
+def claims_tables(summary: list[dict]) -> str:
+    """One table per claim, each line a setting with its numbers over training seeds."""
     text = ""
     parts = {
-        "steps": ("Sample steps (paper Table 2, Fig. 4)", ["model", "spacing", "S"],
-                  lambda r: [r["model"], r["spacing"], r["steps"]]),
-        "guidance_grid": ("Rescaled guidance on the fixed model (paper Fig. 6)", ["w", "φ"],
-                          lambda r: [r["guidance"], r["rescale"]]),
+        "steps": ("Sample steps (paper Table 2, Fig. 4)", ["model", "spacing", "S"], ["model", "spacing", "steps"]),
+        "guidance_grid": ("Rescaled guidance on the fixed model (paper Fig. 6)", ["w", "φ"], ["guidance", "rescale"]),
         "finetune": ("Fine-tuning the baseline to zero SNR + v (paper §4)", ["model", "fine-tuning steps", "total steps"],
-                     lambda r: [r["model"], r["finetune_steps"], r["total_steps"]]),
-        "quality": ("Baseline against fixed with the yardstick (paper Table 3)", ["model", "seed", "spacing", "S", "w", "φ"],
-                    lambda r: [r["model"], r["seed"], r["spacing"], r["steps"], r["guidance"], r["rescale"]]),
+                     ["model", "finetune_steps", "total_steps"]),
+        "quality": ("Baseline against fixed with the yardstick (paper Table 3)", ["model", "spacing", "S", "w", "φ"],
+                    ["model", "spacing", "steps", "guidance", "rescale"]),
     }
+    numbers = [("spread_ratio", "spread", 2), ("w1", "W1", 3), ("hf_ratio", "HF ratio", 2), ("contrast_ratio", "contrast", 2),
+               ("clip_fraction", "clipped", 3), ("class_accuracy", "class acc.", 3), ("fd_ratio", "FD ratio", 2)]
     for kind, (title, header, keys) in parts.items():
-        chosen = [r for r in rows if r["kind"] == kind]
+        chosen = [e for e in summary if e["kind"] == kind]
         if chosen:
-            text += markdown(title, ["row"] + header + ["spread", "W1", "HF ratio", "contrast", "clipped", "class acc.",
-                                                      "FD ratio"],
-                             [[r["name"]] + keys(r) + [f"{r['spread_ratio']:.2f}", f"{r['w1']:.3f}", f"{r['hf_ratio']:.2f}",
-                                         f"{r['contrast_ratio']:.2f}", f"{r['clip_fraction']:.3f}",
-                                         quality(r, "class_accuracy"), quality(r, "fd_ratio")] for r in chosen])
-    first = [r for r in rows if r["kind"] == "first_step"]
+            text += markdown(title, header + ["seeds"] + [label for _, label, _ in numbers],
+                             [[e[k] for k in keys] + [e["seeds"]] + [cell(e, k, d) for k, _, d in numbers] for e in chosen])
+    first = [e for e in summary if e["kind"] == "first_step"]
     if first:
-        text += markdown("The first step at t = T (paper §5.2)", ["row", "class", "spread of x̂0's brightness / data's",
+        text += markdown("The first step at t = T (paper §5.2)", ["model", "class", "seeds", "spread of x̂0's brightness / data's",
                                                                  "RMS to the class mean", "RMS of data to the class mean"],
-                         [[r["name"], r["class"] if r["class"] is not None else "ideal denoiser (all data)",
-                           f"{r['x0_brightness_spread']:.4f}", f"{r['rms_to_class_mean']:.4f}",
-                           f"{r['rms_of_data_to_class_mean']:.4f}"] for r in first])
+                         [[e["model"], e.get("class", "all data"), e["seeds"], cell(e, "x0_brightness_spread", 4),
+                           cell(e, "rms_to_class_mean", 4), cell(e, "rms_of_data_to_class_mean", 4)] for e in first])
     return text
 
 
@@ -287,11 +303,11 @@ def main() -> int:
           f"{p.ideal_data} known to the ideal denoiser, {len(train_set)} to train on")
     rows = ideal_rows(s)
     if not args.ideal_only:
-        parts = {"table": lambda: trained_rows(s, args.seeds or p.seeds), "steps": lambda: claims.steps_sweep(s),
-                 "guidance": lambda: claims.guidance_grid(s), "finetune": lambda: claims.finetune(s),
-                 "first_step": lambda: claims.first_step(s), "quality": lambda: claims.quality(s)}
+        seeds = args.seeds or p.seeds
+        parts = {"table": trained_rows, "steps": claims.steps_sweep, "guidance": claims.guidance_grid,
+                 "finetune": claims.finetune, "first_step": claims.first_step, "quality": claims.quality}
         for part in args.parts:
-            rows += parts[part]()
+            rows += parts[part](s, seeds)
     command = " ".join(["python -m experiments.brightness", *sys.argv[1:]])
     report(s, rows, time.perf_counter() - tic, command)
     print(f"wrote {out / 'RESULTS.md'}")

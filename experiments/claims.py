@@ -6,7 +6,8 @@
 - first_step: at t = T a zero-SNR model predicts the class mean whatever the noise (§5.2)
 - quality:    baseline against fixed with the yardstick, with and without guidance (Table 3)
 
-Each part returns rows (cached by name under rows/, like the brightness table's) and draws its figure.
+Each part runs at every training seed and returns rows (cached by name under rows/, like the brightness
+table's); brightness.py groups them over seeds and draws the figures from the groups.
 """
 import shutil
 
@@ -14,75 +15,73 @@ import torch
 
 from diffusion import IdealDenoiser, make_schedule, predict_x0_eps
 from evaluation.metrics import brightness
-from experiments.common import MODELS, Setup, run_row, sampler, train_flags, train_run, trained_model
+from experiments.common import MODELS, Setup, model_dir, run_row, sampler, seed_suffix, train_flags, train_run, trained_model
 from experiments.figures import pyplot, save
 from models.checkpoint import checkpoint_schedule
 
 SPACINGS = ("leading", "linspace", "trailing")
 
 
-def steps_sweep(s: Setup) -> list[dict]:
+def steps_sweep(s: Setup, seeds: int) -> list[dict]:
     """Brightness and quality against the number of sample steps, for each spacing, for the exact
-    denoiser of both schedules and the trained baseline and fixed models (seed 0)."""
+    denoiser of both schedules and the trained baseline and fixed models (each training seed)."""
     contenders = {}
     for name, zero_snr, prediction in (("ideal_baseline", False, "eps"), ("ideal_fixed", True, "v")):
         schedule = make_schedule("scaled_linear", zero_snr=zero_snr)
-        contenders[name] = (IdealDenoiser(s.known, schedule, prediction), schedule, prediction, None)
-    for name in ("baseline", "fixed"):
-        model, state = trained_model(s, name, 0)
-        contenders[name] = (model, checkpoint_schedule(state), state["config"]["prediction"], s.labels)
+        contenders[name, 0] = (IdealDenoiser(s.known, schedule, prediction), schedule, prediction, None)
+    for seed in range(seeds):
+        for name in ("baseline", "fixed"):
+            model, state = trained_model(s, name, seed)
+            contenders[name, seed] = (model, checkpoint_schedule(state), state["config"]["prediction"], s.labels)
     rows = []
-    for name, (model, schedule, prediction, labels) in contenders.items():
+    for (name, seed), (model, schedule, prediction, labels) in contenders.items():
         for spacing in SPACINGS:
             for steps in s.p.sweep_steps:
                 draw = sampler(model, schedule, prediction, spacing, steps, s, 0, labels=labels)
-                info = {"kind": "steps", "model": name, "spacing": spacing, "steps": steps}
-                rows.append(run_row(s, f"steps_{name}_{spacing}_{steps}", draw, info, labels))
-    plot_lines(s, rows, "steps", "sample steps S (log scale)", "steps.png",
-               "Brightness against sample steps: exact denoiser and trained models, three spacings",
-               lambda r: f"{r['model'].replace('_', ' ')}, {r['spacing']}", log_x=True)
+                info = {"kind": "steps", "model": name, "spacing": spacing, "steps": steps, "seed": seed}
+                rows.append(run_row(s, f"steps_{name}_{spacing}_{steps}{seed_suffix(seed)}", draw, info, labels))
     return rows
 
 
-def guidance_grid(s: Setup) -> list[dict]:
+def guidance_grid(s: Setup, seeds: int) -> list[dict]:
     """The fixed (zero-SNR, v) model under classifier-free guidance w and rescale φ, same noise in every cell."""
     if s.labels is None:
         return []
-    model, state = trained_model(s, "fixed", 0)
-    schedule, rows = checkpoint_schedule(state), []
-    for w in s.p.guidance_weights:
-        for phi in s.p.guidance_rescales:
-            draw = sampler(model, schedule, "v", "trailing", s.p.step_counts[0], s, 0, labels=s.labels,
-                           guidance=w, rescale=phi)
-            info = {"kind": "guidance_grid", "model": "fixed", "spacing": "trailing", "steps": s.p.step_counts[0],
-                    "guidance": w, "rescale": phi}
-            rows.append(run_row(s, f"grid_w{w:g}_phi{phi:g}", draw, info, s.labels))
-    plot_guidance(s, rows)
+    rows = []
+    for seed in range(seeds):
+        model, state = trained_model(s, "fixed", seed)
+        schedule = checkpoint_schedule(state)
+        for w in s.p.guidance_weights:
+            for phi in s.p.guidance_rescales:
+                draw = sampler(model, schedule, "v", "trailing", s.p.step_counts[0], s, 0, labels=s.labels,
+                               guidance=w, rescale=phi)
+                info = {"kind": "guidance_grid", "model": "fixed", "spacing": "trailing", "steps": s.p.step_counts[0],
+                        "guidance": w, "rescale": phi, "seed": seed}
+                rows.append(run_row(s, f"grid_w{w:g}_phi{phi:g}{seed_suffix(seed)}", draw, info, s.labels))
     return rows
 
 
-def finetune(s: Setup) -> list[dict]:
+def finetune(s: Setup, seeds: int) -> list[dict]:
     """The trained baseline (ε, flawed schedule) fine-tuned to zero SNR + v for N steps, beside the
     fixed model trained from scratch for the same total number of steps (its run continued)."""
     p, rows = s.p, []
-    trained_model(s, "baseline", 0)
-    trained_model(s, "fixed", 0)
-    models = s.out / "models"
-    for n in p.finetune_steps:
-        total = p.train_steps + n
-        finetuned = train_flags(p, MODELS["fixed"], 0, len(s.data), n) + ["--init-from", str(models / "baseline" / "checkpoint.pt")]
-        runs = {f"finetuned_{n}": lambda: train_run(models / f"finetune_{n}", finetuned, n),
-                f"scratch_{total}": lambda: continued(models / "fixed", models / f"scratch_{total}", total)}
-        for name, make in runs.items():
-            def draw(make=make):
-                model, state = make()
-                return sampler(model, checkpoint_schedule(state), "v", "trailing", p.step_counts[0], s, 0, labels=s.labels)()
-            info = {"kind": "finetune", "model": name.split("_")[0], "finetune_steps": n, "total_steps": total,
-                    "spacing": "trailing", "steps": p.step_counts[0]}
-            rows.append(run_row(s, name, draw, info, s.labels))
-    plot_lines(s, rows, "finetune_steps", "fine-tuning steps N", "finetune.png",
-               f"Fine-tuning the ε baseline to zero SNR + v, against the fixed model trained {p.train_steps} + N steps",
-               lambda r: "fine-tuned baseline" if r["model"] == "finetuned" else "fixed, from scratch", log_x=False)
+    for seed in range(seeds):
+        baseline, fixed = (model_dir(s, name, seed) for name in ("baseline", "fixed"))
+        trained_model(s, "baseline", seed)
+        trained_model(s, "fixed", seed)
+        for n in p.finetune_steps:
+            total = p.train_steps + n
+            finetuned = train_flags(p, MODELS["fixed"], seed, len(s.data), n) + ["--init-from", str(baseline / "checkpoint.pt")]
+            runs = {"finetuned": lambda: train_run(s.out / "models" / f"finetune_{n}{seed_suffix(seed)}", finetuned, n),
+                    "scratch": lambda: continued(fixed, s.out / "models" / f"scratch_{total}{seed_suffix(seed)}", total)}
+            for name, make in runs.items():
+                def draw(make=make):
+                    model, state = make()
+                    return sampler(model, checkpoint_schedule(state), "v", "trailing", p.step_counts[0], s, 0, labels=s.labels)()
+                info = {"kind": "finetune", "model": name, "finetune_steps": n, "total_steps": total,
+                        "spacing": "trailing", "steps": p.step_counts[0], "seed": seed}
+                row_name = f"{name}_{n if name == 'finetuned' else total}{seed_suffix(seed)}"
+                rows.append(run_row(s, row_name, draw, info, s.labels))
     return rows
 
 
@@ -94,95 +93,101 @@ def continued(source, run_dir, steps: int):
 
 
 @torch.no_grad()
-def first_step(s: Setup) -> list[dict]:
+def first_step(s: Setup, seeds: int) -> list[dict]:
     """x̂0 at t = T over many noise draws: a zero-SNR model sees nothing of the image there, so it
     should give the (class-conditional) data mean whatever the noise; variation comes later."""
-    model, state = trained_model(s, "fixed", 0)
-    schedule, n = checkpoint_schedule(state), s.p.first_step_draws
-    last = schedule.num_train_steps - 1
+    n, rows = s.p.first_step_draws, []
     classes = sorted(set(s.labels.tolist())) if s.labels is not None else [None]
     data_spread = brightness(s.data).std().item()
-    generator, rows = torch.Generator().manual_seed(0), []
-    for c in classes:
-        x_t = torch.randn(n, *s.data.shape[1:], generator=generator)
-        labels = None if c is None else torch.full((n,), c)
-        output = model(x_t, torch.full((n,), last), labels).float()
-        x0, _ = predict_x0_eps(x_t, output, schedule.alpha_bar_at(torch.full((n,), last), x_t), state["config"]["prediction"])
-        members = s.data if c is None else s.data[s.labels == c]
-        mean = members.mean(0)
-        rows.append({"kind": "first_step", "name": f"first_step_class{c}", "class": c,
-                     "x0_brightness_spread": brightness(x0).std().item() / data_spread,
-                     "rms_to_class_mean": (x0 - mean).pow(2).mean().sqrt().item(),
-                     "rms_of_data_to_class_mean": (members - mean).pow(2).mean().sqrt().item()})
+    for seed in range(seeds):
+        model, state = trained_model(s, "fixed", seed)
+        schedule = checkpoint_schedule(state)
+        last = schedule.num_train_steps - 1
+        generator = torch.Generator().manual_seed(0)  # the same noise draws for every training seed
+        for c in classes:
+            x_t = torch.randn(n, *s.data.shape[1:], generator=generator)
+            labels = None if c is None else torch.full((n,), c)
+            output = model(x_t, torch.full((n,), last), labels).float()
+            x0, _ = predict_x0_eps(x_t, output, schedule.alpha_bar_at(torch.full((n,), last), x_t), state["config"]["prediction"])
+            members = s.data if c is None else s.data[s.labels == c]
+            mean = members.mean(0)
+            rows.append({"kind": "first_step", "name": f"first_step_class{c}{seed_suffix(seed)}", "model": "fixed",
+                         "class": c, "seed": seed, "x0_brightness_spread": brightness(x0).std().item() / data_spread,
+                         "rms_to_class_mean": (x0 - mean).pow(2).mean().sqrt().item(),
+                         "rms_of_data_to_class_mean": (members - mean).pow(2).mean().sqrt().item()})
     ideal = IdealDenoiser(s.known, schedule, "x0")
     x_t = torch.randn(n, *s.data.shape[1:], generator=generator)
     x0 = ideal(x_t, torch.full((n,), last))
-    rows.append({"kind": "first_step", "name": "first_step_ideal", "class": None,
+    rows.append({"kind": "first_step", "name": "first_step_ideal", "model": "ideal", "class": None, "seed": 0,
                  "x0_brightness_spread": brightness(x0).std().item() / data_spread,
                  "rms_to_class_mean": (x0 - s.known.mean(0)).pow(2).mean().sqrt().item(),
                  "rms_of_data_to_class_mean": (s.known - s.known.mean(0)).pow(2).mean().sqrt().item()})
     return rows
 
 
-def quality(s: Setup) -> list[dict]:
+def quality(s: Setup, seeds: int) -> list[dict]:
     """Baseline (its own leading steps, plain CFG) against fixed (trailing, rescaled CFG) with the yardstick,
-    at each of the preset's quality step counts, without guidance and with the preset's weight (seed 0)."""
+    at each of the preset's quality step counts, without guidance and with the preset's weight."""
     if s.labels is None:
         return []
     rows = []
-    for name, spacing, rescale in (("baseline", "leading", 0.0), ("fixed", "trailing", 0.7)):
-        model, state = trained_model(s, name, 0)
-        for steps in s.p.quality_steps:
-            for w in (1.0, s.p.guidance):
-                draw = sampler(model, checkpoint_schedule(state), state["config"]["prediction"], spacing, steps, s, 0,
-                               labels=s.labels, guidance=w, rescale=rescale)
-                info = {"kind": "quality", "model": name, "seed": 0, "spacing": spacing, "steps": steps,
-                        "guidance": w, "rescale": rescale}
-                rows.append(run_row(s, f"quality_{name}_{steps}_w{w:g}_seed0", draw, info, s.labels))
+    for seed in range(seeds):
+        for name, spacing, rescale in (("baseline", "leading", 0.0), ("fixed", "trailing", 0.7)):
+            model, state = trained_model(s, name, seed)
+            for steps in s.p.quality_steps:
+                for w in (1.0, s.p.guidance):
+                    draw = sampler(model, checkpoint_schedule(state), state["config"]["prediction"], spacing, steps, s, 0,
+                                   labels=s.labels, guidance=w, rescale=rescale)
+                    info = {"kind": "quality", "model": name, "seed": seed, "spacing": spacing, "steps": steps,
+                            "guidance": w, "rescale": rescale}
+                    rows.append(run_row(s, f"quality_{name}_{steps}_w{w:g}_seed{seed}", draw, info, s.labels))
     return rows
 
 
-def plot_lines(s: Setup, rows: list[dict], x_key: str, x_label: str, file: str, title: str, line_of, log_x: bool) -> None:
-    """One panel per metric, one line per `line_of(row)`."""
+def plot_lines(s: Setup, entries: list[dict], x_key: str, x_label: str, file: str, title: str, line_of, log_x: bool) -> None:
+    """One panel per metric, one line per `line_of(entry)`: the mean over training seeds, the std as error bars."""
     plt = pyplot()
-    if plt is None or not rows:
+    if plt is None or not entries:
         return
     metrics = [("spread_ratio", "brightness spread (1 = data)"), ("w1", "brightness W1 to data (0 = data)")]
-    if "quality" in rows[0]:
+    if "fd_ratio" in entries[0]:
         metrics += [("fd_ratio", "feature distance ratio (1 = data)"), ("hf_ratio", "high-frequency ratio (1 = data)")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.6))
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    spacings = list(dict.fromkeys(r["spacing"] for r in rows))
+    models = list(dict.fromkeys(e["model"] for e in entries))
+    spacings = list(dict.fromkeys(e["spacing"] for e in entries))
     for ax, (key, label) in zip(axes, metrics):
-        for line in dict.fromkeys(line_of(r) for r in rows):
-            chosen = [r for r in rows if line_of(r) == line]
-            points = sorted((r[x_key], r["quality"][key] if key in ("fd_ratio",) else r[key]) for r in chosen)
+        for line in dict.fromkeys(line_of(e) for e in entries):
+            chosen = sorted((e for e in entries if line_of(e) == line), key=lambda e: e[x_key])
             # colour: the model; line style: the spacing
-            ax.plot(*zip(*points), marker="o", label=line, color=f"C{models.index(chosen[0]['model']) % 10}",
-                    linestyle=("-", "--", ":")[spacings.index(chosen[0]["spacing"]) % 3])
+            ax.errorbar([e[x_key] for e in chosen], [e[key]["mean"] for e in chosen], yerr=[e[key]["std"] for e in chosen],
+                        marker="o", capsize=2, label=line, color=f"C{models.index(chosen[0]['model']) % 10}",
+                        linestyle=("-", "--", ":")[spacings.index(chosen[0]["spacing"]) % 3])
         if log_x:
             ax.set_xscale("log")
+            ax.minorticks_off()
+        xs = sorted({e[x_key] for e in entries})
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.set_xlabel(x_label)
         ax.set_title(label, fontsize=10)
     axes[0].legend(fontsize=6)
-    fig.suptitle(title, fontsize=11)
+    seeds = max(e["seeds"] for e in entries)
+    fig.suptitle(title + (f" (trained: mean ± std over {seeds} training seeds)" if seeds > 1 else ""), fontsize=11)
     save(fig, s.out / file)
 
 
-def plot_guidance(s: Setup, rows: list[dict]) -> None:
-    """Heat maps of clipping, contrast, class accuracy and spread over (w, φ), and one labelled image
-    grid: rows φ, columns w, the same noise and class in every cell."""
+def plot_guidance(s: Setup, entries: list[dict]) -> None:
+    """Heat maps of clipping, contrast, class accuracy and spread over (w, φ) (means over training seeds),
+    and one labelled image grid of the first seed: rows φ, columns w, the same noise and class in every cell."""
     plt = pyplot()
-    if plt is None or not rows:
+    if plt is None or not entries:
         return
     ws, phis = s.p.guidance_weights, s.p.guidance_rescales
-    cell = {(r["guidance"], r["rescale"]): r for r in rows}
+    cell = {(e["guidance"], e["rescale"]): e for e in entries}
     panels = [("clip_fraction", "fraction of clipped pixels"), ("contrast_ratio", "per-image contrast / data's"),
               ("class_accuracy", "class accuracy (yardstick)"), ("spread_ratio", "brightness spread / data's")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (key, label) in zip(axes, panels):
-        values = [[(cell[w, phi].get("quality", {}) if key == "class_accuracy" else cell[w, phi]).get(key, float("nan"))
-                   for w in ws] for phi in phis]
+        values = [[cell[w, phi].get(key, {"mean": float("nan")})["mean"] for w in ws] for phi in phis]
         image = ax.imshow(values, cmap="viridis", aspect="auto")
         for i, row in enumerate(values):
             for j, v in enumerate(row):
@@ -193,12 +198,14 @@ def plot_guidance(s: Setup, rows: list[dict]) -> None:
         ax.set_ylabel("rescale φ")
         ax.set_title(label, fontsize=10)
         fig.colorbar(image, ax=ax)
-    fig.suptitle("Rescaled classifier-free guidance on the zero-SNR v-prediction model", fontsize=11)
+    seeds = max(e["seeds"] for e in entries)
+    fig.suptitle("Rescaled classifier-free guidance on the zero-SNR v-prediction model"
+                 + (f" (means over {seeds} training seeds)" if seeds > 1 else ""), fontsize=11)
     save(fig, s.out / "guidance.png")
     fig, axes = plt.subplots(len(phis), len(ws), figsize=(1.6 * len(ws), 1.6 * len(phis)), squeeze=False)
     for i, phi in enumerate(phis):
         for j, w in enumerate(ws):
-            image = torch.load(s.out / "rows" / f"{cell[w, phi]['name']}.pt")[0]
+            image = torch.load(s.out / "rows" / f"{cell[w, phi]['rows'][0]}.pt")[0]
             axes[i][j].imshow(((image + 1) / 2).permute(1, 2, 0).clamp(0, 1).numpy())
             axes[i][j].set_xticks([])
             axes[i][j].set_yticks([])

@@ -13,83 +13,134 @@ from pathlib import Path
 BEGIN, END = "<!-- summary:begin -->", "<!-- summary:end -->"
 
 
-def sentences(results: dict) -> list[str]:
-    rows = {r["name"]: r for r in results["rows"]}
-    seeds = {(e["model"], e["spacing"], e["steps"]): e for e in results["over_seeds"]}
-    steps = results["preset"]["step_counts"][0]
+def find(results: dict, kind: str, **settings) -> dict | None:
+    """The group of rows (over training seeds) of this kind with these settings."""
+    return next((e for e in results["over_seeds"] if e["kind"] == kind and all(e.get(k) == v for k, v in settings.items())),
+                None)
+
+
+def num(entry: dict | None, key: str = "spread_ratio", digits: int = 2, scale: float = 1) -> str:
+    """A number as mean ± std over training seeds (the value alone for one seed)."""
+    if entry is None or key not in entry:
+        return "?"
+    mean, std = scale * entry[key]["mean"], scale * entry[key]["std"]
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if entry["seeds"] > 1 else f"{mean:.{digits}f}"
+
+
+def ideal(results: dict, name: str) -> str:
+    return next(f"{r['spread_ratio']:.2f}" for r in results["rows"] if r["name"] == name)
+
+
+def brightness_claim(results: dict, steps: int) -> list[str]:
+    baseline = find(results, "trained", model="baseline", spacing="leading", steps=steps)
+    fixed = find(results, "trained", model="fixed", spacing="trailing", steps=steps)
+    if not (baseline and fixed):
+        return []
+    return [f"**Brightness (Fig. 1-3).** Over {baseline['seeds']} training seeds, the baseline (ε, flawed schedule, "
+            f"leading {steps} steps) spreads {num(baseline)} of the data's brightness; the fixed model (zero SNR, v, "
+            f"trailing) {num(fixed)}, and x0 at zero SNR "
+            f"{num(find(results, 'trained', model='fixed_x0', spacing='trailing', steps=steps))}. The exact denoiser, free "
+            f"of training error, gives {ideal(results, f'ideal_baseline_leading_{steps}')} and "
+            f"{ideal(results, f'ideal_fixed_trailing_{steps}')}."]
+
+
+def steps_claim(results: dict) -> list[str]:
+    counts = {e["steps"] for e in results["over_seeds"] if e["kind"] == "steps"}
+    if not counts:
+        return []
+    few, many = 5 if 5 in counts else min(counts), max(counts)  # the paper shows S = 5
     out = []
+    for model in ("ideal_baseline", "baseline", "fixed"):
+        def at(n: int) -> str:
+            return " / ".join(num(find(results, "steps", model=model, spacing=sp, steps=n))
+                              for sp in ("trailing", "linspace", "leading"))
 
-    def spread(model: str, spacing: str) -> str:
-        e = seeds.get((model, spacing, steps))
-        return f"{e['spread_ratio']['mean']:.2f} ± {e['spread_ratio']['std']:.2f}" if e else "?"
-
-    if ("baseline", "leading", steps) in seeds and ("fixed", "trailing", steps) in seeds:
-        n = seeds["baseline", "leading", steps]["seeds"]
-        out.append(f"**Brightness (Fig. 1-3).** Over {n} training seeds, the baseline (ε, flawed schedule, leading "
-                   f"{steps} steps) spreads {spread('baseline', 'leading')} of the data's brightness; the fixed model "
-                   f"(zero SNR, v, trailing) {spread('fixed', 'trailing')}, and x0 at zero SNR "
-                   f"{spread('fixed_x0', 'trailing')}. The exact denoiser, free of training error, gives "
-                   f"{rows[f'ideal_baseline_leading_{steps}']['spread_ratio']:.2f} and "
-                   f"{rows[f'ideal_fixed_trailing_{steps}']['spread_ratio']:.2f}.")
-    sweep = {(r["model"], r["spacing"], r["steps"]): r for r in results["rows"] if r["kind"] == "steps"}
-    if sweep:
-        counts = {s for _, _, s in sweep}
-        few, many = 5 if 5 in counts else min(counts), max(counts)  # the paper shows S = 5
-        for model in ("ideal_baseline", "baseline", "fixed"):
-            at = lambda s: " / ".join(f"{sweep[model, sp, s]['spread_ratio']:.2f}" for sp in ("trailing", "linspace", "leading"))  # noqa: E731
-            out.append(f"**Sample steps (Table 2, Fig. 4), {model.replace('_', ' ')}.** Spread with trailing / linspace / "
-                       f"leading steps: {at(few)} at S = {few}, {at(many)} at S = {many}.")
-    grid = {(r["guidance"], r["rescale"]): r for r in results["rows"] if r["kind"] == "guidance_grid"}
-    if grid:
-        w = max(w for w, _ in grid)
-        phis = sorted(p for g, p in grid if g == w)
-        clip = " / ".join(f"{100 * grid[w, p]['clip_fraction']:.1f} %" for p in phis)
-        contrast = " / ".join(f"{grid[w, p]['contrast_ratio']:.2f}" for p in phis)
-        accuracy = " / ".join(f"{grid[w, p].get('quality', {}).get('class_accuracy', float('nan')):.2f}" for p in phis)
-        unguided = grid[min(g for g, _ in grid), phis[0]]
-        out.append(f"**Rescaled guidance (Fig. 6).** At w = {w:g} with φ = {' / '.join(f'{p:g}' for p in phis)}: clipped "
-                   f"pixels {clip}; per-image contrast {contrast} of the data's; class accuracy {accuracy} (unguided: "
-                   f"{unguided.get('quality', {}).get('class_accuracy', float('nan')):.2f}, "
-                   f"{100 * unguided['clip_fraction']:.1f} % clipped).")
-    tuned = sorted((r["finetune_steps"], r) for r in results["rows"] if r["kind"] == "finetune" and r["model"] == "finetuned")
-    scratch = {r["finetune_steps"]: r for r in results["rows"] if r["kind"] == "finetune" and r["model"] == "scratch"}
-    if tuned:
-        out.append("**Fine-tuning (§4).** The baseline fine-tuned to zero SNR + v spreads "
-                   + ", ".join(f"{r['spread_ratio']:.2f} after {n} steps" for n, r in tuned)
-                   + f" (before: {rows.get(f'baseline_trailing_{steps}', {}).get('spread_ratio', float('nan')):.2f} with "
-                   "trailing steps); the fixed model trained from scratch for the same total spreads "
-                   + ", ".join(f"{scratch[n]['spread_ratio']:.2f}" for n, _ in tuned if n in scratch) + ".")
-    first = [r for r in results["rows"] if r["kind"] == "first_step"]
-    if first:
-        trained = [r for r in first if r["class"] is not None]
-        out.append(f"**The first step (§5.2).** At t = T the fixed model's x̂0 varies over noise draws by "
-                   f"{max(r['x0_brightness_spread'] for r in trained):.3f} of the data's brightness spread at most, and lies "
-                   f"{max(r['rms_to_class_mean'] for r in trained):.3f} (RMS) from its class mean at most, where the data's "
-                   f"images lie {min(r['rms_of_data_to_class_mean'] for r in trained):.3f} or more from it; the exact "
-                   f"denoiser gives the data mean to {first[-1]['rms_to_class_mean']:.1e}.")
-    offset = [f"offset_noise_{sp}_{steps}" for sp in ("leading", "trailing")]
-    if all(name in rows for name in offset):
-        def pair(prefix: str) -> str:
-            return " / ".join(f"{rows[f'{prefix}_{sp}_{steps}']['spread_ratio']:.2f}" for sp in ("leading", "trailing"))
-
-        out.append(f"**Offset noise (§5.4).** Spread with leading / trailing steps, x_T from N(0, I): trained "
-                   f"{pair('offset_noise')}, exact denoiser {pair('ideal_offset_noise')}; x_T with the trained offset: "
-                   f"trained {pair('offset_noise_matched')}, exact denoiser {pair('ideal_offset_noise_matched')}.")
-    quality = [r for r in results["rows"] if r["kind"] == "quality" and "quality" in r]  # the yardstick: shapes only
-    if quality:
-        def mean(model: str, s: int, guided: bool, key: str) -> float:
-            values = [r["quality"][key] for r in quality if r["model"] == model and r["steps"] == s
-                      and (r["guidance"] > 1) == guided]
-            return sum(values) / len(values)
-
-        s = max(r["steps"] for r in quality)
-        out.append(f"**Quality (Table 3), S = {s}.** Feature-distance ratio, baseline against fixed: "
-                   f"{mean('baseline', s, False, 'fd_ratio'):.1f} against {mean('fixed', s, False, 'fd_ratio'):.1f} "
-                   f"unguided, {mean('baseline', s, True, 'fd_ratio'):.1f} against {mean('fixed', s, True, 'fd_ratio'):.1f} "
-                   f"guided; class accuracy {mean('baseline', s, False, 'class_accuracy'):.2f} against "
-                   f"{mean('fixed', s, False, 'class_accuracy'):.2f} unguided, {mean('baseline', s, True, 'class_accuracy'):.2f} "
-                   f"against {mean('fixed', s, True, 'class_accuracy'):.2f} guided.")
+        out.append(f"**Sample steps (Table 2, Fig. 4), {model.replace('_', ' ')}.** Spread with trailing / linspace / "
+                   f"leading steps: {at(few)} at S = {few}, {at(many)} at S = {many}.")
     return out
+
+
+def guidance_claim(results: dict) -> list[str]:
+    grid = {(e["guidance"], e["rescale"]): e for e in results["over_seeds"] if e["kind"] == "guidance_grid"}
+    if not grid:
+        return []
+    w = max(w for w, _ in grid)
+    phis = sorted(p for g, p in grid if g == w)
+    unguided = grid[min(g for g, _ in grid), phis[0]]
+
+    def across(key: str, digits: int = 2, scale: float = 1) -> str:
+        return " / ".join(num(grid[w, p], key, digits, scale) for p in phis)
+
+    return [f"**Rescaled guidance (Fig. 6).** At w = {w:g} with φ = {' / '.join(f'{p:g}' for p in phis)}: clipped pixels "
+            f"(%) {across('clip_fraction', 1, 100)}; per-image contrast {across('contrast_ratio')} of the data's; class "
+            f"accuracy {across('class_accuracy')} (unguided: {num(unguided, 'class_accuracy')}, "
+            f"{num(unguided, 'clip_fraction', 1, 100)} % clipped)."]
+
+
+def finetune_claim(results: dict, steps: int) -> list[str]:
+    groups = [e for e in results["over_seeds"] if e["kind"] == "finetune"]
+    tuned = sorted((e["finetune_steps"], e) for e in groups if e["model"] == "finetuned")
+    if not tuned:
+        return []
+    scratch = {e["finetune_steps"]: e for e in groups if e["model"] == "scratch"}
+    return ["**Fine-tuning (§4).** The baseline fine-tuned to zero SNR + v spreads "
+            + ", ".join(f"{num(e)} after {n} steps" for n, e in tuned)
+            + f" (before: {num(find(results, 'trained', model='baseline', spacing='trailing', steps=steps))} with "
+            "trailing steps); the fixed model trained from scratch for the same total spreads "
+            + ", ".join(num(scratch.get(n)) for n, _ in tuned) + "."]
+
+
+def first_step_claim(results: dict) -> list[str]:
+    trained = [e for e in results["over_seeds"] if e["kind"] == "first_step" and e["model"] != "ideal"]
+    exact = find(results, "first_step", model="ideal")
+    if not (trained and exact):
+        return []
+    widest = max(trained, key=lambda e: e["x0_brightness_spread"]["mean"])
+    farthest = max(trained, key=lambda e: e["rms_to_class_mean"]["mean"])
+    return [f"**The first step (§5.2).** At t = T the fixed model's x̂0 varies over noise draws by "
+            f"{num(widest, 'x0_brightness_spread', 3)} of the data's brightness spread at most (class "
+            f"{widest.get('class', 'all')}), and lies {num(farthest, 'rms_to_class_mean', 3)} (RMS) from its class mean at "
+            f"most, where the data's images lie {min(e['rms_of_data_to_class_mean']['mean'] for e in trained):.3f} or more "
+            f"from it; the exact denoiser gives the data mean to {exact['rms_to_class_mean']['mean']:.1e}."]
+
+
+def offset_noise_claim(results: dict, steps: int) -> list[str]:
+    def trained(model: str) -> str:
+        return " / ".join(num(find(results, "trained", model=model, spacing=sp, steps=steps)) for sp in ("leading", "trailing"))
+
+    def exact(model: str) -> str:
+        return " / ".join(ideal(results, f"{model}_{sp}_{steps}") for sp in ("leading", "trailing"))
+
+    if not find(results, "trained", model="offset_noise_matched", spacing="trailing", steps=steps):
+        return []
+    return [f"**Offset noise (§5.4).** Spread with leading / trailing steps, x_T from N(0, I): trained "
+            f"{trained('offset_noise')}, exact denoiser {exact('ideal_offset_noise')}; x_T with the trained offset: "
+            f"trained {trained('offset_noise_matched')}, exact denoiser {exact('ideal_offset_noise_matched')}."]
+
+
+def quality_claim(results: dict) -> list[str]:
+    quality = [e for e in results["over_seeds"] if e["kind"] == "quality" and "fd_ratio" in e]  # the yardstick: shapes only
+    if not quality:
+        return []
+    s = max(e["steps"] for e in quality)
+
+    def q(model: str, guided: bool, key: str, digits: int) -> str:
+        return num(next(e for e in quality if e["model"] == model and e["steps"] == s and (e["guidance"] > 1) == guided),
+                   key, digits)
+
+    return [f"**Quality (Table 3), S = {s}.** Feature-distance ratio, baseline against fixed: "
+            f"{q('baseline', False, 'fd_ratio', 1)} against {q('fixed', False, 'fd_ratio', 1)} unguided, "
+            f"{q('baseline', True, 'fd_ratio', 1)} against {q('fixed', True, 'fd_ratio', 1)} guided; class accuracy "
+            f"{q('baseline', False, 'class_accuracy', 2)} against {q('fixed', False, 'class_accuracy', 2)} unguided, "
+            f"{q('baseline', True, 'class_accuracy', 2)} against {q('fixed', True, 'class_accuracy', 2)} guided."]
+
+
+def sentences(results: dict) -> list[str]:
+    """One sentence per claim that the results hold (a part not run says nothing)."""
+    steps = results["preset"]["step_counts"][0]
+    return (brightness_claim(results, steps) + steps_claim(results) + guidance_claim(results)
+            + finetune_claim(results, steps) + first_step_claim(results) + offset_noise_claim(results, steps)
+            + quality_claim(results))
 
 
 def table(results: dict) -> str:
@@ -102,7 +153,7 @@ def table(results: dict) -> str:
         if r["kind"] == "ideal":
             lines.append(f"| exact denoiser: {r['model'].removeprefix('ideal_').replace('_', ' ')} | {r['spacing']} {r['steps']} | "
                          f"{r['spread_ratio']:.2f} | {r['w1']:.3f} | {r['frac_dark']:.3f} | {r['frac_bright']:.3f} | {r['hf_ratio']:.2f} |")
-    for e in results["over_seeds"]:
+    for e in (e for e in results["over_seeds"] if e["kind"] == "trained"):
         seeds = f" ({e['seeds']} seeds)" if e["seeds"] > 1 else ""
         lines.append(f"| trained: {e['model'].replace('_', ' ')}{seeds} | {e['spacing']} {e['steps']} | "
                      f"{cell(e, 'spread_ratio', 2)} | {cell(e, 'w1', 3)} | {cell(e, 'frac_dark', 3)} | {cell(e, 'frac_bright', 3)} | "

@@ -20,7 +20,7 @@ def _run(out, *args):
 @pytest.fixture(scope="module")
 def tiny_experiment(tmp_path_factory):
     out = tmp_path_factory.mktemp("brightness")
-    result = _run(out)
+    result = _run(out, "--seeds", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
@@ -104,7 +104,7 @@ def test_guidance_grid_has_a_cell_per_weight_and_rescale_with_clipping_and_contr
 
 def test_finetune_rows_pair_a_fine_tuned_baseline_with_the_fixed_model_at_equal_total_steps(tiny_experiment):
     rows = [r for r in json.loads((tiny_experiment / "results.json").read_text())["rows"] if r["kind"] == "finetune"]
-    assert sorted((r["model"], r["total_steps"]) for r in rows) == [("finetuned", 6), ("scratch", 6)]
+    assert sorted((r["model"], r["total_steps"]) for r in rows if r["seed"] == 0) == [("finetuned", 6), ("scratch", 6)]
     source = torch.load(tiny_experiment / "models" / "finetune_2" / "checkpoint.pt", weights_only=True)
     assert source["step"] == 2 and source["config"]["init_from"].endswith("baseline/checkpoint.pt")
 
@@ -118,5 +118,23 @@ def test_offset_noise_rows_are_sampled_both_from_plain_noise_and_from_the_offset
 
 def test_first_step_of_the_fixed_model_is_measured_per_class_and_for_the_ideal_denoiser(tiny_experiment):
     rows = [r for r in json.loads((tiny_experiment / "results.json").read_text())["rows"] if r["kind"] == "first_step"]
-    assert [r["class"] for r in rows] == [0, 1, 2, 3, None]
-    assert rows[-1]["rms_to_class_mean"] < 1e-4  # the exact denoiser gives exactly the data mean at zero SNR
+    assert [r["class"] for r in rows if r["seed"] == 0] == [0, 1, 2, 3, None]
+    assert rows[-1]["model"] == "ideal" and rows[-1]["rms_to_class_mean"] < 1e-4  # the exact denoiser gives exactly the data mean at zero SNR
+
+
+def test_every_claim_part_runs_at_every_training_seed(tiny_experiment):
+    rows = json.loads((tiny_experiment / "results.json").read_text())["rows"]
+    for kind in ("trained", "steps", "guidance_grid", "finetune", "first_step", "quality"):
+        trained = [r for r in rows if r["kind"] == kind and not r["model"].startswith("ideal")]
+        assert {r["seed"] for r in trained} == {0, 1}, kind
+
+
+def test_trained_rows_are_summarised_as_mean_and_std_over_seeds(tiny_experiment):
+    results = json.loads((tiny_experiment / "results.json").read_text())
+    entry = next(e for e in results["over_seeds"] if e["kind"] == "guidance_grid" and e["guidance"] == 4 and e["rescale"] == 0)
+    rows = [r for r in results["rows"] if r["name"] in entry["rows"]]
+    assert entry["seeds"] == 2 and sorted(r["seed"] for r in rows) == [0, 1]
+    assert entry["clip_fraction"]["mean"] == pytest.approx(sum(r["clip_fraction"] for r in rows) / 2)
+    assert entry["class_accuracy"]["std"] >= 0
+    spread = entry["spread_ratio"]
+    assert f"| 4 | 0 | 2 | {spread['mean']:.2f} ± {spread['std']:.2f} |" in (tiny_experiment / "RESULTS.md").read_text()

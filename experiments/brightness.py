@@ -146,7 +146,7 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
     table = [[r["name"], r["kind"], r.get("spacing", ""), r.get("steps", ""), f"{r['mean']:.3f}", f"{r['std']:.3f}",
               f"{r['frac_dark']:.3f}", f"{r['frac_bright']:.3f}", f"{r['spread_ratio']:.2f}", f"{r['w1']:.3f}",
               f"{r['hf_ratio']:.2f}", f"{r['clip_fraction']:.3f}", status(r) if r["kind"] != "data" else ""]
-             for r in [data_row] + [r for r in rows if r["kind"] in ("ideal", "trained", "guidance")]]
+             for r in [data_row] + [r for r in rows if r["kind"] != "first_step"]]
     text = (f"# Brightness experiment, preset `{s.p.dataset}`/{s.p.image_size}px, {s.p.num_samples} samples a row\n\n"
             f"`{command}`: this invocation took {seconds / 60:.1f} min (rows finished before are reused, not timed "
             "again). Per-image mean brightness in [0, 1]; spread = std(samples)/std(data); W1 against the data; HF "
@@ -159,7 +159,7 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
         text += markdown("Trained rows over training seeds (mean ± std)", ["model", "spacing", "steps", "seeds"]
                          + list(SUMMARY_KEYS), [[e["model"], e["spacing"], e["steps"], e["seeds"]]
                                                 + [cell(e, k, 3) for k in SUMMARY_KEYS] for e in trained])
-    text += claims_tables(summary)
+    text += claims_tables(summary, rows)
     (s.out / "RESULTS.md").write_text(text)
     (s.out / "SUMMARY.md").write_text(summary_block(results) + "\n")
     plot_histograms(s.out / "histograms.png", data_row, [r for r in rows if r["kind"] in ("ideal", "trained", "guidance")])
@@ -182,8 +182,9 @@ def cell(entry: dict, key: str, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if entry["seeds"] > 1 else f"{mean:.{digits}f}"
 
 
-def claims_tables(summary: list[dict]) -> str:
-    """One table per claim, each line a setting with its numbers over training seeds."""
+def claims_tables(summary: list[dict], rows: list[dict]) -> str:
+    """One table per claim, each line a setting with its numbers over training seeds; the first step's
+    rows one by one."""
     text = ""
     parts = {
         "steps": ("Sample steps (paper Table 2, Fig. 4)", ["model", "spacing", "S"], ["model", "spacing", "steps"]),
@@ -200,12 +201,14 @@ def claims_tables(summary: list[dict]) -> str:
         if chosen:
             text += markdown(title, header + ["seeds"] + [label for _, label, _ in numbers],
                              [[e[k] for k in keys] + [e["seeds"]] + [cell(e, k, d) for k, _, d in numbers] for e in chosen])
-    first = [e for e in summary if e["kind"] == "first_step"]
+    first = [r for r in rows if r["kind"] == "first_step"]
     if first:
-        text += markdown("The first step at t = T (paper §5.2)", ["model", "class", "seeds", "spread of x̂0's brightness / data's",
-                                                                 "RMS to the class mean", "RMS of data to the class mean"],
-                         [[e["model"], e.get("class", "all data"), e["seeds"], cell(e, "x0_brightness_spread", 4),
-                           cell(e, "rms_to_class_mean", 4), cell(e, "rms_of_data_to_class_mean", 4)] for e in first])
+        text += markdown("The first step at t = T (paper §5.2)", ["row", "model", "seed", "class",
+                                                                 "spread of x̂0's brightness / data's", "RMS to the class mean",
+                                                                 "RMS of data to the class mean"],
+                         [[r["name"], r["model"], r["seed"], "all data" if r["class"] is None else r["class"],
+                           f"{r['x0_brightness_spread']:.4f}", f"{r['rms_to_class_mean']:.4f}",
+                           f"{r['rms_of_data_to_class_mean']:.4f}"] for r in first])
     return text
 
 

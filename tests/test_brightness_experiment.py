@@ -8,6 +8,9 @@ import torch
 from tests.conftest import ROOT, write_image_folder
 
 
+TWO_SEEDS = ("--seeds", "2")  # the tiny preset trains one seed; two show the grouping over seeds
+
+
 def _run_preset(preset, out, *args):
     return subprocess.run([sys.executable, "-m", "experiments.brightness", "--preset", preset, "--out", str(out), *args],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -20,7 +23,7 @@ def _run(out, *args):
 @pytest.fixture(scope="module")
 def tiny_experiment(tmp_path_factory):
     out = tmp_path_factory.mktemp("brightness")
-    result = _run(out, "--seeds", "2")
+    result = _run(out, *TWO_SEEDS)
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
@@ -50,7 +53,7 @@ def test_guidance_rows_compare_plain_and_rescaled_cfg(tiny_experiment):
 
 def test_running_again_redoes_no_finished_stage(tiny_experiment):
     before = {p: p.stat().st_mtime_ns for p in tiny_experiment.rglob("*") if p.suffix in (".pt", ".png") or p.parent.name == "rows"}
-    result = _run(tiny_experiment)
+    result = _run(tiny_experiment, *TWO_SEEDS)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trained" not in result.stdout and "spread" not in result.stdout
     assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.parent.name != tiny_experiment.name)

@@ -142,7 +142,9 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
     summary = over_seeds(rows)
     results = {"preset": asdict(s.p), "command": command, "seconds": seconds, "data": data_row, "rows": rows,
                "over_seeds": summary}
-    (s.out / "results.json").write_text(json.dumps(results, indent=1))
+    # Four decimals of each image's brightness are plenty, and keep the committed file small.
+    compact = [{**r, "brightness": [round(v, 4) for v in r["brightness"]]} if "brightness" in r else r for r in rows]
+    (s.out / "results.json").write_text(json.dumps({**results, "rows": compact}))
     table = [[r["name"], r["kind"], r.get("spacing", ""), r.get("steps", ""), f"{r['mean']:.3f}", f"{r['std']:.3f}",
               f"{r['frac_dark']:.3f}", f"{r['frac_bright']:.3f}", f"{r['spread_ratio']:.2f}", f"{r['w1']:.3f}",
               f"{r['hf_ratio']:.2f}", f"{r['clip_fraction']:.3f}", status(r) if r["kind"] != "data" else ""]

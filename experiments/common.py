@@ -135,9 +135,10 @@ def sampler(model, schedule, prediction: str, spacing: str, steps: int, s: Setup
 
 
 def train_flags(p: Preset, kind: dict, seed: int, num_reference: int, steps: int) -> list[str]:
-    """The train.py command line of a trained row, with the reference images held out."""
+    """The train.py command line of a trained row, with the reference images held out. A checkpoint (and
+    its preview grid) every quarter of the run, so a killed run loses little; short runs only at the end."""
     flags = {"dataset": p.dataset, "image-size": p.image_size, "model": p.model, "batch-size": p.batch_size,
-             "steps": steps, "lr": p.lr, "seed": seed, "hold-out": num_reference, "ckpt-every": max(steps // 4, 1),
+             "steps": steps, "lr": p.lr, "seed": seed, "hold-out": num_reference, "ckpt-every": max(steps // 4, min(steps, 100)),
              "schedule": "scaled_linear", "prediction": kind["prediction"], "offset-noise": kind.get("offset_noise", 0.0)}
     if p.dataset != "shapes":
         flags["data-dir"] = p.data_dir

@@ -73,8 +73,9 @@ def guidance_claim(results: dict) -> list[str]:
 
     return [f"**Rescaled guidance (Fig. 6).** At w = {w:g} with φ = {' / '.join(f'{p:g}' for p in phis)}: clipped pixels "
             f"(%) {across('clip_fraction', 1, 100)}; per-image contrast {across('contrast_ratio')} of the data's; class "
-            f"accuracy {across('class_accuracy')} (unguided: {num(unguided, 'class_accuracy')}, "
-            f"{num(unguided, 'clip_fraction', 1, 100)} % clipped)."]
+            f"accuracy {across('class_accuracy')}; brightness spread {across('spread_ratio')} (unguided: "
+            f"{num(unguided, 'class_accuracy')} class accuracy, {num(unguided, 'clip_fraction', 1, 100)} % clipped, spread "
+            f"{num(unguided)})."]
 
 
 def finetune_claim(results: dict, steps: int) -> list[str]:

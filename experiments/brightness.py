@@ -44,9 +44,9 @@ from diffusion import IdealDenoiser, make_schedule
 from evaluation.metrics import brightness
 from experiments import claims
 from experiments.common import (EXPERIMENT_PRESETS, HF_CONVERGED, MODELS, OFFSET_NOISE, Setup, row_metrics,
-                                run_row, sampler, trained_model)
+                                run_row, sampler, seed_suffix, trained_model)
 from experiments.figures import pyplot, save
-from experiments.summary import block as summary_block
+from experiments.summary import block as summary_block, num
 from models import unet_config
 from models.checkpoint import checkpoint_schedule
 
@@ -96,7 +96,7 @@ def trained_rows(s: Setup, seeds: int) -> list[dict]:
                         draw = sampler(model, schedule, kind["prediction"], spacing, steps, s, 0, offset_noise=offset)
                         info = {"kind": "trained", "model": name + suffix, "spacing": spacing, "steps": steps,
                                 "seed": seed, "x_T_offset": offset, **kind}
-                        row_name = f"{name}{suffix}_{spacing}_{steps}" + (f"_seed{seed}" if seed else "")
+                        row_name = f"{name}{suffix}_{spacing}_{steps}{seed_suffix(seed)}"
                         rows.append(run_row(s, row_name, draw, info))
     if s.labels is not None:  # guidance needs classes
         model, state = trained_model(s, "fixed", 0)
@@ -160,7 +160,7 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
     if trained and max(e["seeds"] for e in trained) > 1:
         text += markdown("Trained rows over training seeds (mean ± std)", ["model", "spacing", "steps", "seeds"]
                          + list(SUMMARY_KEYS), [[e["model"], e["spacing"], e["steps"], e["seeds"]]
-                                                + [cell(e, k, 3) for k in SUMMARY_KEYS] for e in trained])
+                                                + [num(e, k, 3, missing="") for k in SUMMARY_KEYS] for e in trained])
     text += claims_tables(summary, rows)
     (s.out / "RESULTS.md").write_text(text)
     (s.out / "SUMMARY.md").write_text(summary_block(results) + "\n")
@@ -174,14 +174,6 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
                       "finetune.png", f"Fine-tuning the ε baseline to zero SNR + v, against the fixed model trained "
                       f"{s.p.train_steps} + N steps", lambda e: "fine-tuned baseline" if e["model"] == "finetuned"
                       else "fixed, from scratch", log_x=False)
-
-
-def cell(entry: dict, key: str, digits: int) -> str:
-    """A number averaged over seeds: mean ± std, or the value alone for one seed ('' where absent)."""
-    if key not in entry:
-        return ""
-    mean, std = entry[key]["mean"], entry[key]["std"]
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if entry["seeds"] > 1 else f"{mean:.{digits}f}"
 
 
 def claims_tables(summary: list[dict], rows: list[dict]) -> str:
@@ -202,7 +194,7 @@ def claims_tables(summary: list[dict], rows: list[dict]) -> str:
         chosen = [e for e in summary if e["kind"] == kind]
         if chosen:
             text += markdown(title, header + ["seeds"] + [label for _, label, _ in numbers],
-                             [[e[k] for k in keys] + [e["seeds"]] + [cell(e, k, d) for k, _, d in numbers] for e in chosen])
+                             [[e[k] for k in keys] + [e["seeds"]] + [num(e, k, d, missing="") for k, _, d in numbers] for e in chosen])
     first = [r for r in rows if r["kind"] == "first_step"]
     if first:
         text += markdown("The first step at t = T (paper §5.2)", ["row", "model", "seed", "class",

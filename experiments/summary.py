@@ -19,10 +19,10 @@ def find(results: dict, kind: str, **settings) -> dict | None:
                 None)
 
 
-def num(entry: dict | None, key: str = "spread_ratio", digits: int = 2, scale: float = 1) -> str:
-    """A number as mean ± std over training seeds (the value alone for one seed)."""
+def num(entry: dict | None, key: str = "spread_ratio", digits: int = 2, scale: float = 1, missing: str = "?") -> str:
+    """A number as mean ± std over training seeds (the value alone for one seed; `missing` where absent)."""
     if entry is None or key not in entry:
-        return "?"
+        return missing
     mean, std = scale * entry[key]["mean"], scale * entry[key]["std"]
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if entry["seeds"] > 1 else f"{mean:.{digits}f}"
 
@@ -146,9 +146,6 @@ def sentences(results: dict) -> list[str]:
 
 def table(results: dict) -> str:
     """The brightness rows in one table: the ideal rows, and the trained rows as mean ± std over seeds."""
-    def cell(e: dict, key: str, digits: int) -> str:
-        return f"{e[key]['mean']:.{digits}f} ± {e[key]['std']:.{digits}f}" if e["seeds"] > 1 else f"{e[key]['mean']:.{digits}f}"
-
     lines = ["| row | spacing, steps | spread | W1 | < 0.1 | > 0.9 | HF ratio |", "|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         if r["kind"] == "ideal":
@@ -157,8 +154,8 @@ def table(results: dict) -> str:
     for e in (e for e in results["over_seeds"] if e["kind"] == "trained"):
         seeds = f" ({e['seeds']} seeds)" if e["seeds"] > 1 else ""
         lines.append(f"| trained: {e['model'].replace('_', ' ')}{seeds} | {e['spacing']} {e['steps']} | "
-                     f"{cell(e, 'spread_ratio', 2)} | {cell(e, 'w1', 3)} | {cell(e, 'frac_dark', 3)} | {cell(e, 'frac_bright', 3)} | "
-                     f"{cell(e, 'hf_ratio', 2)} |")
+                     f"{num(e, 'spread_ratio', 2)} | {num(e, 'w1', 3)} | {num(e, 'frac_dark', 3)} | {num(e, 'frac_bright', 3)} | "
+                     f"{num(e, 'hf_ratio', 2)} |")
     return "\n".join(lines)
 
 

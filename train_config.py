@@ -9,10 +9,13 @@ from dataclasses import dataclass
 
 from cli import PRECISIONS, Parser, UsageError, add_flags, flag
 from data import DATASETS
-from diffusion import PREDICTION_TYPES, SCHEDULES, check_pairing
+from diffusion import FLOW_TIMES, PREDICTION_TYPES, SCHEDULES, check_pairing
 from models import PRESETS
 
 LR_SCHEDULES = ("constant", "cosine")
+OBJECTIVES = ("diffusion", "flow")
+# What a flow run fixes by construction: its path, what it predicts and its loss.
+NOT_FOR_FLOW = ("schedule", "zero_snr", "prediction", "loss_space", "offset_noise")
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,19 @@ class TrainConfig:
     warmup: int = flag(100, "steps of linear learning-rate warmup")
     grad_clip: float = flag(1.0, "clip the gradient norm to this; 0 turns clipping off")
     ema_decay: float = flag(0.999, "decay of the weight average that sampling uses")
+    objective: str = flag("diffusion", "diffusion: the VP --schedule and --prediction below; flow: rectified flow as in "
+                          "Stable Diffusion 3, x_t = (1 − t)·x0 + t·ε with the network predicting ε − x0 (zero terminal "
+                          "SNR by construction)", choices=OBJECTIVES)
+    flow_time: str = flag("logit-normal", "with --objective flow: how training draws t, sigmoid(N(0, 1)) as SD3 or "
+                          "uniform", choices=FLOW_TIMES)
     schedule: str = flag("scaled_linear", "beta schedule", choices=SCHEDULES)
     zero_snr: bool = flag(True, "fix #1: rescale the schedule to zero terminal SNR")
-    # At zero SNR x0-prediction works as well as v, and a small model's samples come out clean (docs/quality_trials.md).
-    prediction: str = flag("x0", "fix #2: what the network predicts", choices=PREDICTION_TYPES)
+    prediction: str = flag("v", "fix #2: what the network predicts; v as the paper, x0 and eps for comparison",
+                           choices=PREDICTION_TYPES)
     loss_space: str = flag("", "regress in this space, e.g. v: the paper's v-loss for any --prediction "
-                           "(default: the prediction's own)", choices=PREDICTION_TYPES)
+                           "(default: the prediction's own, so the v-loss for v)", choices=PREDICTION_TYPES)
+    data_scale: float = flag(1.0, "train on x0 / S, and multiply samples by S: the data's σ in EDM's preconditioning, "
+                             "which v-prediction takes as 1")
     timesteps: int = flag(1000, "training timesteps T")
     offset_noise: float = flag(0.0, "add S·N(0, 1) per image and channel to the noise: the older workaround")
     label_dropout: float = flag(0.1, "probability of the null label, which guidance needs (unconditional models: none)")
@@ -78,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict, bool]:
 def check_config(c: TrainConfig, given: dict) -> None:
     """Refuse numbers and combinations that cannot train, or flags that would do nothing, before any work."""
     optional = {"image_size": c.image_size, "num_images": c.num_images}  # None: the dataset's own
-    positive = {"batch_size": c.batch_size, "steps": c.steps, "lr": c.lr, "ckpt_every": c.ckpt_every,
+    positive = {"data_scale": c.data_scale, "batch_size": c.batch_size, "steps": c.steps, "lr": c.lr, "ckpt_every": c.ckpt_every,
                 "log_every": c.log_every, **{k: v for k, v in optional.items() if v is not None}}
     non_negative = {"warmup": c.warmup, "grad_clip": c.grad_clip, "offset_noise": c.offset_noise, "workers": c.workers,
                     "hold_out": c.hold_out}
@@ -96,6 +106,10 @@ def check_config(c: TrainConfig, given: dict) -> None:
         check_pairing(c.prediction, c.zero_snr)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if c.objective == "flow" and (fixed := [k for k in NOT_FOR_FLOW if k in given]):
+        raise UsageError(f"--{fixed[0].replace('_', '-')} does nothing with --objective flow, whose path and target are fixed")
+    if c.objective != "flow" and "flow_time" in given:
+        raise UsageError("--flow-time needs --objective flow")
     for_files = sorted({"data_dir", "download"} & set(given))
     if c.dataset == "shapes" and for_files:
         raise UsageError(f"--{for_files[0].replace('_', '-')} does nothing with --dataset shapes, which is made in code")

@@ -6,34 +6,48 @@
 - samplers:         the DDIM and DPM-Solver++(2M) steps, classifier-free guidance with rescale
                     (fix #4), the sampling loop and its batched helper
 - ideal:            the closed-form optimal denoiser of a finite dataset
+Rectified flow (SD3) sits beside each idea: its path as a VP schedule (`flow_schedule`), its
+velocity target and loss (`flow_loss`, `FlowAsV`), and its Euler sampler (`sample_flow_euler`).
 """
 from .ideal import IdealDenoiser
 from .parameterization import (
+    FLOW_TIMES,
     PREDICTION_TYPES,
+    FlowAsV,
     check_pairing,
+    convert_prediction,
     diffusion_loss,
+    flow_loss,
+    flow_velocity_target,
     predict_x0_eps,
     prediction_target,
     v_target,
 )
-from .samplers import NULL_CLASS, SAMPLERS, apply_cfg, ddim_step, dpmpp_2m_step, guided_output, sample, sample_in_batches
-from .schedules import SCHEDULES, Schedule, enforce_zero_terminal_snr, make_betas, make_schedule
+from .samplers import NULL_CLASS, SAMPLERS, apply_cfg, ddim_step, dpmpp_2m_step, guided_output, sample, sample_flow_euler, sample_in_batches
+from .schedules import SCHEDULES, Schedule, enforce_zero_terminal_snr, flow_schedule, flow_time, make_betas, make_schedule
 from .timesteps import SPACINGS, get_timesteps
 
 __all__ = [
+    "FLOW_TIMES",
     "NULL_CLASS",
     "PREDICTION_TYPES",
     "SAMPLERS",
     "SCHEDULES",
     "SPACINGS",
+    "FlowAsV",
     "IdealDenoiser",
     "Schedule",
     "apply_cfg",
     "check_pairing",
+    "convert_prediction",
     "ddim_step",
     "dpmpp_2m_step",
     "diffusion_loss",
     "enforce_zero_terminal_snr",
+    "flow_loss",
+    "flow_schedule",
+    "flow_time",
+    "flow_velocity_target",
     "get_timesteps",
     "guided_output",
     "make_betas",
@@ -41,6 +55,7 @@ __all__ = [
     "predict_x0_eps",
     "prediction_target",
     "sample",
+    "sample_flow_euler",
     "sample_in_batches",
     "v_target",
 ]

@@ -7,9 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .schedules import Schedule
+from .schedules import Schedule, flow_time
 
 PREDICTION_TYPES = ("eps", "v", "x0")
+FLOW_TIMES = ("logit-normal", "uniform")
+# A flow network sees 1000·t as its timestep, so that its sinusoidal embedding spans the range it
+# spans for the integer timesteps of a 1000-step diffusion schedule.
+FLOW_TIME_SCALE = 1000.0
 
 
 def check_prediction_type(prediction_type: str) -> None:
@@ -72,6 +76,19 @@ def predict_x0_eps(x_t: Tensor, model_output: Tensor, alpha_bar: Tensor, predict
     return model_output, (x_t - sqrt_ab * model_output) / sqrt_one_minus_ab
 
 
+def convert_prediction(x_t: Tensor, model_output: Tensor, alpha_bar: Tensor, source: str, target: str) -> Tensor:
+    """Re-express an output of parameterisation `source` at (x_t, ᾱ) as one of `target`: through
+    (x̂0, ε̂) of `predict_x0_eps`, then `prediction_target`. The same tensor when the two agree.
+
+    Every conversion is affine in the output for a fixed x_t, so a difference of two outputs (as in
+    guidance) converts by its linear part alone; a ratio of standard deviations does not.
+    """
+    if source == target:
+        return model_output
+    x0, eps = predict_x0_eps(x_t, model_output, alpha_bar, source)
+    return prediction_target(x0, eps, alpha_bar, target)
+
+
 def diffusion_loss(
     model: nn.Module,
     x0: Tensor,
@@ -102,8 +119,58 @@ def diffusion_loss(
     x_t = schedule.add_noise(x0, noise, t)
     alpha_bar = schedule.alpha_bar_at(t, x0)
     output = model(x_t, t, labels).float()
-    if loss_space is not None and loss_space != prediction_type:
-        x0_hat, eps_hat = predict_x0_eps(x_t, output, alpha_bar, prediction_type)
-        output = prediction_target(x0_hat, eps_hat, alpha_bar, loss_space)
+    if loss_space is not None:
+        output = convert_prediction(x_t, output, alpha_bar, prediction_type, loss_space)
     target = prediction_target(x0, noise, alpha_bar, loss_space or prediction_type)
     return F.mse_loss(output, target)
+
+
+def flow_velocity_target(x0: Tensor, noise: Tensor) -> Tensor:
+    """Rectified flow's target (Liu et al. 2023; SD3): the velocity u = dx_t/dt = ε − x0 of the
+    straight path x_t = (1 − t)·x0 + t·ε. At t = 1, x̂0 = x_t − û: the image from pure noise, as v_T = −x0."""
+    return noise - x0
+
+
+def flow_loss(model: nn.Module, x0: Tensor, labels: Tensor | None = None, time_sampling: str = "logit-normal") -> Tensor:
+    """Flow-matching loss (SD3, Esser et al. 2024): L = E_{t, x0, ε} ‖(ε − x0) − û(x_t, t, c)‖².
+
+    t ~ sigmoid(N(0, 1)) ("logit-normal", SD3's best setting, rf/lognorm(0, 1): it spends the training
+    on the middle of the path, where the velocity is hardest to guess) or U(0, 1). Both leave t = 1
+    at density 0 in the limit, yet the path there is pure noise and the target −x0 + ε is learnt from
+    the neighbouring t. Random numbers come from torch's global RNG, as in `diffusion_loss`.
+    """
+    if time_sampling not in FLOW_TIMES:
+        raise ValueError(f"unknown flow time sampling {time_sampling!r}; choose one of {', '.join(FLOW_TIMES)}")
+    n = x0.shape[0]
+    u = torch.randn(n, device=x0.device) if time_sampling == "logit-normal" else torch.rand(n, device=x0.device)
+    t = u.sigmoid() if time_sampling == "logit-normal" else u
+    noise = torch.randn_like(x0)
+    t_ = t.view(-1, *[1] * (x0.ndim - 1))
+    x_t = (1 - t_) * x0 + t_ * noise
+    output = model(x_t, FLOW_TIME_SCALE * t, labels).float()
+    return F.mse_loss(output, flow_velocity_target(x0, noise))
+
+
+class FlowAsV(nn.Module):
+    """A flow network (x_t, t) ↦ û, seen as a v-predicting network of the VP path of `flow_schedule`,
+    so that every sampler, guidance and the experiment's tools run on it unchanged.
+
+    At the VP point (x, ᾱ): t = `flow_time`(ᾱ), the flow sample is c·x with c = √((1 − t)² + t²), and
+    with x0 = x_f − t·u, ε = x_f + (1 − t)·u and v = ((1 − t)·ε − t·x0)/c:
+
+        v = (1 − 2t)·x + c·û(c·x, t)
+
+    Timesteps are read through `schedule` (any VP schedule works; `flow_schedule` is the flow's own).
+    """
+
+    def __init__(self, model: nn.Module, schedule: Schedule):
+        super().__init__()
+        self.model, self.schedule = model, schedule
+        self.config = getattr(model, "config", None)  # the UNet's size and classes, for the scripts
+
+    def forward(self, x: Tensor, timesteps: Tensor, labels: Tensor | None = None) -> Tensor:
+        t = flow_time(self.schedule.alpha_bar_at(timesteps, x.new_empty((0,) * x.ndim, dtype=torch.float64)))
+        c = ((1 - t) ** 2 + t**2).sqrt()
+        t, c = t.to(x.dtype), c.to(x.dtype)
+        u = self.model(c * x, FLOW_TIME_SCALE * t.flatten(), labels).float()
+        return (1 - 2 * t) * x + c * u

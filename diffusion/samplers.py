@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .parameterization import predict_x0_eps
+from .parameterization import FLOW_TIME_SCALE, convert_prediction, predict_x0_eps
 from .schedules import Schedule
 
 # The label of "no class": training drops labels to it (--label-dropout), so the same network also
@@ -101,20 +101,27 @@ def apply_cfg(cond: Tensor, uncond: Tensor, weight: float, rescale: float = 0.0)
 
 def guided_output(
     model: nn.Module, x: Tensor, t: Tensor, labels: Tensor | None, guidance: float, rescale: float,
-    amp_dtype: torch.dtype | None = None,
+    alpha_bar: Tensor, prediction_type: str, amp_dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """The model's prediction at (x, t), classifier-free guided when labels are given and w ≠ 1.
+    """The model's prediction at (x, t) in its own parameterisation, classifier-free guided when
+    labels are given and w ≠ 1.
 
-    The conditional and unconditional (NULL_CLASS) branches run as one batch of 2B. Only the
-    network runs under autocast (`amp_dtype`); its output is cast to float32 before any arithmetic
-    of the sampler, where ε-prediction near t = T amplifies errors by 1/√ᾱ_t.
+    The conditional and unconditional (NULL_CLASS) branches run as one batch of 2B. The rescale of
+    fix #4 acts on v, as in the paper's Algorithm 2, whatever the network predicts: both branches are
+    converted to v with ᾱ_t (`alpha_bar`) and x_t, guided and rescaled there, and converted back.
+    Plain CFG (φ = 0) needs no conversion: it is the same in every parameterisation.
+    Only the network runs under autocast (`amp_dtype`); its output is cast to float32 before any
+    arithmetic of the sampler, where ε-prediction near t = T amplifies errors by 1/√ᾱ_t.
     """
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         if labels is None or guidance == 1:
             return model(x, t, labels).float()
         both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, NULL_CLASS)])).float()
     cond, uncond = both.chunk(2)
-    return apply_cfg(cond, uncond, guidance, rescale)
+    if rescale == 0:
+        return apply_cfg(cond, uncond, guidance)
+    cond_v, uncond_v = (convert_prediction(x, out, alpha_bar, prediction_type, "v") for out in (cond, uncond))
+    return convert_prediction(x, apply_cfg(cond_v, uncond_v, guidance, rescale), alpha_bar, "v", prediction_type)
 
 
 @torch.no_grad()
@@ -134,6 +141,8 @@ def sample(
     amp_dtype: torch.dtype | None = None,
     sampler: str = "ddim",
     offset_noise: float = 0.0,
+    data_scale: float = 1.0,
+    x_T: Tensor | None = None,
 ) -> Tensor:
     """Generate images in [−1, 1] from x_T ~ N(0, I), visiting `timesteps` in order, with DDIM or
     DPM-Solver++(2M) (`sampler`, one of SAMPLERS).
@@ -143,7 +152,9 @@ def sample(
     per-image means than it learned, and its brightness stays squeezed.
 
     Each step goes from timesteps[i] to timesteps[i+1] (never t − T/S, which is wrong for
-    trailing and linspace spacing), and the last one to ᾱ = 1. Noise is drawn on the CPU
+    trailing and linspace spacing), and the last one to ᾱ = 1. `x_T` replaces the drawn start (to
+    measure what the noise's own content does to the sample). `data_scale` s multiplies the result:
+    a model trained on x0/s samples in that scale. Noise is drawn on the CPU
     from `generator`, so a seed gives the same images on every device. `amp_dtype` (e.g.
     torch.bfloat16) runs the network under autocast; the sampler's own arithmetic stays float32.
     """
@@ -151,7 +162,7 @@ def sample(
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if sampler != "ddim" and eta != 0:
         raise ValueError(f"eta > 0 is a DDIM option; {sampler} is deterministic")
-    x = torch.randn(shape, generator=generator)
+    x = torch.randn(shape, generator=generator) if x_T is None else x_T.float()
     if offset_noise:
         x = x + offset_noise * torch.randn(*shape[:2], *[1] * (len(shape) - 2), generator=generator)
     x = x.to(device)
@@ -161,14 +172,40 @@ def sample(
     x0_before = None
     for i, t in enumerate(tqdm(timesteps.tolist(), desc="sampling", disable=not progress, leave=False)):
         t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        output = guided_output(model, x, t_batch, labels, guidance, rescale, amp_dtype)
+        alpha_bar = torch.tensor(alpha_bars[i], dtype=x.dtype, device=x.device)
+        output = guided_output(model, x, t_batch, labels, guidance, rescale, alpha_bar, prediction_type, amp_dtype)
         if sampler == "ddim":
             noise = torch.randn(shape, generator=generator).to(device) if eta > 0 else None
             x = ddim_step(x, output, alpha_bars[i], alpha_bars[i + 1], prediction_type, eta, noise)
         else:
-            x0, _ = predict_x0_eps(x, output, torch.tensor(alpha_bars[i], dtype=x.dtype), prediction_type)
+            x0, _ = predict_x0_eps(x, output, alpha_bar, prediction_type)
             x = dpmpp_2m_step(x, x0, x0_before, alpha_bars[i - 1] if i else None, alpha_bars[i], alpha_bars[i + 1])
             x0_before = x0
+    return (x * data_scale).clamp(-1, 1)
+
+
+@torch.no_grad()
+def sample_flow_euler(
+    model: nn.Module,
+    shape: tuple[int, ...],
+    times: Tensor,
+    labels: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Rectified flow's Euler sampler (SD3): from x_1 ~ N(0, I), visit the flow times `times`
+    (descending, the first 1) and end at t = 0, each step x ← x + (t_next − t)·û(x, t).
+
+    It is DDIM on the flow's VP path (`flow_schedule`, `FlowAsV`): with x̂0 = x − t·û and ε̂ = x + (1 − t)·û
+    the step is x_next = (1 − t_next)·x̂0 + t_next·ε̂, DDIM's √ᾱ'·x̂0 + √(1 − ᾱ')·ε̂ scaled by c(t_next).
+    """
+    x = torch.randn(shape, generator=generator).to(device)
+    times = torch.cat([times.double(), times.new_zeros(1, dtype=torch.float64)]).tolist()
+    for t, t_next in zip(times[:-1], times[1:]):
+        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            u = model(x, torch.full((shape[0],), FLOW_TIME_SCALE * t, device=device), labels).float()
+        x = x + (t_next - t) * u  # Euler step
     return x.clamp(-1, 1)
 
 
@@ -183,18 +220,20 @@ def sample_in_batches(
     batch_size: int = 256,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    x_T: Tensor | None = None,
     **options,
 ) -> Tensor:
     """`num_samples` images of `image_shape` (C, H, W) from `sample`, `batch_size` at a time, on the CPU.
 
     One generator seeded with `seed` draws all the noise, so a seed and a batch size give the same
-    images on every device; `labels` (one per sample) are cut to match the batches. `options` go to
+    images on every device; `labels` and `x_T` (one per sample) are cut to match the batches. `options` go to
     `sample` (guidance, rescale, eta, sampler, amp_dtype).
     """
     generator, chunks = torch.Generator().manual_seed(seed), []
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
         chunk_labels = None if labels is None else labels[start:start + n]
+        chunk_x_T = None if x_T is None else x_T[start:start + n]
         chunks.append(sample(model, (n, *image_shape), schedule, timesteps, prediction_type, labels=chunk_labels,
-                             generator=generator, device=device, progress=False, **options).cpu())
+                             generator=generator, device=device, progress=False, x_T=chunk_x_T, **options).cpu())
     return torch.cat(chunks)

@@ -1,5 +1,6 @@
 """Brightness metrics of the paper's experiment, on per-image mean brightness in [0, 1]."""
 import json
+import math
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +32,10 @@ def summarize(b: Tensor) -> dict[str, float]:
     }
 
 
-def summary_line(label: str, summary: dict[str, float]) -> str:
-    """`label {"mean": …, …}` rounded to 4 places: one line a script prints and a test can parse."""
-    return f"{label} " + json.dumps({k: round(v, 4) for k, v in summary.items()})
+def summary_line(label: str, summary: dict[str, float | list[float]]) -> str:
+    """`label {"mean": …, …}` rounded to 4 places (lists value by value): one line a script prints and a test can parse."""
+    rounded = {k: [round(x, 4) for x in v] if isinstance(v, list) else round(v, 4) for k, v in summary.items()}
+    return f"{label} " + json.dumps(rounded)
 
 
 def spread_ratio(samples: Tensor, data: Tensor) -> float:
@@ -59,6 +61,61 @@ def hf_residual(images: Tensor, per_image: bool = False) -> float | Tensor:
     blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     residual = (x - blurred).abs().flatten(1).mean(1)
     return residual if per_image else residual.mean().item()
+
+
+def channel_means(images: Tensor) -> Tensor:
+    """Per-image, per-channel mean (N, C): the lowest frequency, where the schedule's leak lives."""
+    return images.float().mean((-2, -1))
+
+
+def mean_correlation(x_T: Tensor, samples: Tensor) -> dict[str, float]:
+    """Pearson's r, over samples and channels, between each channel mean of the starting noise x_T and
+    the same mean of the image sampled from it, with a 95% interval (Fisher's z: atanh r ± 1.96/√(n − 3)).
+
+    Each channel is centred on its own mean over the samples first, so that the data's colour does
+    not count as agreement. The leak predicts r > 0 for a model that learnt to read brightness off x_T.
+    """
+    a, b = channel_means(x_T).double(), channel_means(samples).double()
+    a, b = (a - a.mean(0)).flatten(), (b - b.mean(0)).flatten()
+    r = ((a * b).sum() / (a.norm() * b.norm())).clamp(-1, 1).item()
+    half_width = 1.96 / math.sqrt(len(a) - 3)
+    z = math.atanh(max(min(r, 1 - 1e-12), -1 + 1e-12))
+    return {"r": r, "low": math.tanh(z - half_width), "high": math.tanh(z + half_width)}
+
+
+def slope(x: list[float], y: list[float]) -> float:
+    """Least-squares slope of y against x."""
+    x_, y_ = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    x_ = x_ - x_.mean()
+    return ((x_ * (y_ - y_.mean())).sum() / x_.square().sum()).item()
+
+
+def power_spectrum(images: Tensor, bands: int = 8) -> Tensor:
+    """Radially averaged power spectrum of images (N, C, H, W): the mean of |FFT|² over images and
+    channels in `bands` equal bands of radial frequency r = √(f_x² + f_y²) ∈ (0, 0.5] cycles/pixel.
+
+    Each image is centred (per channel) and multiplied by a 2-D Hann window first. Without the window
+    the FFT sees the image as periodic, the jump between opposite borders becomes an edge, and its
+    power spreads over every band, the highest included: a blurred image would still read as sharp
+    there. The DC term (r = 0) and the corners beyond r = 0.5 are left out.
+    """
+    x = images.float()
+    x = x - x.mean((-2, -1), keepdim=True)
+    h, w = x.shape[-2:]
+    window = torch.outer(torch.hann_window(h, periodic=False), torch.hann_window(w, periodic=False))
+    power = torch.fft.fft2(x * window).abs().square().mean((0, 1))
+    radius = torch.hypot(torch.fft.fftfreq(h)[:, None], torch.fft.fftfreq(w)[None, :])
+    band = (radius / 0.5 * bands).ceil().long() - 1  # r in ((k/bands)·0.5, ((k+1)/bands)·0.5] -> band k
+    return torch.stack([power[band == k].mean() for k in range(bands)])
+
+
+def spectrum_ratio(samples: Tensor, data: Tensor | None = None, data_spectrum: Tensor | None = None) -> list[float]:
+    """Power of the samples over the data's in each band of `power_spectrum`, lowest frequencies first.
+
+    Below 1 in the upper bands is blur, above 1 is grain: the two failures `hf_residual` adds into one number.
+    """
+    reference = power_spectrum(data) if data_spectrum is None else data_spectrum
+    return (power_spectrum(samples, len(reference)) / reference).tolist()
 
 
 def clip_fraction(images: Tensor, tol: float = 1e-3) -> float:

@@ -9,7 +9,9 @@ pixel-level ones of `evaluation.metrics`:
 - the Fréchet distance between samples and held-out data in its feature space, divided by the
   distance between two held-out sets of the same size. Fréchet distance is biased upwards at a
   finite count, so only this ratio compares runs: 1 is "as close as other data".
-- the brightness spread, W1 and high-frequency ratio against the same held-out images.
+- the brightness spread, W1 and high-frequency ratio against the same held-out images, and the
+  power spectrum's ratio to theirs in 8 frequency bands, which tells blur (upper bands below 1)
+  from grain (above 1).
 
 Its pattern features are a tanh layer of 32 units: bounded, so the distance is not dominated by a
 few heavy-tailed ReLU units (which made it move tenfold with the reference set in an earlier trial).
@@ -24,13 +26,14 @@ from torch import Tensor, nn
 from data import SHAPE_CLASSES, make_shapes
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-from .metrics import brightness, frechet_distance, hf_residual, spread_ratio, wasserstein1
+from .metrics import brightness, frechet_distance, hf_residual, power_spectrum, spectrum_ratio, spread_ratio, wasserstein1
 
 FEATURES = 32
 NET_SEED = 7_000_001  # the feature network's training shapes: never a seed train.py uses
 REFERENCE_SEED = 8_000_001  # held-out reference set k: seeds REFERENCE_SEED + 2k and + 2k + 1
 TRAIN_IMAGES, TRAIN_STEPS, BATCH = 8192, 400, 128
 REFERENCE_COUNT, POOL_COUNT = 20_000, 16_384
+REFERENCE_VERSION = 2  # raised whenever a reference set gains a statistic, so an older cache is rebuilt
 
 
 class FeatureNet(nn.Module):
@@ -113,9 +116,10 @@ def reference(image_size: int, reference_set: int = 0, cache_dir: str | Path = "
         ref, _, _ = make_shapes(REFERENCE_COUNT, image_size, REFERENCE_SEED + 2 * reference_set)
         pool, pool_labels, _ = make_shapes(POOL_COUNT, image_size, REFERENCE_SEED + 2 * reference_set + 1)
         return {"features": net.features(ref), "brightness": brightness(ref), "hf": hf_residual(ref),
+                "spectrum": power_spectrum(ref),
                 "pool_features": net.features(pool), "pool_accuracy": (net(pool).argmax(1) == pool_labels).float().mean().item()}
 
-    return _cached(Path(cache_dir) / f"shapes{image_size}_reference{reference_set}.pt", make)
+    return _cached(Path(cache_dir) / f"shapes{image_size}_reference{reference_set}_v{REFERENCE_VERSION}.pt", make)
 
 
 @torch.no_grad()
@@ -136,11 +140,12 @@ def shapes_quality(samples: Tensor, labels: Tensor | None = None, reference_set:
     fd = frechet_distance(net.features(samples), ref["features"])
     held_out = ref["pool_features"][:max(2, min(64, POOL_COUNT // n)) * n].split(n)
     fd_data = sum(frechet_distance(d, ref["features"]) for d in held_out) / len(held_out)
-    b = brightness(samples)
+    b, bands = brightness(samples), spectrum_ratio(samples, data_spectrum=ref["spectrum"])
     quality = {
         "num_samples": n,
         "fd_ratio": fd / fd_data, "fd": fd, "fd_data": fd_data,
         "hf_ratio": hf_residual(samples) / ref["hf"],
+        "spectrum_ratio": bands, "spectrum_min": min(bands), "spectrum_max": max(bands),
         "spread_ratio": spread_ratio(b, ref["brightness"]), "w1": wasserstein1(b, ref["brightness"]),
         "data_class_accuracy": ref["pool_accuracy"],
     }

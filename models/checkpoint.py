@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion import Schedule, check_pairing, make_schedule
+from diffusion import FlowAsV, Schedule, check_pairing, flow_schedule, make_schedule
 
 from .unet import UNet, UNetConfig
 
@@ -71,19 +71,23 @@ def load_training_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_ema_model(state: dict, path: str | Path) -> UNet:
-    """The EMA weights of a train.py checkpoint, the ones to sample with, in eval mode."""
+def load_ema_model(state: dict, path: str | Path) -> UNet | FlowAsV:
+    """The EMA weights of a train.py checkpoint, the ones to sample with, in eval mode. A flow model
+    comes as a v-predicting model of its VP path (`FlowAsV`), which every sampler takes."""
     try:
         model = UNet(UNetConfig(**state["model_config"]))
         model.load_state_dict(state["ema"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path} does not hold a model this code can build ({type(e).__name__})") from None
-    return model.eval().requires_grad_(False)
+    model = model.eval().requires_grad_(False)
+    return FlowAsV(model, checkpoint_schedule(state)) if state["config"].get("objective") == "flow" else model
 
 
 def checkpoint_schedule(state: dict) -> Schedule:
     """The noise schedule a train.py checkpoint was trained with (sampling must use the same)."""
     config = state["config"]
+    if config.get("objective") == "flow":
+        return flow_schedule(config["timesteps"])
     return make_schedule(config["schedule"], config["timesteps"], zero_snr=config["zero_snr"])
 
 

@@ -27,6 +27,7 @@ class UNetConfig:
     num_classes: int = 0  # 0: unconditional
     patch_size: int = 1  # >1: fold p×p pixel patches into channels first, so every level runs p² times cheaper
     scale_shift: bool = False  # time/class embedding scales and shifts the normalised features (ADM), not just adds
+    input_skip: bool = False  # add g(t, class)·x_t to the output, a learned per-channel gain (see UNet.forward)
 
 
 PRESETS = {
@@ -190,16 +191,24 @@ class UNet(nn.Module):
         self.norm_out, self.conv_out = group_norm(h_ch), nn.Conv2d(h_ch, pixels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        # v = (√ᾱ·x_t − x0)/√(1 − ᾱ): at small t the target is x_t's own noise, amplified by up to 1/√(1 − ᾱ).
+        # A gain on x_t, one per output channel and a function of the embedding, passes it through directly,
+        # so the UNet does not have to rebuild the noise pixel by pixel through its features. Zero at the start.
+        self.skip_gain = nn.Linear(emb_dim, pixels) if config.input_skip else None
+        if self.skip_gain is not None:
+            nn.init.zeros_(self.skip_gain.weight)
+            nn.init.zeros_(self.skip_gain.bias)
 
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels))
         if self.class_emb is not None:
             if labels is None:
-                labels = torch.full_like(t, NULL_CLASS)
+                labels = torch.full(t.shape, NULL_CLASS, device=t.device)
             emb = emb + self.class_emb(torch.where(labels == NULL_CLASS, self.config.num_classes, labels))
 
         p = self.config.patch_size
-        h = self.conv_in(rearrange(x, "b c (h p1) (w p2) -> b (c p1 p2) h w", p1=p, p2=p))
+        patches = rearrange(x, "b c (h p1) (w p2) -> b (c p1 p2) h w", p1=p, p2=p)
+        h = self.conv_in(patches)
         skips = [h]
         for i, level in enumerate(self.down):
             for block, attn in level.pairs():
@@ -215,6 +224,8 @@ class UNet(nn.Module):
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2, mode="nearest"))
         out = self.conv_out(F.silu(self.norm_out(h)))
+        if self.skip_gain is not None:
+            out = out + rearrange(self.skip_gain(F.silu(emb)), "b c -> b c 1 1") * patches
         return rearrange(out, "b (c p1 p2) h w -> b c (h p1) (w p2)", p1=p, p2=p)
 
     def config_dict(self) -> dict:

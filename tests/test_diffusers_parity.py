@@ -6,7 +6,8 @@ on purpose, is in the README's "Using the fixes in diffusers".
 import pytest
 import torch
 
-from diffusion import SCHEDULES, SPACINGS, apply_cfg, ddim_step, get_timesteps, make_schedule
+from diffusion import SCHEDULES, SPACINGS, apply_cfg, convert_prediction, ddim_step, get_timesteps, guided_output, make_schedule
+from tests.test_guidance import LabelModel
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers.guiders.guider_utils import rescale_noise_cfg  # noqa: E402
@@ -74,3 +75,14 @@ def test_guidance_equals_diffusers_guidance_rescale(rescale):
     weight = 7.5
     theirs = rescale_noise_cfg(neg + weight * (pos - neg), pos, guidance_rescale=rescale)
     torch.testing.assert_close(apply_cfg(pos, neg, weight, rescale), theirs)
+
+
+@pytest.mark.parametrize("prediction", ["x0", "eps"])
+def test_rescaled_guidance_of_any_network_is_diffusers_rescale_noise_cfg_applied_to_v(prediction):
+    alpha_bar, labels = torch.tensor(0.4), torch.tensor([0, 2])
+    model = LabelModel()
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    out = guided_output(model, x, torch.full((2,), 500), labels, 7.5, 0.7, alpha_bar, prediction)
+    cond, uncond = (convert_prediction(x, model(x, None, c), alpha_bar, prediction, "v") for c in (labels, -torch.ones_like(labels)))
+    theirs = rescale_noise_cfg(uncond + 7.5 * (cond - uncond), cond, guidance_rescale=0.7)
+    torch.testing.assert_close(convert_prediction(x, out, alpha_bar, prediction, "v"), theirs, atol=1e-5, rtol=1e-5)

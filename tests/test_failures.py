@@ -47,6 +47,12 @@ def test_resume_from_a_checkpoint_boundary_is_bit_exact(uninterrupted, tmp_path)
     _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "40"), uninterrupted)
 
 
+def test_a_flow_run_resumes_bit_exactly(tmp_path):
+    whole = _train(tmp_path / "whole", "--objective", "flow", "--steps", "12", "--ckpt-every", "100")
+    _train(tmp_path / "parts", "--objective", "flow", "--steps", "5", "--ckpt-every", "100")
+    _assert_same_training_state(_train(tmp_path / "parts", "--resume", "--steps", "12"), whole)
+
+
 def _start(out, *args):
     return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *FAST, "--out", str(out), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffusion import apply_cfg
+from diffusion import apply_cfg, convert_prediction, guided_output
 
 
 def _pair():
@@ -47,3 +47,60 @@ def test_rescale_outside_zero_one_is_refused(rescale):
     pos, neg = _pair()
     with pytest.raises(ValueError, match="rescale"):
         apply_cfg(pos, neg, 7.5, rescale=rescale)
+
+
+class LabelModel(torch.nn.Module):
+    """An output that depends on x_t and, through a per-class scale and offset, on the label
+    (the null class −1 has its own): enough for guidance to have something to push on."""
+
+    def __init__(self, num_classes: int = 3, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.scale = torch.rand(num_classes + 1, 3, 1, 1, generator=g) + 0.5
+        self.offset = torch.randn(num_classes + 1, 3, 4, 4, generator=g)
+
+    def forward(self, x, t, labels):
+        return x * self.scale[labels] + self.offset[labels]  # labels == -1 picks the last row
+
+
+class Converted(torch.nn.Module):
+    """`model`'s predictions re-expressed in another parameterisation: the same denoiser."""
+
+    def __init__(self, model, alpha_bar, source, target):
+        super().__init__()
+        self.model, self.alpha_bar, self.source, self.target = model, alpha_bar, source, target
+
+    def forward(self, x, t, labels):
+        return convert_prediction(x, self.model(x, t, labels), self.alpha_bar, self.source, self.target)
+
+
+def _guide(model, prediction, alpha_bar, weight=7.5, rescale=0.7):
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    return x, guided_output(model, x, torch.full((2,), 500), torch.tensor([0, 2]), weight, rescale, alpha_bar, prediction)
+
+
+def test_guidance_pushes_from_the_unconditional_branch_toward_the_conditional_one():
+    class Constant(torch.nn.Module):  # 2 for any class, -1 for the null class
+        def forward(self, x, t, labels):
+            return torch.where(labels.view(-1, 1, 1, 1) == -1, -1.0, 2.0).expand_as(x)
+
+    _, out = _guide(Constant(), "v", torch.tensor(0.5), weight=3.0, rescale=0.0)
+    torch.testing.assert_close(out, torch.full_like(out, -1 + 3 * (2 - (-1))))  # swapped branches would give -7
+
+
+@pytest.mark.parametrize("prediction", ["x0", "eps"])
+@pytest.mark.parametrize("ab", [0.3, 0.7, 0.99])
+def test_rescaled_guidance_gives_the_same_denoiser_whatever_the_network_predicts(prediction, ab):
+    alpha_bar = torch.tensor(ab)
+    v_model = LabelModel()
+    x, v_out = _guide(v_model, "v", alpha_bar)
+    _, out = _guide(Converted(v_model, alpha_bar, "v", prediction), prediction, alpha_bar)
+    torch.testing.assert_close(convert_prediction(x, out, alpha_bar, prediction, "v"), v_out, atol=1e-5, rtol=1e-5)
+
+
+def test_rescaling_an_x0_prediction_in_its_own_space_would_give_another_image():
+    alpha_bar, x0_model = torch.tensor(0.5), LabelModel()
+    x, out = _guide(x0_model, "x0", alpha_bar)
+    labels = torch.tensor([0, 2])
+    in_x0_space = apply_cfg(x0_model(x, None, labels), x0_model(x, None, torch.full_like(labels, -1)), 7.5, 0.7)
+    assert (out - in_x0_space).abs().mean() > 0.05

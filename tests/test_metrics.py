@@ -2,13 +2,19 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from data import make_shapes
 from evaluation.metrics import (
     brightness,
     clip_fraction,
     frechet_distance,
     hf_residual,
     kernel_distance,
+    mean_correlation,
+    power_spectrum,
+    slope,
+    spectrum_ratio,
     spread_ratio,
     summarize,
     wasserstein1,
@@ -94,3 +100,57 @@ def test_hf_residual_per_image_averages_to_the_set_value():
 def test_frechet_distance_of_non_finite_features_is_nan_not_an_error():
     a = torch.randn(16, 3)
     assert math.isnan(frechet_distance(torch.full((16, 3), float("nan")), a))
+
+
+def _noise_and_images(n=2000):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 3, 8, 8, generator=g), torch.rand(n, 3, 8, 8, generator=g) * 2 - 1
+
+
+def test_mean_correlation_is_about_zero_for_samples_that_ignore_the_noise_mean():
+    x_T, images = _noise_and_images()
+    c = mean_correlation(x_T, images)
+    assert abs(c["r"]) < 0.05 and c["low"] < 0 < c["high"]
+
+
+def test_mean_correlation_is_about_one_for_samples_that_copy_the_noise_mean():
+    x_T, images = _noise_and_images()
+    copied = images - images.mean((2, 3), keepdim=True) + 0.5 * x_T.mean((2, 3), keepdim=True)
+    c = mean_correlation(x_T, copied)
+    assert c["r"] == pytest.approx(1, abs=1e-6) and c["low"] > 0.99
+
+
+def test_mean_correlation_interval_is_fishers_for_its_count():
+    x_T, images = _noise_and_images(403)  # 403 · 3 channels = 1209 pairs: half-width 1.96/√1206 in z
+    c = mean_correlation(x_T, images)
+    z = math.atanh(c["r"])
+    assert (math.atanh(c["low"]), math.atanh(c["high"])) == pytest.approx((z - 1.96 / 1206**0.5, z + 1.96 / 1206**0.5))
+
+
+def test_slope_of_a_line_is_its_gradient():
+    assert slope([-0.2, -0.1, 0, 0.1, 0.2], [0.4, 0.45, 0.5, 0.55, 0.6]) == pytest.approx(0.5)
+
+
+def test_spectrum_ratio_of_data_against_itself_is_one_in_every_band():
+    images, _, _ = make_shapes(64, 32, 0)
+    assert spectrum_ratio(images, images) == pytest.approx([1.0] * 8)
+
+
+def test_spectrum_ratio_reads_a_box_blur_as_missing_power_in_the_top_bands():
+    images, _, _ = make_shapes(256, 32, 0)
+    blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    bands = spectrum_ratio(blurred, images)
+    assert bands[0] > 0.9 and max(bands[-3:]) < 0.2  # without the window the border jump would read ~0.8 up there
+
+
+def test_spectrum_ratio_reads_added_noise_as_extra_power_in_the_top_bands():
+    images, _, _ = make_shapes(256, 32, 0)
+    noisy = images + 0.05 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))
+    bands = spectrum_ratio(noisy, images)
+    assert bands[0] == pytest.approx(1, abs=0.05) and min(bands[-3:]) > 5
+
+
+def test_power_spectrum_of_a_single_frequency_lands_in_its_band():
+    n = torch.arange(32.0)
+    wave = torch.cos(2 * math.pi * 0.25 * n).view(1, 1, 1, 32).expand(1, 1, 32, 32)  # 0.25 cycles/pixel: band 3 of 8
+    assert power_spectrum(wave).argmax().item() == 3

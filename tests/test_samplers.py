@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -163,3 +165,48 @@ def test_offset_noise_sampling_starts_from_noise_with_a_random_mean_per_image_an
     channel_means = seen[0].mean((2, 3))
     # Each (image, channel) mean is s·N(0, 1) plus the mean of 64 unit normals: variance s² + 1/64.
     assert channel_means.std().item() == pytest.approx((0.5**2 + 1 / 64) ** 0.5, rel=0.05)
+
+
+class GaussianDenoiser(torch.nn.Module):
+    """The exact denoiser of data whose every value is independently N(μ, s²):
+    E[x0 | x_t] = μ + √ᾱ·s² / (ᾱ·s² + 1 − ᾱ) · (x_t − √ᾱ·μ), returned as a v-prediction."""
+
+    def __init__(self, schedule, mean, std):
+        super().__init__()
+        self.schedule, self.mean, self.var = schedule, mean, std**2
+
+    def forward(self, x_t, t, labels):
+        ab = self.schedule.alpha_bar_at(t, x_t)
+        x0 = self.mean + ab.sqrt() * self.var / (ab * self.var + 1 - ab) * (x_t - ab.sqrt() * self.mean)
+        eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+        return prediction_target(x0, eps, ab, "v")
+
+
+def ddim_std_for_gaussian_data(alpha_bars: list[float], std: float, eta: float) -> float:
+    """The std that DDIM with the exact denoiser must produce, by the recursion of its variance.
+
+    With u = x_t − √ᾱ·μ of variance V: x̂0 − μ = √ᾱ·s²·u/v and ε̂ = √(1 − ᾱ)·u/v, v = ᾱ·s² + 1 − ᾱ, so
+    a step gives u' = g·u + σ·z with g = (√(ᾱ'ᾱ)·s² + √(1 − ᾱ' − σ²)·√(1 − ᾱ))/v: V' = g²V + σ².
+    Not exactly s: finitely many steps, and the last one returns the posterior mean at t = 0.
+    """
+    var, s2 = 1.0, std**2  # x_T is pure noise at zero SNR
+    for ab, ab_prev in zip(alpha_bars, alpha_bars[1:] + [1.0]):
+        v = ab * s2 + 1 - ab
+        sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) if ab_prev < 1 else 0.0
+        g = (math.sqrt(ab_prev * ab) * s2 + math.sqrt(max(1 - ab_prev - sigma**2, 0)) * math.sqrt(1 - ab)) / v
+        var = g**2 * var + sigma**2
+    return math.sqrt(var)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_with_the_exact_denoiser_of_gaussian_data_samples_its_mean_and_std(eta):
+    # Unlike the oracle above, this denoiser's x̂0 depends on x_t: the samples spread only if the
+    # update carries ε̂ (and, with η = 1, the fresh noise) from step to step.
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    timesteps = get_timesteps(1000, 100, "trailing")
+    out = sample(GaussianDenoiser(schedule, mean=0.3, std=0.2), (4096, 1, 4, 4), schedule, timesteps, "v", eta=eta,
+                 generator=torch.Generator().manual_seed(0), progress=False)
+    expected = ddim_std_for_gaussian_data(schedule.alpha_bar[timesteps].tolist(), 0.2, eta)
+    assert out.mean().item() == pytest.approx(0.3, abs=0.005)
+    assert out.std().item() == pytest.approx(expected, rel=0.01)
+    assert expected == pytest.approx(0.2, rel=0.2)  # and the recursion itself lands near the data's std

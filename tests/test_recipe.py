@@ -1,0 +1,57 @@
+"""The training recipe's pieces with known answers: the paper's defaults, the learning rate, the EMA."""
+import copy
+
+import pytest
+import torch
+
+from train import lr_at, update_ema
+from train_config import TrainConfig
+
+
+def test_the_default_recipe_is_the_papers_zero_snr_v_prediction_and_v_loss():
+    config = TrainConfig()
+    assert (config.zero_snr, config.prediction, config.loss_space or config.prediction) == (True, "v", "v")
+
+
+def test_learning_rate_warms_up_linearly_then_stays_constant():
+    config = TrainConfig(lr=1e-3, warmup=100, steps=1000)
+    assert [lr_at(s, config) for s in (0, 49, 99, 500, 999)] == pytest.approx([1e-5, 5e-4, 1e-3, 1e-3, 1e-3])
+
+
+def test_cosine_learning_rate_is_half_way_down_at_mid_run_and_zero_at_the_end():
+    config = TrainConfig(lr=1e-3, warmup=100, steps=1100, lr_schedule="cosine")
+    assert [lr_at(s, config) for s in (99, 600, 1100)] == pytest.approx([1e-3, 5e-4, 0], abs=1e-12)
+
+
+def _pair(value: float = 1.0):
+    model = torch.nn.Linear(3, 2)
+    ema = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.zero_()
+        for p in model.parameters():
+            p.fill_(value)
+    return ema, model
+
+
+@pytest.mark.parametrize("step, decay, d", [(0, 0.999, 0.1), (3, 0.999, 10 / 19), (1000, 0.999, 3001 / 3010),
+                                            (10_000, 0.999, 0.999), (10, 0.5, 0.5)])
+def test_ema_decay_warms_up_as_one_plus_three_steps_over_ten_plus_three_steps(step, decay, d):
+    ema, model = _pair()
+    update_ema(ema, model, decay, step)
+    for p in ema.parameters():  # from 0 toward 1: θ_ema = d·0 + (1 − d)·1
+        torch.testing.assert_close(p, torch.full_like(p, 1 - d))
+
+
+def test_ema_update_is_bit_identical_to_a_lerp_per_parameter():
+    torch.manual_seed(0)
+    model, ema = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 4, 3)
+    expected = copy.deepcopy(ema)
+    for step in range(5):
+        update_ema(ema, model, 0.999, step)
+        with torch.no_grad():
+            d = min(0.999, (1 + 3 * step) / (10 + 3 * step))
+            for e, p in zip(expected.parameters(), model.parameters()):
+                e.lerp_(p, 1 - d)
+    for e, p in zip(expected.parameters(), ema.parameters()):
+        assert torch.equal(e, p)

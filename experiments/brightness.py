@@ -40,25 +40,25 @@ import torch
 
 from cli import Parser, pick_device, run
 from data import DATASETS, hold_out, load_dataset
-from diffusion import IdealDenoiser, make_schedule
+from diffusion import IdealDenoiser, Schedule, flow_schedule, make_schedule
 from evaluation.metrics import brightness
 from experiments import claims
 from experiments.common import (EXPERIMENT_PRESETS, HF_CONVERGED, MODELS, OFFSET_NOISE, Setup, row_metrics,
-                                run_row, sampler, seed_suffix, trained_model)
+                                run_row, sampler, seed_suffix, trained_sampler)
 from experiments.figures import pyplot, save
 from experiments.summary import block as summary_block, num
 from models import unet_config
-from models.checkpoint import checkpoint_schedule
 
 TABLE_SPACINGS = ("leading", "trailing")
 # The ideal rows: the baseline schedule against the fixed one (ε or v makes no difference to an exact
 # model), and the exact denoiser of offset-noise training.
 IDEAL = {"ideal_baseline": dict(zero_snr=False, prediction="eps"), "ideal_fixed": dict(zero_snr=True, prediction="v"),
-         "ideal_offset_noise": dict(zero_snr=False, prediction="eps", offset_noise=OFFSET_NOISE)}
-PARTS = ("table", "steps", "guidance", "finetune", "first_step", "quality")
+         "ideal_offset_noise": dict(zero_snr=False, prediction="eps", offset_noise=OFFSET_NOISE),
+         "ideal_flow": dict(objective="flow", prediction="v")}
+PARTS = ("table", "steps", "guidance", "finetune", "first_step", "quality", "leak")
 SUMMARY_KEYS = ("spread_ratio", "w1", "hf_ratio", "frac_dark", "frac_bright")
 # What tells one trained row from another besides its seed, and the numbers averaged over seeds.
-SETTINGS = ("kind", "model", "spacing", "steps", "guidance", "rescale", "finetune_steps", "total_steps", "class")
+SETTINGS = ("kind", "model", "spacing", "steps", "guidance", "rescale", "finetune_steps", "total_steps", "class", "delta")
 NUMBERS = SUMMARY_KEYS + ("contrast_ratio", "clip_fraction", "x0_brightness_spread", "rms_to_class_mean",
                           "rms_of_data_to_class_mean")
 
@@ -69,10 +69,15 @@ def offset_variants(kind: dict) -> dict[str, float]:
     return {"": 0.0, "_matched": s} if s else {"": 0.0}
 
 
+def ideal_schedule(kind: dict) -> Schedule:
+    """The path an ideal row's exact denoiser follows: the flow's, or scaled_linear with or without fix #1."""
+    return flow_schedule() if kind.get("objective") == "flow" else make_schedule("scaled_linear", zero_snr=kind["zero_snr"])
+
+
 def ideal_rows(s: Setup) -> list[dict]:
     rows = []
     for name, kind in IDEAL.items():
-        schedule = make_schedule("scaled_linear", zero_snr=kind["zero_snr"])
+        schedule = ideal_schedule(kind)
         model = IdealDenoiser(s.known, schedule, kind["prediction"], offset_noise=kind.get("offset_noise", 0.0))
         for suffix, offset in offset_variants(kind).items():
             for spacing in TABLE_SPACINGS:
@@ -88,21 +93,18 @@ def trained_rows(s: Setup, seeds: int) -> list[dict]:
     rows = []
     for seed in range(seeds):
         for name, kind in MODELS.items():
-            model, state = trained_model(s, name, seed)
-            schedule = checkpoint_schedule(state)
             for suffix, offset in offset_variants(kind).items():
                 for spacing in TABLE_SPACINGS:
                     for steps in s.p.step_counts if seed == 0 else s.p.step_counts[:1]:
-                        draw = sampler(model, schedule, kind["prediction"], spacing, steps, s, 0, offset_noise=offset)
+                        draw = trained_sampler(s, name, seed, spacing, steps, offset_noise=offset)
                         info = {"kind": "trained", "model": name + suffix, "spacing": spacing, "steps": steps,
                                 "seed": seed, "x_T_offset": offset, **kind}
                         row_name = f"{name}{suffix}_{spacing}_{steps}{seed_suffix(seed)}"
                         rows.append(run_row(s, row_name, draw, info))
     if s.labels is not None:  # guidance needs classes
-        model, state = trained_model(s, "fixed", 0)
         for rescale in (0.0, 0.7):
-            draw = sampler(model, checkpoint_schedule(state), "v", "trailing", s.p.step_counts[0], s, 0,
-                           labels=s.labels, guidance=s.p.guidance, rescale=rescale)
+            draw = trained_sampler(s, "fixed", 0, "trailing", s.p.step_counts[0], labels=s.labels, guidance=s.p.guidance,
+                                   rescale=rescale)
             info = {"kind": "guidance", "model": "fixed", "spacing": "trailing", "steps": s.p.step_counts[0], "seed": 0,
                     "guidance": s.p.guidance, "rescale": rescale, **MODELS["fixed"]}
             rows.append(run_row(s, f"fixed_cfg{s.p.guidance:g}_rescale{rescale:g}", draw, info, s.labels))
@@ -120,7 +122,7 @@ def over_seeds(rows: list[dict]) -> list[dict]:
     for settings, group in groups.items():
         entry = {**{k: v for k, v in settings if v is not None}, "seeds": len(group), "rows": [r["name"] for r in group]}
         numbers = [{**{k: r[k] for k in NUMBERS if k in r}, **r.get("quality", {})} for r in group]
-        for key in numbers[0]:
+        for key in (k for k, v in numbers[0].items() if not isinstance(v, list)):  # per-band lists stay per row
             values = [n[key] for n in numbers]
             entry[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
         summary.append(entry)
@@ -139,9 +141,9 @@ def markdown(title: str, header: list[str], lines: list[list]) -> str:
 def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
     """results.json, RESULTS.md and the figures, from every row computed so far."""
     data_row = {"name": "data", "kind": "data", **row_metrics(s.data, s.data)}
-    summary = over_seeds(rows)
+    summary, leak = over_seeds(rows), claims.leak_summary(rows)
     results = {"preset": asdict(s.p), "command": command, "seconds": seconds, "data": data_row, "rows": rows,
-               "over_seeds": summary}
+               "over_seeds": summary, "leak": leak}
     # Four decimals of each image's brightness are plenty, and keep the committed file small.
     compact = [{**r, "brightness": [round(v, 4) for v in r["brightness"]]} if "brightness" in r else r for r in rows]
     (s.out / "results.json").write_text(json.dumps({**results, "rows": compact}))
@@ -162,10 +164,17 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
                          + list(SUMMARY_KEYS), [[e["model"], e["spacing"], e["steps"], e["seeds"]]
                                                 + [num(e, k, 3, missing="") for k in SUMMARY_KEYS] for e in trained])
     text += claims_tables(summary, rows)
+    if leak:
+        text += markdown("Does the sample follow its noise's mean? (paper §3; trailing steps)",
+                         ["model", "seeds", "r at δ = 0", "95% interval of r (seed 0)", "slope: brightness per unit δ",
+                          "spread at δ = 0"],
+                         [[e["model"], e["seeds"], num(e, "r", 3), f"[{e['r_low']:.3f}, {e['r_high']:.3f}]",
+                           num(e, "slope", 4), num(e, "spread_ratio", 2)] for e in leak])
     (s.out / "RESULTS.md").write_text(text)
     (s.out / "SUMMARY.md").write_text(summary_block(results) + "\n")
     plot_histograms(s.out / "histograms.png", data_row, [r for r in rows if r["kind"] in ("ideal", "trained", "guidance")])
     plot_at_a_glance(s, rows)
+    claims.plot_leak(s, leak)
     claims.plot_lines(s, [e for e in summary if e["kind"] == "steps"], "steps", "sample steps S (log scale)", "steps.png",
                       "Brightness against sample steps: exact denoiser and trained models, three spacings",
                       lambda e: f"{e['model'].replace('_', ' ')}, {e['spacing']}", log_x=True)
@@ -299,10 +308,13 @@ def main() -> int:
     print(f"{len(dataset)} {p.dataset} images at {p.image_size}px: {num_reference} held out as the reference, "
           f"{p.ideal_data} known to the ideal denoiser, {len(train_set)} to train on")
     rows = ideal_rows(s)
-    if not args.ideal_only:
+    if args.ideal_only:
+        rows += claims.leak(s, seeds=0)  # its exact-denoiser rows
+    else:
         seeds = args.seeds or p.seeds
         parts = {"table": trained_rows, "steps": claims.steps_sweep, "guidance": claims.guidance_grid,
-                 "finetune": claims.finetune, "first_step": claims.first_step, "quality": claims.quality}
+                 "finetune": claims.finetune, "first_step": claims.first_step, "quality": claims.quality,
+                 "leak": claims.leak}
         for part in args.parts:
             rows += parts[part](s, seeds)
     command = " ".join(["python -m experiments.brightness", *sys.argv[1:]])

@@ -1,45 +1,46 @@
 """The paper's claims beyond Fig. 1-3, each a part of the brightness experiment (see brightness.py):
 
-- steps:      sample steps (§3.3, Table 2, Fig. 4): S × {leading, linspace, trailing}
+- steps:      sample steps (§3.3, Table 2, Fig. 4): S × {leading, linspace, trailing}, rectified flow included
 - guidance:   rescaled guidance (§3.4, Fig. 6): w × φ on the zero-SNR v-prediction model
 - finetune:   fine-tuning a trained baseline to zero SNR + v (§4), against training from scratch
 - first_step: at t = T a zero-SNR model predicts the class mean whatever the noise (§5.2)
 - quality:    baseline against fixed with the yardstick, with and without guidance (Table 3)
+- leak:       why the flawed schedule squeezes brightness: does the sample follow x_T's channel means?
 
 Each part runs at every training seed and returns rows (cached by name under rows/, like the brightness
 table's); brightness.py groups them over seeds and draws the figures from the groups.
 """
 import shutil
+import statistics
 
 import torch
 
-from diffusion import IdealDenoiser, make_schedule, predict_x0_eps
-from evaluation.metrics import brightness
-from experiments.common import MODELS, Setup, model_dir, run_row, sampler, seed_suffix, train_flags, train_run, trained_model
+from diffusion import SPACINGS, IdealDenoiser, flow_schedule, make_schedule, predict_x0_eps
+from evaluation.metrics import brightness, mean_correlation, slope
+from experiments.common import (MODELS, Setup, cached, model_dir, run_row, sampler, seed_suffix, train_flags, train_run, trained_model,
+                                trained_sampler)
 from experiments.figures import pyplot, save
 from models.checkpoint import checkpoint_schedule
 
-SPACINGS = ("leading", "linspace", "trailing")
-
-
 def steps_sweep(s: Setup, seeds: int) -> list[dict]:
     """Brightness and quality against the number of sample steps, for each spacing, for the exact
-    denoiser of both schedules and the trained baseline and fixed models (each training seed)."""
-    contenders = {}
-    for name, zero_snr, prediction in (("ideal_baseline", False, "eps"), ("ideal_fixed", True, "v")):
-        schedule = make_schedule("scaled_linear", zero_snr=zero_snr)
-        contenders[name, 0] = (IdealDenoiser(s.known, schedule, prediction), schedule, prediction, None)
+    denoiser of each path and the trained baseline, fixed and flow models (each training seed)."""
+    draws = {}
+    for name, schedule in (("ideal_baseline", make_schedule("scaled_linear")),
+                           ("ideal_fixed", make_schedule("scaled_linear", zero_snr=True)), ("ideal_flow", flow_schedule())):
+        model = IdealDenoiser(s.known, schedule, "v")  # any parameterisation: the exact denoiser has no error to weigh
+        draws[name, 0] = lambda spacing, steps, model=model, schedule=schedule: sampler(model, schedule, "v", spacing, steps, s, 0)
     for seed in range(seeds):
-        for name in ("baseline", "fixed"):
-            model, state = trained_model(s, name, seed)
-            contenders[name, seed] = (model, checkpoint_schedule(state), state["config"]["prediction"], s.labels)
+        for name in ("baseline", "fixed", "flow"):
+            draws[name, seed] = lambda spacing, steps, name=name, seed=seed: trained_sampler(s, name, seed, spacing, steps,
+                                                                                           labels=s.labels)
     rows = []
-    for (name, seed), (model, schedule, prediction, labels) in contenders.items():
+    for (name, seed), draw in draws.items():
+        labels = None if name.startswith("ideal") else s.labels
         for spacing in SPACINGS:
             for steps in s.p.sweep_steps:
-                draw = sampler(model, schedule, prediction, spacing, steps, s, 0, labels=labels)
                 info = {"kind": "steps", "model": name, "spacing": spacing, "steps": steps, "seed": seed}
-                rows.append(run_row(s, f"steps_{name}_{spacing}_{steps}{seed_suffix(seed)}", draw, info, labels))
+                rows.append(run_row(s, f"steps_{name}_{spacing}_{steps}{seed_suffix(seed)}", draw(spacing, steps), info, labels))
     return rows
 
 
@@ -49,12 +50,10 @@ def guidance_grid(s: Setup, seeds: int) -> list[dict]:
         return []
     rows = []
     for seed in range(seeds):
-        model, state = trained_model(s, "fixed", seed)
-        schedule = checkpoint_schedule(state)
         for w in s.p.guidance_weights:
             for phi in s.p.guidance_rescales:
-                draw = sampler(model, schedule, "v", "trailing", s.p.step_counts[0], s, 0, labels=s.labels,
-                               guidance=w, rescale=phi)
+                draw = trained_sampler(s, "fixed", seed, "trailing", s.p.step_counts[0], labels=s.labels, guidance=w,
+                                       rescale=phi)
                 info = {"kind": "guidance_grid", "model": "fixed", "spacing": "trailing", "steps": s.p.step_counts[0],
                         "guidance": w, "rescale": phi, "seed": seed}
                 rows.append(run_row(s, f"grid_w{w:g}_phi{phi:g}{seed_suffix(seed)}", draw, info, s.labels))
@@ -67,13 +66,19 @@ def finetune(s: Setup, seeds: int) -> list[dict]:
     p, rows = s.p, []
     for seed in range(seeds):
         baseline, fixed = (model_dir(s, name, seed) for name in ("baseline", "fixed"))
-        trained_model(s, "baseline", seed)
-        trained_model(s, "fixed", seed)
         for n in p.finetune_steps:
             total = p.train_steps + n
             finetuned = train_flags(p, MODELS["fixed"], seed, len(s.data), n) + ["--init-from", str(baseline / "checkpoint.pt")]
-            runs = {"finetuned": lambda: train_run(s.out / "models" / f"finetune_{n}{seed_suffix(seed)}", finetuned, n),
-                    "scratch": lambda: continued(fixed, s.out / "models" / f"scratch_{total}{seed_suffix(seed)}", total)}
+
+            def tuned(n=n, seed=seed, flags=finetuned):
+                trained_model(s, "baseline", seed)  # the run to start from
+                return train_run(s.out / "models" / f"finetune_{n}{seed_suffix(seed)}", flags, n)
+
+            def scratch(total=total, seed=seed, fixed=fixed):
+                trained_model(s, "fixed", seed)
+                return continued(fixed, s.out / "models" / f"scratch_{total}{seed_suffix(seed)}", total)
+
+            runs = {"finetuned": tuned, "scratch": scratch}
             for name, make in runs.items():
                 def draw(make=make):
                     model, state = make()
@@ -99,30 +104,33 @@ def first_step(s: Setup, seeds: int) -> list[dict]:
     n, rows = s.p.first_step_draws, []
     classes = sorted(set(s.labels.tolist())) if s.labels is not None else [None]
     data_spread = brightness(s.data).std().item()
+    shape = (n, *s.data.shape[1:])
     for seed in range(seeds):
-        model, state = trained_model(s, "fixed", seed)
-        schedule = checkpoint_schedule(state)
-        last = schedule.num_train_steps - 1
-        generator = torch.Generator().manual_seed(0)  # the same noise draws for every training seed
-        for c in classes:
-            x_t = torch.randn(n, *s.data.shape[1:], generator=generator)
-            labels = None if c is None else torch.full((n,), c)
-            output = model(x_t, torch.full((n,), last), labels).float()
-            x0, _ = predict_x0_eps(x_t, output, schedule.alpha_bar_at(torch.full((n,), last), x_t), state["config"]["prediction"])
-            members = s.data if c is None else s.data[s.labels == c]
-            mean = members.mean(0)
-            rows.append({"kind": "first_step", "name": f"first_step_class{c}{seed_suffix(seed)}", "model": "fixed",
-                         "class": c, "seed": seed, "x0_brightness_spread": brightness(x0).std().item() / data_spread,
-                         "rms_to_class_mean": (x0 - mean).pow(2).mean().sqrt().item(),
-                         "rms_of_data_to_class_mean": (members - mean).pow(2).mean().sqrt().item()})
-    ideal = IdealDenoiser(s.known, schedule, "x0")
-    x_t = torch.randn(n, *s.data.shape[1:], generator=generator)
-    x0 = ideal(x_t, torch.full((n,), last))
-    rows.append({"kind": "first_step", "name": "first_step_ideal", "model": "ideal", "class": None, "seed": 0,
-                 "x0_brightness_spread": brightness(x0).std().item() / data_spread,
-                 "rms_to_class_mean": (x0 - s.known.mean(0)).pow(2).mean().sqrt().item(),
-                 "rms_of_data_to_class_mean": (s.known - s.known.mean(0)).pow(2).mean().sqrt().item()})
-    return rows
+        for i, c in enumerate(classes):
+            def make(seed=seed, c=c, i=i) -> dict:
+                model, state = trained_model(s, "fixed", seed)
+                schedule = checkpoint_schedule(state)
+                last = torch.full((n,), schedule.num_train_steps - 1)
+                x_t = torch.randn(shape, generator=torch.Generator().manual_seed(i))  # the same draws at every training seed
+                output = model(x_t, last, None if c is None else torch.full((n,), c)).float()
+                x0, _ = predict_x0_eps(x_t, output, schedule.alpha_bar_at(last, x_t), state["config"]["prediction"])
+                members = s.data if c is None else s.data[s.labels == c]
+                mean = members.mean(0)
+                return {"kind": "first_step", "name": f"first_step_class{c}{seed_suffix(seed)}", "model": "fixed",
+                        "class": c, "seed": seed, "x0_brightness_spread": brightness(x0).std().item() / data_spread,
+                        "rms_to_class_mean": (x0 - mean).pow(2).mean().sqrt().item(),
+                        "rms_of_data_to_class_mean": (members - mean).pow(2).mean().sqrt().item()}
+            rows.append(cached(s, f"first_step_class{c}{seed_suffix(seed)}", make))
+
+    def exact() -> dict:
+        schedule = make_schedule("scaled_linear", zero_snr=True)
+        x_t = torch.randn(shape, generator=torch.Generator().manual_seed(len(classes)))
+        x0 = IdealDenoiser(s.known, schedule, "x0")(x_t, torch.full((n,), schedule.num_train_steps - 1))
+        return {"kind": "first_step", "name": "first_step_ideal", "model": "ideal", "class": None, "seed": 0,
+                "x0_brightness_spread": brightness(x0).std().item() / data_spread,
+                "rms_to_class_mean": (x0 - s.known.mean(0)).pow(2).mean().sqrt().item(),
+                "rms_of_data_to_class_mean": (s.known - s.known.mean(0)).pow(2).mean().sqrt().item()}
+    return rows + [cached(s, "first_step_ideal", exact)]
 
 
 def quality(s: Setup, seeds: int) -> list[dict]:
@@ -133,15 +141,99 @@ def quality(s: Setup, seeds: int) -> list[dict]:
     rows = []
     for seed in range(seeds):
         for name, spacing, rescale in (("baseline", "leading", 0.0), ("fixed", "trailing", 0.7)):
-            model, state = trained_model(s, name, seed)
             for steps in s.p.quality_steps:
                 for w in (1.0, s.p.guidance):
-                    draw = sampler(model, checkpoint_schedule(state), state["config"]["prediction"], spacing, steps, s, 0,
-                                   labels=s.labels, guidance=w, rescale=rescale)
+                    draw = trained_sampler(s, name, seed, spacing, steps, labels=s.labels, guidance=w, rescale=rescale)
                     info = {"kind": "quality", "model": name, "seed": seed, "spacing": spacing, "steps": steps,
                             "guidance": w, "rescale": rescale}
                     rows.append(run_row(s, f"quality_{name}_{steps}_w{w:g}_seed{seed}", draw, info, s.labels))
     return rows
+
+
+LEAK_SHIFTS = (-0.2, -0.1, 0.0, 0.1, 0.2)  # δ, in units of the noise std of a channel mean, 1/√(HW)
+LEAK_MODELS = ("baseline", "fixed", "offset_noise", "flow")
+LEAK_IDEAL = {"ideal_baseline": lambda: make_schedule("scaled_linear"),
+              "ideal_fixed": lambda: make_schedule("scaled_linear", zero_snr=True), "ideal_flow": flow_schedule}
+
+
+def leak(s: Setup, seeds: int) -> list[dict]:
+    """Why the flawed schedule squeezes brightness (paper §3; Everaert et al., WACV 2024): does the
+    sample follow the lowest frequency of its starting noise? For each model, the same x_T for every
+    row: the correlation between x_T's per-image, per-channel means and the sample's (δ = 0), and the
+    sample's mean brightness with those means of x_T shifted by δ·σ_m, σ_m = 1/√(HW) their own std
+    (the dose-response; its slope is read off over δ). Trailing steps for every model, so that the
+    schedule alone differs. The exact denoisers come first; `seeds` = 0 runs them alone."""
+    size = s.data.shape[1:]
+    x_T = torch.randn(len(s.data), *size, generator=torch.Generator().manual_seed(0))
+    sigma_m = 1 / (size[1] * size[2]) ** 0.5
+    steps = s.p.step_counts[0]
+    draws = {}
+    for name, schedule in LEAK_IDEAL.items():
+        draws[name, 0] = lambda start, name=name, schedule=schedule: sampler(
+            IdealDenoiser(s.known, schedule(), "v"), schedule(), "v", "trailing", steps, s, 0, x_T=start)
+    for seed in range(seeds):
+        for name in LEAK_MODELS:
+            draws[name, seed] = lambda start, name=name, seed=seed: trained_sampler(
+                s, name, seed, "trailing", steps, labels=s.labels, x_T=start)
+    rows = []
+    for (name, seed), draw in draws.items():
+        labels = None if name.startswith("ideal") else s.labels
+        for delta in LEAK_SHIFTS:
+            start = x_T + delta * sigma_m
+            info = {"kind": "leak", "model": name, "spacing": "trailing", "steps": steps, "seed": seed, "delta": delta}
+            extra = (lambda images: {"correlation": mean_correlation(x_T, images)}) if delta == 0 else None
+            rows.append(run_row(s, f"leak_{name}_d{delta:g}{seed_suffix(seed)}", draw(start), info, labels, extra))
+    return rows
+
+
+def leak_summary(rows: list[dict]) -> list[dict]:
+    """Per model of the leak part: the correlation r at δ = 0 and the dose-response slope (mean brightness
+    in [0, 1] per unit δ), each as mean ± std over training seeds, with seed 0's 95% interval of r."""
+    runs: dict[tuple, dict[float, dict]] = {}
+    for r in rows:
+        if r["kind"] == "leak":
+            runs.setdefault((r["model"], r["seed"]), {})[r["delta"]] = r
+    per_model: dict[str, list[dict]] = {}
+    for (model, seed), by_delta in sorted(runs.items(), key=lambda item: item[0][1]):
+        deltas = sorted(by_delta)
+        per_model.setdefault(model, []).append({
+            "r": by_delta[0.0]["correlation"], "slope": slope(deltas, [by_delta[d]["mean"] for d in deltas]),
+            "means": [by_delta[d]["mean"] for d in deltas], "deltas": deltas, "spread": by_delta[0.0]["spread_ratio"]})
+    summary = []
+    for model, seeds in per_model.items():
+        entry = {"model": model, "seeds": len(seeds), "deltas": seeds[0]["deltas"], "r_low": seeds[0]["r"]["low"],
+                 "r_high": seeds[0]["r"]["high"]}
+        for key, values in (("r", [x["r"]["r"] for x in seeds]), ("slope", [x["slope"] for x in seeds]),
+                            ("spread_ratio", [x["spread"] for x in seeds])):
+            entry[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        entry["means"] = [statistics.fmean(x["means"][i] for x in seeds) for i in range(len(entry["deltas"]))]
+        summary.append(entry)
+    return summary
+
+
+def plot_leak(s: Setup, entries: list[dict]) -> None:
+    """Left: the correlation of x_T's channel means with the sample's, with seed 0's interval. Right: the
+    samples' mean brightness against the shift δ of x_T's channel means (mean over training seeds)."""
+    plt = pyplot()
+    if plt is None or not entries:
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    names = [e["model"].replace("ideal_", "exact ").replace("_", " ") for e in entries]
+    left.errorbar(range(len(entries)), [e["r"]["mean"] for e in entries],
+                  yerr=[[e["r"]["mean"] - e["r_low"] for e in entries], [e["r_high"] - e["r"]["mean"] for e in entries]],
+                  fmt="o", capsize=3)
+    left.axhline(0, color="gray", lw=0.8)
+    left.set_xticks(range(len(entries)), names, rotation=30, fontsize=7)
+    left.set_ylabel("r (x_T channel mean, sample channel mean)")
+    for i, e in enumerate(entries):
+        right.plot(e["deltas"], e["means"], marker="o", color=f"C{i % 10}", label=names[i],
+                   linestyle="--" if e["model"].startswith("ideal") else "-")
+    right.set_xlabel("shift δ of x_T's channel means (units of their std 1/√(HW))")
+    right.set_ylabel("mean brightness of the samples")
+    right.legend(fontsize=6)
+    fig.suptitle("Does the sample follow the mean of its starting noise? (trailing steps; trained: mean over seeds)",
+                 fontsize=10)
+    save(fig, s.out / "leak.png")
 
 
 def plot_lines(s: Setup, entries: list[dict], x_key: str, x_label: str, file: str, title: str, line_of, log_x: bool) -> None:

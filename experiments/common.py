@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from diffusion import get_timesteps, sample_in_batches
 from evaluation.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
 from evaluation.yardstick import shapes_quality
 from models import UNet
-from models.checkpoint import load_ema_model, load_training_checkpoint
+from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,15 +66,15 @@ EXPERIMENT_PRESETS = {
                       batch_size=128, lr=2e-4, guidance=6.0, seeds=1, finetune_steps=(1000, 5000, 20_000)),
 }
 
-# The trained rows: Stable Diffusion's recipe, then one change at a time.
+# The trained rows, each a set of train.py settings (TrainConfig fields) on top of its defaults, which
+# are the paper's recipe: Stable Diffusion's recipe, then one change at a time, and rectified flow.
 MODELS = {
     "baseline": dict(zero_snr=False, prediction="eps"),
     "v_only": dict(zero_snr=False, prediction="v"),  # fix #2 alone: the flawed schedule, v-prediction
-    "fixed": dict(zero_snr=True, prediction="v"),
-    # The main job's recipe: zero SNR with an x0-predicting network, whose samples are clean at this
-    # budget where the v-predicting one's are grainy (docs/quality_trials.md).
-    "fixed_x0": dict(zero_snr=True, prediction="x0"),
+    "fixed": dict(zero_snr=True, prediction="v"),  # train.py's default
+    "fixed_x0": dict(zero_snr=True, prediction="x0"),  # zero SNR with an x0-predicting network
     "offset_noise": dict(zero_snr=False, prediction="eps", offset_noise=0.1),
+    "flow": dict(objective="flow"),  # SD3's rectified flow: zero terminal SNR by construction
 }
 OFFSET_NOISE = MODELS["offset_noise"]["offset_noise"]
 
@@ -94,6 +94,7 @@ class Setup:
     labels: Tensor | None  # classes asked for in class-conditional rows, one per sample (None: no classes)
     known: Tensor  # the images the ideal denoiser knows
     device: torch.device
+    models: dict = field(default_factory=dict)  # (name, seed) -> (EMA model, checkpoint), trained or loaded once
 
 
 def row_metrics(images: Tensor, data: Tensor) -> dict:
@@ -105,22 +106,34 @@ def row_metrics(images: Tensor, data: Tensor) -> dict:
             "clip_fraction": clip_fraction(images), "brightness": b.tolist()}
 
 
-def run_row(s: Setup, name: str, make_images: Callable[[], Tensor], info: dict, labels: Tensor | None = None) -> dict:
-    """Compute a row once: its metrics are cached in rows/NAME.json, its first 64 samples in
-    rows/NAME.pt and grids/NAME.png. On the shapes it carries the quality yardstick too."""
+def cached(s: Setup, name: str, make: Callable[[], dict]) -> dict:
+    """`make()`, computed once and then read from rows/NAME.json."""
     path = s.out / "rows" / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
-    tic = time.perf_counter()
-    images = make_images()
-    row = {"name": name, **info, **row_metrics(images, s.data), "seconds": time.perf_counter() - tic}
-    if s.p.dataset == "shapes":
-        row["quality"] = shapes_quality(images, labels)
-    torch.save(images[:64].clone(), s.out / "rows" / f"{name}.pt")
-    save_image((images[:64] + 1) / 2, s.out / "grids" / f"{name}.png", nrow=8)
+    row = make()
     path.write_text(json.dumps(row))
-    print(f"{name}: spread {row['spread_ratio']:.2f}, W1 {row['w1']:.3f}, HF x{row['hf_ratio']:.2f} ({row['seconds']:.0f}s)")
     return row
+
+
+def run_row(s: Setup, name: str, make_images: Callable[[], Tensor], info: dict, labels: Tensor | None = None,
+            extra: Callable[[Tensor], dict] | None = None) -> dict:
+    """Compute a row once: its metrics are cached in rows/NAME.json, its first 64 samples in
+    rows/NAME.pt and grids/NAME.png. On the shapes it carries the quality yardstick too, and
+    `extra(images)` adds numbers of the row's own."""
+    def make() -> dict:
+        tic = time.perf_counter()
+        images = make_images()
+        row = {"name": name, **info, **row_metrics(images, s.data), **(extra(images) if extra else {}),
+               "seconds": time.perf_counter() - tic}
+        if s.p.dataset == "shapes":
+            row["quality"] = shapes_quality(images, labels)
+        torch.save(images[:64].clone(), s.out / "rows" / f"{name}.pt")
+        save_image((images[:64] + 1) / 2, s.out / "grids" / f"{name}.png", nrow=8)
+        print(f"{name}: spread {row['spread_ratio']:.2f}, W1 {row['w1']:.3f}, HF x{row['hf_ratio']:.2f} ({row['seconds']:.0f}s)")
+        return row
+
+    return cached(s, name, make)
 
 
 def sampler(model, schedule, prediction: str, spacing: str, steps: int, s: Setup, seed: int,
@@ -134,15 +147,20 @@ def sampler(model, schedule, prediction: str, spacing: str, steps: int, s: Setup
                                      amp_dtype=amp_dtype(s.device), **options)
 
 
-def train_flags(p: Preset, kind: dict, seed: int, num_reference: int, steps: int) -> list[str]:
-    """The train.py command line of a trained row, with the reference images held out. A checkpoint (and
-    its preview grid) every quarter of the run, so a killed run loses little; short runs only at the end."""
-    flags = {"dataset": p.dataset, "image-size": p.image_size, "model": p.model, "batch-size": p.batch_size,
-             "steps": steps, "lr": p.lr, "seed": seed, "hold-out": num_reference, "ckpt-every": max(steps // 4, min(steps, 100)),
-             "schedule": "scaled_linear", "prediction": kind["prediction"], "offset-noise": kind.get("offset_noise", 0.0)}
+def train_flags(p: Preset, settings: dict, seed: int, num_reference: int, steps: int) -> list[str]:
+    """The train.py command line of a trained row: the preset's data and budget, the row's `settings`
+    (TrainConfig fields), the reference images held out. A checkpoint (and its preview grid) every
+    quarter of the run, so a killed run loses little; short runs only at the end."""
+    flags = {"dataset": p.dataset, "image_size": p.image_size, "model": p.model, "batch_size": p.batch_size,
+             "steps": steps, "lr": p.lr, "seed": seed, "hold_out": num_reference,
+             "ckpt_every": max(steps // 4, min(steps, 100)), **settings}
     if p.dataset != "shapes":
-        flags["data-dir"] = p.data_dir
-    return [a for k, v in flags.items() for a in (f"--{k}", str(v))] + ["--zero-snr" if kind["zero_snr"] else "--no-zero-snr"]
+        flags["data_dir"] = p.data_dir
+    args = []
+    for key, value in flags.items():
+        name = "--" + key.replace("_", "-")
+        args += ([name] if value else ["--no-" + name[2:]]) if isinstance(value, bool) else [name, str(value)]
+    return args
 
 
 def train_run(run_dir: Path, flags: list[str], steps: int) -> tuple[UNet, dict]:
@@ -171,6 +189,18 @@ def model_dir(s: Setup, name: str, seed: int) -> Path:
 
 
 def trained_model(s: Setup, name: str, seed: int) -> tuple[UNet, dict]:
-    """One model of the ablation (MODELS[name]) at one training seed."""
-    return train_run(model_dir(s, name, seed), train_flags(s.p, MODELS[name], seed, len(s.data), s.p.train_steps),
-                     s.p.train_steps)
+    """One model of the ablation (MODELS[name]) at one training seed, trained the first time it is asked for."""
+    if (name, seed) not in s.models:
+        flags = train_flags(s.p, MODELS[name], seed, len(s.data), s.p.train_steps)
+        s.models[name, seed] = train_run(model_dir(s, name, seed), flags, s.p.train_steps)
+    return s.models[name, seed]
+
+
+def trained_sampler(s: Setup, name: str, seed: int, spacing: str, steps: int, labels: Tensor | None = None,
+                    **options) -> Callable[[], Tensor]:
+    """`sampler` for a trained model of MODELS, which is trained or loaded only when a row is not cached."""
+    def draw() -> Tensor:
+        model, state = trained_model(s, name, seed)
+        return sampler(model, checkpoint_schedule(state), state["config"]["prediction"], spacing, steps, s, 0,
+                       labels=labels, **options)()
+    return draw

@@ -141,3 +141,19 @@ def test_trained_rows_are_summarised_as_mean_and_std_over_seeds(tiny_experiment)
     assert entry["class_accuracy"]["std"] >= 0
     spread = entry["spread_ratio"]
     assert f"| 4 | 0 | 2 | {spread['mean']:.2f} ± {spread['std']:.2f} |" in (tiny_experiment / "RESULTS.md").read_text()
+
+
+def test_rectified_flow_has_a_trained_row_an_exact_denoiser_row_and_a_steps_sweep(tiny_experiment):
+    names = {r["name"] for r in json.loads((tiny_experiment / "results.json").read_text())["rows"]}
+    assert {"flow_trailing_5", "flow_leading_5_seed1", "ideal_flow_trailing_5", "steps_flow_linspace_3_seed1",
+            "steps_ideal_flow_leading_1"} <= names
+
+
+def test_leak_part_gives_every_model_a_correlation_and_a_dose_response_over_every_shift(tiny_experiment):
+    from experiments.claims import LEAK_IDEAL, LEAK_MODELS, LEAK_SHIFTS
+
+    leak = {e["model"]: e for e in json.loads((tiny_experiment / "results.json").read_text())["leak"]}
+    assert set(leak) == set(LEAK_IDEAL) | set(LEAK_MODELS)
+    assert all(e["deltas"] == list(LEAK_SHIFTS) and -1 <= e["r"]["mean"] <= 1 for e in leak.values())
+    assert leak["flow"]["seeds"] == 2 and leak["ideal_flow"]["seeds"] == 1
+    assert "Does the sample follow its noise's mean?" in (tiny_experiment / "RESULTS.md").read_text()

@@ -199,3 +199,18 @@ def test_hold_out_keeps_that_many_images_out_of_training(tmp_path):
     result = run_script("train.py", *TINY, "--hold-out", "24", "--steps", "1", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "on 40 shapes images" in result.stdout
+
+
+def test_a_flow_run_trains_and_samples_through_the_cli(tmp_path):
+    result = run_script("train.py", *TINY, "--image-size", "16", "--objective", "flow", "--steps", "2", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    result = run_script("sample.py", str(tmp_path / "checkpoint.pt"), "--num-steps", "3", "--num-samples", "4",
+                        "--class", "0", "--guidance", "3")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "grid.png").is_file()
+
+
+def test_flow_refuses_the_flags_its_path_fixes_in_one_line(tmp_path):
+    result = run_script("train.py", *TINY, "--objective", "flow", "--prediction", "x0", "--out", str(tmp_path))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "--prediction does nothing with --objective flow" in result.stderr

@@ -6,6 +6,7 @@ a run can be killed, resumed bit-exactly on the CPU, spread over processes, and 
 import json
 import os
 import signal
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TypeVar
@@ -60,6 +61,17 @@ def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     else:
         raise UsageError(f"torchrun trains on cuda or cpu, not {device.type}")
     return dist.get_rank(), dist.get_world_size(), device
+
+
+@contextmanager
+def rank_zero_first(rank: int, world: int):
+    """Rank 0 runs the block first (a download, a cache build) while the others wait at a barrier,
+    then the others run it, finding its files done."""
+    if world > 1 and rank:
+        dist.barrier()
+    yield
+    if world > 1 and not rank:
+        dist.barrier()
 
 
 def end_distributed(world: int) -> None:

@@ -31,7 +31,7 @@ from evaluation.metrics import brightness, brightness_summary, summarize, summar
 from evaluation.yardstick import shapes_quality
 from models import UNet, unet_config
 from models.checkpoint import load_weights
-from train_config import RESUMABLE, TrainConfig, check_config, parse_args
+from train_config import RESUMABLE, TrainConfig, check_config, parse_args, recipe_defaults
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -79,19 +79,23 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
     if rank == 0:
         check_writable_dir(c.out)
     torch.manual_seed(c.seed)  # the same initial weights on every rank
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls and convolutions on CUDA
 
     # Fix #1: the noise schedule, rescaled so that the last timestep is pure noise (a flow's path ends there anyway).
     schedule = flow_schedule(c.timesteps) if c.objective == "flow" else make_schedule(c.schedule, c.timesteps, zero_snr=c.zero_snr)
 
-    dataset = load_dataset(c.dataset, c.data_dir, c.image_size, c.download, c.num_images, c.seed)
+    with runtime.rank_zero_first(rank, world):  # one download and one cache build, not one per process
+        dataset = load_dataset(c.dataset, c.data_dir, c.image_size, c.download, c.num_images, c.seed)
     if c.hold_out:
         _, dataset = hold_out(dataset, c.hold_out, c.seed)
     if len(dataset) < c.batch_size:
         raise UsageError(f"the dataset has {len(dataset)} images, fewer than --batch-size {c.batch_size}")
     data_brightness = brightness_summary(dataset, c.seed)
     num_classes = len(dataset.classes) if c.class_cond else 0
-    # Recorded as trained: no flips for a folder unless asked (it may hold text), no null labels without classes.
-    c = replace(c, hflip=c.dataset != "folder" if c.hflip is None else c.hflip, label_dropout=c.label_dropout if num_classes else 0.0)
+    # Recorded as trained: no flips for a folder unless asked (it may hold text), no null labels without classes,
+    # loader workers on CUDA so that the GPU does not wait on the batches.
+    c = replace(c, hflip=c.dataset != "folder" if c.hflip is None else c.hflip, label_dropout=c.label_dropout if num_classes else 0.0,
+                workers=(4 if device.type == "cuda" else 0) if c.workers is None else c.workers)
     channels, size = dataset[0][0].shape[:2]
     try:
         model = UNet(unet_config(c.model, size, num_classes, channels)).to(device)
@@ -175,11 +179,19 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
     return out / runtime.CHECKPOINT
 
 
+def resolve(given: dict, state: dict | None) -> TrainConfig:
+    """The run's recipe: TrainConfig's defaults, under the model preset's recipe, under the config of the
+    checkpoint being resumed, under the flags given."""
+    saved = state["config"] if state else None
+    model = given.get("model") or (saved["model"] if saved else TrainConfig.model)
+    return runtime.resolve_config(recipe_defaults(model), given, saved, RESUMABLE)
+
+
 def main() -> int:
     given, resume = parse_args()
     out = Path(given.get("out", TrainConfig.out))
     state = runtime.previous_state(out, resume)
-    config = runtime.resolve_config(TrainConfig(), given, state["config"] if state else None, RESUMABLE)
+    config = resolve(given, state)
     check_config(config, given)
     if state and state["step"] >= config.steps:
         print(f"{out / runtime.CHECKPOINT} is already at step {state['step']} >= --steps {config.steps}; nothing to do")

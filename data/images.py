@@ -1,12 +1,19 @@
 """Real image datasets through torchvision, for a GPU box: CIFAR-10, CelebA, an image folder.
 
 Every dataset yields (image in [−1, 1], label) and names its classes in `.classes`
-(empty for CelebA, which is trained unconditionally).
+(empty for CelebA, which is trained unconditionally). Each is decoded, cropped and resized
+once into one uint8 tensor (`TensorImages`): CIFAR-10 from its batches, CelebA and folders
+through a cache file on first use, so that no epoch pays for PIL again.
 """
+import hashlib
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
@@ -34,26 +41,67 @@ class CelebAFiles(datasets.CelebA):
     file_list = [(file_id, None, name) for file_id, _, name in datasets.CelebA.file_list]
 
 
+class TensorImages(Dataset):
+    """Images kept as one uint8 tensor (N, C, H, W), labels as one int64 tensor; an item is scaled to
+    [−1, 1] when read. `__getitems__` reads a whole batch in one indexing, which the DataLoader uses."""
+
+    def __init__(self, images: Tensor, labels: Tensor, classes: list[str]):
+        self.images, self.labels, self.classes = images, labels, classes
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.images[i].float() / 127.5 - 1, int(self.labels[i])
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Tensor, int]]:
+        index = torch.as_tensor(indices)
+        return list(zip(self.images[index].float().div_(127.5).sub_(1), self.labels[index].tolist()))
+
+
 def _no_label(_) -> int:
     return NULL_CLASS
 
 
-def _to_tensor(image_size: int, crop: int | None = None) -> transforms.Compose:
-    """Center-crop (to the short side, or `crop`), resize to image_size, scale to [−1, 1]."""
+def _to_uint8(image_size: int, crop: int | None = None) -> transforms.Compose:
+    """Center-crop (to the short side, or `crop`), resize to image_size, as a uint8 tensor."""
     crop_step = [transforms.CenterCrop(crop)] if crop else []
-    return transforms.Compose(
-        crop_step + [
-            transforms.Resize(image_size, antialias=True),
-            transforms.CenterCrop(image_size),
-            transforms.ToTensor(),
-            transforms.Normalize([0.5] * 3, [0.5] * 3),
-        ]
-    )
+    return transforms.Compose(crop_step + [transforms.Resize(image_size, antialias=True),
+                                           transforms.CenterCrop(image_size), transforms.PILToTensor()])
+
+
+def resize_uint8(images: Tensor, image_size: int) -> Tensor:
+    """uint8 images (N, C, H, W), resized to image_size (antialiased, as PIL's resize) and rounded back."""
+    if images.shape[-1] == image_size:
+        return images
+    resized = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", antialias=True)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def cached_uint8(dataset: Dataset, files: list[str], cache_dir: Path, name: str, image_size: int) -> TensorImages:
+    """`dataset` (whose items are uint8 tensors) stacked into a TensorImages once, then read from a cache
+    file keyed by the image size and the list of files: a changed folder builds a new cache. The file is
+    written to a temporary name and renamed, so a killed build leaves no half cache."""
+    key = hashlib.sha1("\n".join(files).encode()).hexdigest()[:16]
+    path = cache_dir / f"{name}_{image_size}px_{key}.pt"
+    if path.exists():
+        cache = torch.load(path, weights_only=True)
+    else:
+        items = [dataset[i] for i in range(len(dataset))]
+        cache = {"images": torch.stack([image for image, _ in items]),
+                 "labels": torch.tensor([label for _, label in items], dtype=torch.long)}
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(cache, tmp)
+        os.replace(tmp, path)
+    return TensorImages(cache["images"], cache["labels"], list(dataset.classes))
 
 
 def cifar10(data_dir: str, image_size: int = 32, download: bool = False) -> Dataset:
     try:
-        return CIFAR10Files(data_dir, train=True, transform=_to_tensor(image_size), download=download)
+        files = CIFAR10Files(data_dir, train=True, download=download)
+        images = resize_uint8(torch.from_numpy(files.data).permute(0, 3, 1, 2).contiguous(), image_size)
+        return TensorImages(images, torch.tensor(files.targets, dtype=torch.long), list(files.classes))
     except RuntimeError:
         raise UsageError(
             f"no CIFAR-10 batches in {Path(data_dir) / 'cifar-10-batches-py'}; pass --download on a machine that is online"
@@ -64,14 +112,14 @@ def cifar10(data_dir: str, image_size: int = 32, download: bool = False) -> Data
 
 def celeba(data_dir: str, image_size: int = 64, download: bool = False) -> Dataset:
     try:
-        dataset = CelebAFiles(data_dir, split="train", transform=_to_tensor(image_size, crop=178),
+        dataset = CelebAFiles(data_dir, split="train", transform=_to_uint8(image_size, crop=178),
                               target_transform=_no_label, download=download)
     except RuntimeError:
         raise UsageError(f"no CelebA files in {Path(data_dir) / 'celeba'}; pass --download on a machine that is online") from None
     except (OSError, ValueError, IndexError) as e:
         raise UsageError(f"the CelebA annotation files in {data_dir} are unreadable ({e})") from None
     dataset.classes = []
-    return dataset
+    return cached_uint8(dataset, list(dataset.filename), Path(data_dir) / "celeba", ".cache", image_size)
 
 
 def image_folder(data_dir: str, image_size: int) -> Dataset:
@@ -79,9 +127,11 @@ def image_folder(data_dir: str, image_size: int) -> Dataset:
     if not Path(data_dir).is_dir():
         raise UsageError(f"image folder {data_dir} does not exist")
     try:
-        return datasets.ImageFolder(data_dir, transform=_to_tensor(image_size))
+        dataset = datasets.ImageFolder(data_dir, transform=_to_uint8(image_size))
     except (FileNotFoundError, OSError) as e:
         raise UsageError(f"no images found in {data_dir} ({e}); expected one subfolder of images per class") from None
+    files = [str(Path(path).relative_to(data_dir)) for path, _ in dataset.samples]
+    return cached_uint8(dataset, files, Path(data_dir), ".cache", image_size)  # a file in the root: not a class
 
 
 def write_cifar10_files(root: str | Path, pixels: np.ndarray, labels: list[int]) -> Path:

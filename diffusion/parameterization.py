@@ -58,20 +58,23 @@ def predict_x0_eps(x_t: Tensor, model_output: Tensor, alpha_bar: Tensor, predict
     x0:  ε̂  = (x_t − √ᾱ·x̂0) / √(1−ᾱ)                               (undefined at ᾱ = 1)
 
     At zero SNR x_t is pure noise and carries nothing about x0, so an ε-prediction
-    says nothing about the image there (paper §3.2); we refuse instead of returning inf.
+    says nothing about the image there (paper §3.2); we refuse instead of returning inf. The
+    check reads ᾱ only where it is on the CPU: on an accelerator it would stall every step
+    waiting for the device (the samplers check their ᾱ list on the host instead).
     """
     check_prediction_type(prediction_type)
     sqrt_ab, sqrt_one_minus_ab = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
     if prediction_type == "v":
         return sqrt_ab * x_t - sqrt_one_minus_ab * model_output, sqrt_one_minus_ab * x_t + sqrt_ab * model_output
+    on_host = alpha_bar.device.type == "cpu"
     if prediction_type == "eps":
-        if (alpha_bar == 0).any():
+        if on_host and (alpha_bar == 0).any():
             raise ValueError(
                 "epsilon-prediction cannot give x0 where alpha_bar = 0 (zero terminal SNR): "
                 "use v- or x0-prediction, or a schedule/spacing that never visits that timestep"
             )
         return (x_t - sqrt_one_minus_ab * model_output) / sqrt_ab, model_output
-    if (alpha_bar == 1).any():
+    if on_host and (alpha_bar == 1).any():
         raise ValueError("x0-prediction cannot give the noise where alpha_bar = 1 (no noise at all)")
     return model_output, (x_t - sqrt_ab * model_output) / sqrt_one_minus_ab
 

@@ -3,6 +3,7 @@ paper's rescale (fix #4), the loop that chains them over the timesteps of fix #3
 helper that the scripts and experiments share.
 """
 import math
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +11,11 @@ from tqdm.auto import tqdm
 
 from .parameterization import FLOW_TIME_SCALE, convert_prediction, predict_x0_eps
 from .schedules import Schedule
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The network's forward under autocast to `dtype`, or as it is for None."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
 
 # The label of "no class": training drops labels to it (--label-dropout), so the same network also
 # learns the unconditional prediction that guidance pushes away from.
@@ -113,7 +119,7 @@ def guided_output(
     Only the network runs under autocast (`amp_dtype`); its output is cast to float32 before any
     arithmetic of the sampler, where ε-prediction near t = T amplifies errors by 1/√ᾱ_t.
     """
-    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+    with autocast(x.device, amp_dtype):
         if labels is None or guidance == 1:
             return model(x, t, labels).float()
         both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, NULL_CLASS)])).float()
@@ -169,6 +175,9 @@ def sample(
     if labels is not None:
         labels = labels.to(device)
     alpha_bars = schedule.alpha_bar[timesteps].tolist() + [1.0]
+    if prediction_type == "eps" and 0.0 in alpha_bars:
+        raise ValueError("epsilon-prediction cannot give x0 where alpha_bar = 0 (zero terminal SNR): use v- or "
+                         "x0-prediction, or a schedule/spacing that never visits that timestep")
     x0_before = None
     for i, t in enumerate(tqdm(timesteps.tolist(), desc="sampling", disable=not progress, leave=False)):
         t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
@@ -203,7 +212,7 @@ def sample_flow_euler(
     x = torch.randn(shape, generator=generator).to(device)
     times = torch.cat([times.double(), times.new_zeros(1, dtype=torch.float64)]).tolist()
     for t, t_next in zip(times[:-1], times[1:]):
-        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with autocast(x.device, amp_dtype):
             u = model(x, torch.full((shape[0],), FLOW_TIME_SCALE * t, device=device), labels).float()
         x = x + (t_next - t) * u  # Euler step
     return x.clamp(-1, 1)

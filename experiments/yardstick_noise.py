@@ -14,7 +14,7 @@ from diffusion import get_timesteps, sample_in_batches
 from evaluation.yardstick import shapes_quality
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
-KEYS = ("fd_ratio", "hf_ratio", "class_accuracy", "spread_ratio", "w1")
+KEYS = ("fd_ratio", "hf_ratio", "spectrum_min", "spectrum_max", "class_accuracy", "spread_ratio", "w1")
 
 
 def relative_range(values: list[float]) -> float:

@@ -39,6 +39,8 @@ PRESETS = {
                 scale_shift=True),
     # DDPM's CIFAR-10 model (Ho et al. 2020): 35.7M parameters, for a GPU.
     "cifar10": dict(base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),
+    # The same UNet with a fifth level, as DDIM's CelebA 64×64 model (Song et al. 2021), for a GPU.
+    "celeba64": dict(base_channels=128, channel_mults=(1, 2, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),
 }
 
 

@@ -106,3 +106,30 @@ def test_num_images_takes_a_seeded_subset_of_a_dataset_on_disk(tmp_path):
     assert len(subset) == 4 and subset.classes == ["cats", "dogs"]
     assert subset.indices == load_dataset("folder", str(folder), 16, num_images=4, seed=0).indices
     assert len(load_dataset("folder", str(folder), 16)) == 10
+
+
+def test_an_image_folder_is_decoded_once_into_a_cache_that_a_second_load_reads(tmp_path):
+    root = write_image_folder(tmp_path / "imgs")
+    first = load_dataset("folder", str(root), 16)
+    caches = list(root.glob(".cache_16px_*.pt"))
+    assert len(caches) == 1
+    torch.save({"images": torch.zeros_like(first.images), "labels": first.labels}, caches[0])  # mark it
+    assert load_dataset("folder", str(root), 16)[0][0].eq(-1).all()  # read from the cache, not decoded again
+
+
+def test_a_changed_folder_or_size_builds_a_new_cache(tmp_path):
+    root = write_image_folder(tmp_path / "imgs")
+    load_dataset("folder", str(root), 16)
+    load_dataset("folder", str(root), 8)
+    (root / "cats" / "0.png").rename(root / "cats" / "renamed.png")
+    assert len(load_dataset("folder", str(root), 16)) == 6
+    assert len(list(root.glob(".cache_*.pt"))) == 3
+
+
+def test_cifar10_is_one_uint8_tensor_and_a_batch_read_equals_item_reads(tmp_path):
+    write_cifar10(tmp_path)
+    dataset = load_dataset("cifar10", str(tmp_path), 32)
+    assert dataset.images.dtype == torch.uint8 and dataset.images.shape == (20, 3, 32, 32)
+    batch = dataset.__getitems__([3, 0, 7])
+    for (image, label), i in zip(batch, (3, 0, 7)):
+        assert torch.equal(image, dataset[i][0]) and label == dataset[i][1]

@@ -1,10 +1,14 @@
-"""The training step never waits on the device: it reads a value back once a --log-every window."""
+"""The training step never waits on the device: it reads a value back once a --log-every window, and the
+samplers and losses not at all."""
 import sys
 
+import pytest
 import torch
 
 import runtime
 import train
+from diffusion import diffusion_loss, flow_loss, get_timesteps, make_schedule, sample
+from models import UNet, unet_config
 from train import TrainConfig
 
 READS = ("item", "tolist", "__bool__", "__float__", "__int__")
@@ -26,3 +30,25 @@ def test_the_training_loop_reads_the_device_once_per_log_window(tmp_path, monkey
                          ckpt_every=30, out=str(tmp_path))
     train.train(config)
     assert len(reads) == 3  # steps 10, 20 and 30: one read each, for the loss and the divergence check together
+
+
+# On the meta device a tensor has a shape and no values: any read of one back to the host fails, so a
+# sampler or a loss that runs there waits on the device nowhere (the schedule's tables stay on the host).
+@pytest.mark.parametrize("sampler, prediction", [("ddim", "x0"), ("ddim", "v"), ("dpmpp-2m", "v")])
+def test_the_samplers_with_rescaled_guidance_never_read_the_device(sampler, prediction):
+    model = UNet(unet_config("tiny", 16, num_classes=4)).to("meta")
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    out = sample(model, (2, 3, 16, 16), schedule, get_timesteps(1000, 4, "trailing"), prediction, labels=torch.tensor([0, 3]),
+                 guidance=3.0, rescale=0.7, device="meta", sampler=sampler, progress=False)
+    assert out.device.type == "meta"
+
+
+@pytest.mark.parametrize("loss_space", [None, "v"])
+def test_the_losses_and_the_ema_update_never_read_the_device(loss_space):
+    model = UNet(unet_config("tiny", 16, num_classes=4)).to("meta")
+    x0, labels = torch.empty(2, 3, 16, 16, device="meta"), torch.empty(2, dtype=torch.long, device="meta")
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    losses = [diffusion_loss(model, x0, schedule, "x0", labels, offset_noise=0.1, loss_space=loss_space),
+              flow_loss(model, x0, labels)]
+    train.update_ema(UNet(unet_config("tiny", 16, num_classes=4)).to("meta"), model, 0.999, 10)
+    assert all(loss.device.type == "meta" for loss in losses)

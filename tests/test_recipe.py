@@ -4,8 +4,9 @@ import copy
 import pytest
 import torch
 
-from train import lr_at, update_ema
-from train_config import TrainConfig
+from models import unet_config
+from train import lr_at, resolve, update_ema
+from train_config import TrainConfig, parse_args
 
 
 def test_the_default_recipe_is_the_papers_zero_snr_v_prediction_and_v_loss():
@@ -55,3 +56,21 @@ def test_ema_update_is_bit_identical_to_a_lerp_per_parameter():
                 e.lerp_(p, 1 - d)
     for e, p in zip(expected.parameters(), ema.parameters()):
         assert torch.equal(e, p)
+
+
+def test_the_cifar10_preset_brings_ddpms_recipe():
+    given, _ = parse_args(["--dataset", "cifar10", "--model", "cifar10", "--data-dir", "d"])
+    config = resolve(given, None)
+    assert (config.lr, config.batch_size, config.warmup, config.ema_decay, config.hflip, config.steps) == \
+        (2e-4, 128, 5_000, 0.9999, True, 800_000)
+    assert unet_config("cifar10", 32).dropout == 0.1
+
+
+def test_flags_given_override_the_presets_recipe():
+    given, _ = parse_args(["--model", "cifar10", "--lr", "1e-4", "--steps", "1000", "--no-hflip"])
+    config = resolve(given, None)
+    assert (config.lr, config.steps, config.hflip, config.batch_size) == (1e-4, 1000, False, 128)
+
+
+def test_the_cpu_preset_keeps_the_main_jobs_recipe():
+    assert resolve({}, None) == TrainConfig() and resolve({"model": "tiny"}, None) == TrainConfig(model="tiny")

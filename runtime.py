@@ -36,12 +36,19 @@ def resolve_config(defaults: Config, given: dict, saved: dict | None, resumable:
 
 
 def previous_state(out: Path, resume: bool) -> dict | None:
-    """The checkpoint in `out` to resume; None for a new run, which must not overwrite one."""
+    """The checkpoint in `out` to resume, or the finished run there (so that running the same command
+    twice is harmless); None for a new run. A run stopped part-way is never overwritten: it must be
+    resumed, or the new one go to another --out."""
+    path = out / CHECKPOINT
     if resume:
-        return load_training_checkpoint(out / CHECKPOINT)
-    if (out / CHECKPOINT).exists():
-        raise UsageError(f"{out / CHECKPOINT} exists; pass --resume to continue it, or choose another --out")
-    return None
+        return load_training_checkpoint(path)
+    if not path.exists():
+        return None
+    state = load_training_checkpoint(path)
+    if state["step"] < state["config"]["steps"]:
+        raise UsageError(f"{path} stopped at step {state['step']} of {state['config']['steps']}; pass --resume to "
+                         "continue it, or choose another --out")
+    return state
 
 
 def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:

@@ -109,7 +109,6 @@ def main() -> int:
     images = sample_in_batches(model, a.num_samples, (channels, size, size), checkpoint_schedule(state), timesteps,
                                config["prediction"], labels=labels, batch_size=a.batch_size, seed=a.seed, device=device,
                                guidance=a.guidance, rescale=a.guidance_rescale, eta=a.eta, sampler=a.sampler, offset_noise=a.offset_noise,
-                               data_scale=config.get("data_scale", 1.0),
                                amp_dtype=amp_dtype(device, a.precision))
     save_image((images + 1) / 2, out, nrow=8)
     if a.out_dir:

@@ -65,7 +65,7 @@ def save_sample_grid(ema: UNet, schedule, c: TrainConfig, path: Path, device: to
     model = FlowAsV(ema, schedule) if c.objective == "flow" else ema
     images = sample_in_batches(model, len(labels) if num_classes else 64, (ema.config.in_channels, size, size), schedule,
                                get_timesteps(c.timesteps, 25, "trailing"), c.prediction, labels=labels, seed=c.seed,
-                               device=device, amp_dtype=amp_dtype(device, c.precision), data_scale=c.data_scale)
+                               device=device, amp_dtype=amp_dtype(device, c.precision))
     save_image((images + 1) / 2, path, nrow=8)
     return shapes_quality(images, labels) if c.dataset == "shapes" else summarize(brightness(images))
 
@@ -138,7 +138,6 @@ def train(c: TrainConfig, state: dict | None = None) -> Path:
             x0, labels = (t.to(device, non_blocking=True) for t in next(batches))
             if c.hflip:
                 x0 = torch.where(torch.rand(len(x0), 1, 1, 1, device=device) < 0.5, x0.flip(3), x0)
-            x0 = x0 / c.data_scale
             if num_classes:  # dropping labels teaches the unconditional model that guidance needs
                 labels = torch.where(torch.rand(len(labels), device=device) < c.label_dropout, NULL_CLASS, labels)
             for group in optimizer.param_groups:
@@ -193,6 +192,9 @@ def main() -> int:
     state = runtime.previous_state(out, resume)
     config = resolve(given, state)
     check_config(config, given)
+    if state and not resume and state["step"] < config.steps:
+        raise UsageError(f"{out / runtime.CHECKPOINT} is a finished run of {state['step']} steps; pass --resume to train "
+                         f"it on to {config.steps}, or choose another --out")
     if state and state["step"] >= config.steps:
         print(f"{out / runtime.CHECKPOINT} is already at step {state['step']} >= --steps {config.steps}; nothing to do")
         return 0

@@ -56,8 +56,6 @@ class TrainConfig:
                            choices=PREDICTION_TYPES)
     loss_space: str = flag("", "regress in this space, e.g. v: the paper's v-loss for any --prediction "
                            "(default: the prediction's own, so the v-loss for v)", choices=PREDICTION_TYPES)
-    data_scale: float = flag(1.0, "train on x0 / S, and multiply samples by S: the data's σ in EDM's preconditioning, "
-                             "which v-prediction takes as 1")
     timesteps: int = flag(1000, "training timesteps T")
     offset_noise: float = flag(0.0, "add S·N(0, 1) per image and channel to the noise: the older workaround")
     label_dropout: float = flag(0.1, "probability of the null label, which guidance needs (unconditional models: none)")
@@ -106,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict, bool]:
 def check_config(c: TrainConfig, given: dict) -> None:
     """Refuse numbers and combinations that cannot train, or flags that would do nothing, before any work."""
     optional = {"image_size": c.image_size, "num_images": c.num_images}  # None: the dataset's own
-    positive = {"data_scale": c.data_scale, "batch_size": c.batch_size, "steps": c.steps, "lr": c.lr, "ckpt_every": c.ckpt_every,
+    positive = {"batch_size": c.batch_size, "steps": c.steps, "lr": c.lr, "ckpt_every": c.ckpt_every,
                 "log_every": c.log_every, **{k: v for k, v in optional.items() if v is not None}}
     non_negative = {"warmup": c.warmup, "grad_clip": c.grad_clip, "offset_noise": c.offset_noise, "hold_out": c.hold_out,
                     **({"workers": c.workers} if c.workers is not None else {})}

@@ -147,7 +147,6 @@ def sample(
     amp_dtype: torch.dtype | None = None,
     sampler: str = "ddim",
     offset_noise: float = 0.0,
-    data_scale: float = 1.0,
     x_T: Tensor | None = None,
 ) -> Tensor:
     """Generate images in [−1, 1] from x_T ~ N(0, I), visiting `timesteps` in order, with DDIM or
@@ -159,8 +158,7 @@ def sample(
 
     Each step goes from timesteps[i] to timesteps[i+1] (never t − T/S, which is wrong for
     trailing and linspace spacing), and the last one to ᾱ = 1. `x_T` replaces the drawn start (to
-    measure what the noise's own content does to the sample). `data_scale` s multiplies the result:
-    a model trained on x0/s samples in that scale. Noise is drawn on the CPU
+    measure what the noise's own content does to the sample). Noise is drawn on the CPU
     from `generator`, so a seed gives the same images on every device. `amp_dtype` (e.g.
     torch.bfloat16) runs the network under autocast; the sampler's own arithmetic stays float32.
     """
@@ -190,7 +188,7 @@ def sample(
             x0, _ = predict_x0_eps(x, output, alpha_bar, prediction_type)
             x = dpmpp_2m_step(x, x0, x0_before, alpha_bars[i - 1] if i else None, alpha_bars[i], alpha_bars[i + 1])
             x0_before = x0
-    return (x * data_scale).clamp(-1, 1)
+    return x.clamp(-1, 1)
 
 
 @torch.no_grad()

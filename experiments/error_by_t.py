@@ -3,7 +3,7 @@
     python -m experiments.error_by_t runs/default/checkpoint.pt [OTHER.pt ...]
 
 For each checkpoint and timestep t: x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε from held-out shapes, the EMA model's
-x̂0 (in the data's own scale), and three numbers: the RMS error ‖x̂0 − x0‖, the high-frequency ratio of
+x̂0, and three numbers: the RMS error ‖x̂0 − x0‖, the high-frequency ratio of
 x̂0 against x0 (above 1: the model leaves noise in x̂0, grain; below 1: blur), and the power ratio of the
 top spectrum band. A sampler's last steps hand x̂0 at small t straight to the image, so grain that shows
 there shows in the samples; errors at large t show as wrong shapes, classes and brightness.
@@ -26,15 +26,15 @@ def error_by_t(path: str, num_images: int, timesteps: tuple[int, ...]) -> list[d
     config = state["config"]
     if config["dataset"] != "shapes":
         raise UsageError(f"{path}: this diagnostic uses held-out shapes; the model was trained on {config['dataset']}")
-    model, schedule, scale = load_ema_model(state, path), checkpoint_schedule(state), config.get("data_scale", 1.0)
+    model, schedule = load_ema_model(state, path), checkpoint_schedule(state)
     x0, labels, _ = make_shapes(num_images, model.config.image_size, REFERENCE_SEED - 1)  # a seed no training run uses
     generator, rows = torch.Generator().manual_seed(0), []
     for t in timesteps:
         t_batch = torch.full((num_images,), t)
         alpha_bar = schedule.alpha_bar_at(t_batch, x0).float()
-        x_t = schedule.add_noise(x0 / scale, torch.randn(x0.shape, generator=generator), t_batch).float()
+        x_t = schedule.add_noise(x0, torch.randn(x0.shape, generator=generator), t_batch).float()
         output = model(x_t, t_batch, labels if model.config.num_classes else None).float()
-        x0_hat = predict_x0_eps(x_t, output, alpha_bar, config["prediction"])[0] * scale
+        x0_hat = predict_x0_eps(x_t, output, alpha_bar, config["prediction"])[0]
         rows.append({"t": t, "alpha_bar": alpha_bar[0].item(), "rms": (x0_hat - x0).square().mean().sqrt().item(),
                      "hf_ratio": hf_residual(x0_hat) / hf_residual(x0), "top_band": spectrum_ratio(x0_hat, x0)[-1]})
     return rows

@@ -132,6 +132,8 @@ def bad_checkpoints(tmp_path_factory):
     save_checkpoint({**good, "model_config": {**good["model_config"], "base_channels": 8}}, root / "mismatched.pt")
     (root / "a_file").write_text("")
     shutil.copytree(root / "good", root / "resumable")
+    (root / "stopped").mkdir()
+    save_checkpoint({**good, "config": {**good["config"], "steps": 5}}, root / "stopped" / "checkpoint.pt")  # at 1 of 5
     return root
 
 
@@ -157,8 +159,10 @@ BAD_INPUTS = [
     ("train.py", ["--init-from", "{root}/missing.pt"], "no checkpoint"),
     ("train.py", ["--out", "{root}/a_file/run"], "cannot write"),
     ("train.py", ["--out", "{root}/nothing_here", "--resume"], "no checkpoint"),
-    ("train.py", ["--out", "{root}/good"], "pass --resume"),
-    ("train.py", ["--out", "{root}/resumable", "--resume", "--prediction", "v"], "trained differently"),
+    ("train.py", ["--out", "{root}/stopped"], "stopped at step 1 of 5; pass --resume"),
+    ("train.py", ["--out", "{root}/good", "--steps", "3"], "finished run of 1 steps; pass --resume"),
+    ("train.py", ["--out", "{root}/good", "--prediction", "x0"], "trained differently"),
+    ("train.py", ["--out", "{root}/resumable", "--resume", "--prediction", "x0"], "trained differently"),
     ("sample.py", ["{root}/missing.pt"], "no checkpoint"),
     ("sample.py", ["{root}/truncated.pt"], "truncated or corrupt"),
     ("sample.py", ["{root}/foreign.pt"], "not a checkpoint"),

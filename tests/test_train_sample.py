@@ -214,3 +214,12 @@ def test_flow_refuses_the_flags_its_path_fixes_in_one_line(tmp_path):
     result = run_script("train.py", *TINY, "--objective", "flow", "--prediction", "x0", "--out", str(tmp_path))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "--prediction does nothing with --objective flow" in result.stderr
+
+
+def test_the_readmes_first_line_runs_twice_in_a_row(tmp_path):
+    for _ in range(2):  # train.py && sample.py, as README line 1 (install aside), on the tiny preset
+        trained = run_script("train.py", *TINY, "--steps", "2", "--out", str(tmp_path))
+        assert trained.returncode == 0, trained.stderr
+        sampled = run_script("sample.py", str(tmp_path / "checkpoint.pt"), "--num-steps", "2", "--num-samples", "4")
+        assert sampled.returncode == 0, sampled.stderr
+    assert "nothing to do" in trained.stdout

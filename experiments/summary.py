@@ -209,6 +209,34 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+HEADLINE = [("exact denoiser", "ideal_baseline", "flawed schedule (SD's scaled_linear)", "leading"),
+            ("exact denoiser", "ideal_fixed", "zero terminal SNR", "trailing"),
+            ("trained", "v_only", "flawed schedule, v-prediction", "leading"),
+            ("trained", "fixed", "zero SNR, v-prediction (the paper's fixes)", "trailing"),
+            ("trained", "flow", "rectified flow (SD3)", "trailing")]
+
+
+def headline(results: dict) -> str:
+    """The README's small table: the exact denoiser of each schedule, then trained rows that the
+    experiment's rule calls converged (HF ratio < 2), as mean ± std over training seeds."""
+    steps = results["preset"]["step_counts"][0]
+    lines = [f"| model | schedule | steps | brightness spread (data: 1) | images < 0.1 / > 0.9 (data: "
+             f"{results['data']['frac_dark']:.2f} / {results['data']['frac_bright']:.2f}) | HF ratio (data: 1) |",
+             "|---|---|---|---|---|---|"]
+    for kind, model, label, spacing in HEADLINE:
+        if kind == "exact denoiser":
+            r = next((r for r in results["rows"] if r["name"] == f"{model}_{spacing}_{steps}"), None)
+            cells = None if r is None else [f"{r['spread_ratio']:.2f}", f"{r['frac_dark']:.2f} / {r['frac_bright']:.2f}",
+                                            f"{r['hf_ratio']:.2f}"]
+        else:
+            e = find(results, "trained", model=model, spacing=spacing, steps=steps)
+            cells = None if e is None or e["hf_ratio"]["mean"] >= 2 else [
+                num(e), f"{num(e, 'frac_dark')} / {num(e, 'frac_bright')}", num(e, "hf_ratio")]
+        if cells:
+            lines.append(f"| {kind} | {label} | {spacing} {steps} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def block(results: dict) -> str:
     """The README's block: the table and the sentences, between the markers."""
     return "\n".join([BEGIN, table(results), "", *(f"- {s}" for s in sentences(results)), END])

@@ -1,18 +1,38 @@
-"""The README's sentences about the brightness experiment are generated from its committed results."""
+"""The README and its docs pages say what the committed results hold, and their commands run."""
 import json
 import os
 import re
 import shlex
 
-from experiments.summary import block
+from experiments.summary import block, headline
 from tests.conftest import ROOT
 from train import resolve
 from train_config import check_config, parse_args
 
 
-def test_readme_states_the_brightness_experiment_numbers_of_its_committed_results():
-    results = json.loads((ROOT / "docs" / "brightness" / "results.json").read_text())
-    assert block(results) in (ROOT / "README.md").read_text()
+def _results() -> dict:
+    return json.loads((ROOT / "docs" / "brightness" / "results.json").read_text())
+
+
+def test_the_brightness_page_states_the_numbers_of_the_committed_results():
+    assert block(_results()) in (ROOT / "docs" / "brightness.md").read_text()
+
+
+def test_the_readmes_headline_table_is_the_committed_results():
+    assert headline(_results()) in (ROOT / "README.md").read_text()
+
+
+def test_the_readme_is_a_front_page_whose_links_all_exist():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    links = re.findall(r"\]\(([^)#]+)\)", text)
+    assert links and all((ROOT / link).exists() for link in links if not link.startswith("http")), links
+
+
+def test_every_link_of_the_docs_pages_exists():
+    for page in (ROOT / "docs").glob("*.md"):
+        links = [link for link in re.findall(r"\]\(([^)#]+)\)", page.read_text()) if not link.startswith("http")]
+        assert all((page.parent / link).exists() for link in links), (page.name, links)
 
 
 def readme_train_commands(text: str) -> list[list[str]]:
@@ -25,9 +45,10 @@ def readme_train_commands(text: str) -> list[list[str]]:
     return commands
 
 
-def test_every_train_command_in_the_readme_parses_and_names_its_data():
-    commands = readme_train_commands((ROOT / "README.md").read_text())
-    assert len(commands) >= 4
+def test_every_train_command_in_the_readme_and_its_pages_parses_and_names_its_data():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    commands = [args for page in pages for args in readme_train_commands(page.read_text())]
+    assert len(commands) >= 8
     for args in commands:
         given, _ = parse_args([os.path.expanduser(a) for a in args])  # argparse exits on a flag that does not exist
         config = resolve(given, None)

@@ -47,3 +47,12 @@ def test_patches_fold_into_channels_and_back_to_the_input_shape():
 def test_unknown_preset_is_refused():
     with pytest.raises(ValueError, match="unknown model preset"):
         unet_config("huge", 32)
+
+
+def test_the_input_skip_starts_at_zero_and_passes_x_t_through_its_gain():
+    model = UNet(unet_config("cpu", 32, num_classes=4))
+    x, t, labels = torch.randn(2, 3, 32, 32), torch.tensor([10, 900]), torch.tensor([0, 3])
+    assert model(x, t, labels).abs().max() == 0  # zero-initialised head and gain: the model starts at 0
+    with torch.no_grad():
+        model.skip_gain.bias.fill_(2.0)  # g = 2 for every timestep and class; the head still answers 0
+    torch.testing.assert_close(model(x, t, labels), 2 * x)

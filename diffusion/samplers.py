@@ -12,14 +12,15 @@ from tqdm.auto import tqdm
 from .parameterization import FLOW_TIME_SCALE, convert_prediction, predict_x0_eps
 from .schedules import Schedule
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """The network's forward under autocast to `dtype`, or as it is for None."""
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
 
 # The label of "no class": training drops labels to it (--label-dropout), so the same network also
 # learns the unconditional prediction that guidance pushes away from.
 NULL_CLASS = -1
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The network's forward under autocast to `dtype`, or as it is for None (which the meta device needs)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def ddim_step(
@@ -208,6 +209,7 @@ def sample_flow_euler(
     the step is x_next = (1 − t_next)·x̂0 + t_next·ε̂, DDIM's √ᾱ'·x̂0 + √(1 − ᾱ')·ε̂ scaled by c(t_next).
     """
     x = torch.randn(shape, generator=generator).to(device)
+    labels = None if labels is None else labels.to(device)
     times = torch.cat([times.double(), times.new_zeros(1, dtype=torch.float64)]).tolist()
     for t, t_next in zip(times[:-1], times[1:]):
         with autocast(x.device, amp_dtype):

@@ -77,7 +77,8 @@ def mean_correlation(x_T: Tensor, samples: Tensor) -> dict[str, float]:
     """
     a, b = channel_means(x_T).double(), channel_means(samples).double()
     a, b = (a - a.mean(0)).flatten(), (b - b.mean(0)).flatten()
-    r = ((a * b).sum() / (a.norm() * b.norm())).clamp(-1, 1).item()
+    scale = a.norm() * b.norm()  # 0 when either side does not vary: no linear relation to find
+    r = ((a * b).sum() / scale).clamp(-1, 1).item() if scale > 0 else 0.0
     half_width = 1.96 / math.sqrt(len(a) - 3)
     z = math.atanh(max(min(r, 1 - 1e-12), -1 + 1e-12))
     return {"r": r, "low": math.tanh(z - half_width), "high": math.tanh(z + half_width)}

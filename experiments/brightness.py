@@ -129,6 +129,11 @@ def over_seeds(rows: list[dict]) -> list[dict]:
     return summary
 
 
+def interval(entry: dict, key: str) -> str:
+    low, high = entry.get(f"{key}_low"), entry.get(f"{key}_high")
+    return "" if low is None else f"[{low:.3f}, {high:.3f}]"
+
+
 def status(row: dict) -> str:
     return "ok" if row["hf_ratio"] < HF_CONVERGED else "not converged"
 
@@ -150,7 +155,7 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
     table = [[r["name"], r["kind"], r.get("spacing", ""), r.get("steps", ""), f"{r['mean']:.3f}", f"{r['std']:.3f}",
               f"{r['frac_dark']:.3f}", f"{r['frac_bright']:.3f}", f"{r['spread_ratio']:.2f}", f"{r['w1']:.3f}",
               f"{r['hf_ratio']:.2f}", f"{r['clip_fraction']:.3f}", status(r) if r["kind"] != "data" else ""]
-             for r in [data_row] + [r for r in rows if r["kind"] != "first_step"]]
+             for r in [data_row] + [r for r in rows if "mean" in r]]  # rows of samples: not the first step's
     text = (f"# Brightness experiment, preset `{s.p.dataset}`/{s.p.image_size}px, {s.p.num_samples} samples a row\n\n"
             f"`{command}`: this invocation took {seconds / 60:.1f} min (rows finished before are reused, not timed "
             "again). Per-image mean brightness in [0, 1]; spread = std(samples)/std(data); W1 against the data; HF "
@@ -166,10 +171,10 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
     text += claims_tables(summary, rows)
     if leak:
         text += markdown("Does the sample follow its noise's mean? (paper §3; trailing steps)",
-                         ["model", "seeds", "r at δ = 0", "95% interval of r (seed 0)", "slope: brightness per unit δ",
-                          "spread at δ = 0"],
-                         [[e["model"], e["seeds"], num(e, "r", 3), f"[{e['r_low']:.3f}, {e['r_high']:.3f}]",
-                           num(e, "slope", 4), num(e, "spread_ratio", 2)] for e in leak])
+                         ["model", "seeds", "r of x̂0 at t = T", "its 95% interval (seed 0)", "r of the sample",
+                          "its 95% interval (seed 0)", "slope: brightness per unit δ", "spread at δ = 0"],
+                         [[e["model"], e["seeds"], num(e, "r_first", 3), interval(e, "r_first"), num(e, "r", 3),
+                           interval(e, "r"), num(e, "slope", 4), num(e, "spread_ratio", 2)] for e in leak])
     (s.out / "RESULTS.md").write_text(text)
     (s.out / "SUMMARY.md").write_text(summary_block(results) + "\n")
     plot_histograms(s.out / "histograms.png", data_row, [r for r in rows if r["kind"] in ("ideal", "trained", "guidance")])

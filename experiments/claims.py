@@ -14,6 +14,7 @@ import shutil
 import statistics
 
 import torch
+from torch import Tensor
 
 from diffusion import SPACINGS, IdealDenoiser, flow_schedule, make_schedule, predict_x0_eps
 from evaluation.metrics import brightness, mean_correlation, slope
@@ -167,23 +168,44 @@ def leak(s: Setup, seeds: int) -> list[dict]:
     x_T = torch.randn(len(s.data), *size, generator=torch.Generator().manual_seed(0))
     sigma_m = 1 / (size[1] * size[2]) ** 0.5
     steps = s.p.step_counts[0]
-    draws = {}
+    draws, denoisers = {}, {}
     for name, schedule in LEAK_IDEAL.items():
         draws[name, 0] = lambda start, name=name, schedule=schedule: sampler(
             IdealDenoiser(s.known, schedule(), "v"), schedule(), "v", "trailing", steps, s, 0, x_T=start)
+        denoisers[name, 0] = lambda schedule=schedule: (IdealDenoiser(s.known, schedule(), "v"), schedule(), "v")
     for seed in range(seeds):
         for name in LEAK_MODELS:
             draws[name, seed] = lambda start, name=name, seed=seed: trained_sampler(
                 s, name, seed, "trailing", steps, labels=s.labels, x_T=start)
+            denoisers[name, seed] = lambda name=name, seed=seed: trained_denoiser(s, name, seed)
     rows = []
     for (name, seed), draw in draws.items():
         labels = None if name.startswith("ideal") else s.labels
+        rows.append(cached(s, f"leak_first_{name}{seed_suffix(seed)}", lambda: first_x0_correlation(
+            *denoisers[name, seed](), x_T, labels) | {"kind": "leak_first", "name": f"leak_first_{name}{seed_suffix(seed)}",
+                                                     "model": name, "seed": seed}))
         for delta in LEAK_SHIFTS:
             start = x_T + delta * sigma_m
             info = {"kind": "leak", "model": name, "spacing": "trailing", "steps": steps, "seed": seed, "delta": delta}
             extra = (lambda images: {"correlation": mean_correlation(x_T, images)}) if delta == 0 else None
             rows.append(run_row(s, f"leak_{name}_d{delta:g}{seed_suffix(seed)}", draw(start), info, labels, extra))
     return rows
+
+
+def trained_denoiser(s: Setup, name: str, seed: int):
+    """A trained model of MODELS with its schedule and prediction type."""
+    model, state = trained_model(s, name, seed)
+    return model, checkpoint_schedule(state), state["config"]["prediction"]
+
+
+@torch.no_grad()
+def first_x0_correlation(model, schedule, prediction: str, x_T: Tensor, labels: Tensor | None) -> dict:
+    """The leak itself: r between x_T's channel means and those of the model's x̂0 at t = T, the first
+    step of trailing spacing. At zero SNR x_T holds nothing of the image and the exact x̂0 is the data
+    mean whatever x_T is (r = 0); a model trained with a leak reads the image's brightness there."""
+    t = torch.full((len(x_T),), schedule.num_train_steps - 1)
+    x0 = predict_x0_eps(x_T, model(x_T, t, labels).float(), schedule.alpha_bar_at(t, x_T), prediction)[0]
+    return {"correlation": mean_correlation(x_T, x0)}
 
 
 def leak_summary(rows: list[dict]) -> list[dict]:
@@ -203,6 +225,11 @@ def leak_summary(rows: list[dict]) -> list[dict]:
     for model, seeds in per_model.items():
         entry = {"model": model, "seeds": len(seeds), "deltas": seeds[0]["deltas"], "r_low": seeds[0]["r"]["low"],
                  "r_high": seeds[0]["r"]["high"]}
+        first = [r["correlation"] for r in rows if r["kind"] == "leak_first" and r["model"] == model]
+        if first:  # the first x̂0's correlation, over seeds, with seed 0's interval
+            values = [c["r"] for c in first]
+            entry["r_first"] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+            entry["r_first_low"], entry["r_first_high"] = first[0]["low"], first[0]["high"]
         for key, values in (("r", [x["r"]["r"] for x in seeds]), ("slope", [x["slope"] for x in seeds]),
                             ("spread_ratio", [x["spread"] for x in seeds])):
             entry[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}

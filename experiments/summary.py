@@ -141,9 +141,9 @@ def leak_claim(results: dict) -> list[str]:
     if not leak:
         return []
 
-    def r(model: str) -> str:
+    def r(model: str, key: str = "r") -> str:
         e = leak.get(model)
-        return "?" if e is None else f"{num(e, 'r', 2)} [{e['r_low']:.2f}, {e['r_high']:.2f}]"
+        return "?" if e is None or key not in e else f"{num(e, key, 2)} [{e[key + '_low']:.2f}, {e[key + '_high']:.2f}]"
 
     def both(models: tuple[str, ...], key: str, digits: int) -> str:
         return " / ".join(num(leak.get(m), key, digits) for m in models)
@@ -163,7 +163,11 @@ def leak_claim(results: dict) -> list[str]:
             f"{r('ideal_fixed')}, {r('ideal_flow')}; trained baseline / fixed / offset noise / flow: {r('baseline')}, "
             f"{r('fixed')}, {r('offset_noise')}, {r('flow')}. Shifting x_T's channel means by δ (in units of their own "
             f"std, 1/√(HW)) moves the mean brightness by {both(exact, 'slope', 3)} per unit δ for the exact denoisers "
-            f"and {both(trained, 'slope', 3)} for the trained models. {verdict}"]
+            f"and {both(trained, 'slope', 3)} for the trained models. {verdict} The leak itself is in the first "
+            f"step: r of x̂0 at t = T with x_T's means, exact denoiser flawed / zero SNR / flow "
+            f"{r('ideal_baseline', 'r_first')}, {r('ideal_fixed', 'r_first')}, {r('ideal_flow', 'r_first')}; trained "
+            f"baseline / fixed / offset noise / flow {r('baseline', 'r_first')}, {r('fixed', 'r_first')}, "
+            f"{r('offset_noise', 'r_first')}, {r('flow', 'r_first')}."]
 
 
 def flow_claim(results: dict, steps: int) -> list[str]:

@@ -156,4 +156,7 @@ def test_leak_part_gives_every_model_a_correlation_and_a_dose_response_over_ever
     assert set(leak) == set(LEAK_IDEAL) | set(LEAK_MODELS)
     assert all(e["deltas"] == list(LEAK_SHIFTS) and -1 <= e["r"]["mean"] <= 1 for e in leak.values())
     assert leak["flow"]["seeds"] == 2 and leak["ideal_flow"]["seeds"] == 1
+    # the leak itself: the exact x̂0 at t = T is the data mean whatever x_T is at zero SNR, not on the flawed schedule
+    assert leak["ideal_fixed"]["r_first"]["mean"] == 0 == leak["ideal_flow"]["r_first"]["mean"]
+    assert leak["ideal_baseline"]["r_first"]["mean"] > 0.3
     assert "Does the sample follow its noise's mean?" in (tiny_experiment / "RESULTS.md").read_text()

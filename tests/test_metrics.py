@@ -120,6 +120,11 @@ def test_mean_correlation_is_about_one_for_samples_that_copy_the_noise_mean():
     assert c["r"] == pytest.approx(1, abs=1e-6) and c["low"] > 0.99
 
 
+def test_mean_correlation_is_zero_for_samples_that_do_not_vary():
+    x_T, _ = _noise_and_images(100)
+    assert mean_correlation(x_T, torch.zeros_like(x_T))["r"] == 0
+
+
 def test_mean_correlation_interval_is_fishers_for_its_count():
     x_T, images = _noise_and_images(403)  # 403 · 3 channels = 1209 pairs: half-width 1.96/√1206 in z
     c = mean_correlation(x_T, images)

@@ -171,13 +171,14 @@ def main_preset(args) -> str:
 
 
 def train_loop_rows(args, device: torch.device) -> list[dict]:
-    """`python train.py` at its defaults (data, EMA, logging included), as its metrics.jsonl reports it."""
+    """`python train.py` at its defaults but the benchmark's batch (data, EMA, logging included), as its
+    metrics.jsonl reports it."""
     rows = []
     model = main_preset(args)
     for precision in args.precisions:
         with tempfile.TemporaryDirectory() as out:
             command = [sys.executable, "train.py", "--model", model, "--image-size", str(PRESET_SIZE[model]),
-                       "--steps", str(args.loop_steps), "--log-every", str(max(args.loop_steps // 4, 1)),
+                       "--batch-size", str(args.batch_size), "--steps", str(args.loop_steps), "--log-every", str(max(args.loop_steps // 4, 1)),
                        "--precision", precision, "--device", device.type, "--out", out]
             subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).parent)
             logged = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]

@@ -122,7 +122,9 @@ def over_seeds(rows: list[dict]) -> list[dict]:
     for settings, group in groups.items():
         entry = {**{k: v for k, v in settings if v is not None}, "seeds": len(group), "rows": [r["name"] for r in group]}
         numbers = [{**{k: r[k] for k in NUMBERS if k in r}, **r.get("quality", {})} for r in group]
-        for key in (k for k, v in numbers[0].items() if not isinstance(v, list)):  # per-band lists stay per row
+        # the numbers every row of the group has (a yardstick number added later is missing from older
+        # cached rows); per-band lists stay per row
+        for key in (k for k, v in numbers[0].items() if not isinstance(v, list) and all(k in n for n in numbers)):
             values = [n[key] for n in numbers]
             entry[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
         summary.append(entry)

@@ -52,3 +52,18 @@ def test_the_losses_and_the_ema_update_never_read_the_device(loss_space):
               flow_loss(model, x0, labels)]
     train.update_ema(UNet(unet_config("tiny", 16, num_classes=4)).to("meta"), model, 0.999, 10)
     assert all(loss.device.type == "meta" for loss in losses)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_sampling_and_the_loss_never_synchronise_with_the_host():
+    model = UNet(unet_config("tiny", 16, num_classes=4)).cuda()
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    labels, x0 = torch.tensor([0, 3]).cuda(), torch.rand(2, 3, 16, 16).cuda()
+    diffusion_loss(model, x0, schedule, "v", labels)  # first call: the ᾱ table is copied to the device once
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        diffusion_loss(model, x0, schedule, "v", labels, loss_space="x0").backward()
+        sample(model, (2, 3, 16, 16), schedule, get_timesteps(1000, 3, "trailing"), "x0", labels=labels, guidance=3.0,
+               rescale=0.7, device="cuda", progress=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -15,7 +15,7 @@ from torchvision.utils import save_image
 
 from cli import PRECISIONS, Parser, UsageError, amp_dtype, check_writable_dir, pick_device, run
 from data import load_dataset
-from diffusion import SAMPLERS, SPACINGS, get_timesteps, sample_in_batches
+from diffusion import SAMPLERS, SPACINGS, get_timesteps, sample_in_batches, spacing_offset
 from evaluation.fid import fid_quality, inception_extractor
 from evaluation.metrics import brightness, summarize, summary_line
 from evaluation.yardstick import shapes_quality
@@ -87,7 +87,7 @@ def main() -> int:
     label = class_label(a.class_, classes) if a.class_ is not None else None
     if a.guidance != 1 and label is None and not (a.evaluate and classes):
         raise UsageError("--guidance needs --class (or --evaluate on a class-conditional model): guidance pushes toward a class")
-    offset = a.offset if a.offset is not None else int(a.spacing == "leading")
+    offset = a.offset if a.offset is not None else spacing_offset(a.spacing)
     try:
         timesteps = get_timesteps(config["timesteps"], a.num_steps, a.spacing, offset)
     except ValueError as e:  # steps this model does not have: the flags' fault, not a bug

@@ -25,7 +25,7 @@ from .parameterization import (
 )
 from .samplers import NULL_CLASS, SAMPLERS, apply_cfg, ddim_step, dpmpp_2m_step, guided_output, sample, sample_flow_euler, sample_in_batches
 from .schedules import SCHEDULES, Schedule, enforce_zero_terminal_snr, flow_schedule, flow_time, make_betas, make_schedule
-from .timesteps import SPACINGS, get_timesteps
+from .timesteps import SPACINGS, get_timesteps, spacing_offset
 
 __all__ = [
     "FLOW_TIMES",
@@ -57,5 +57,6 @@ __all__ = [
     "sample",
     "sample_flow_euler",
     "sample_in_batches",
+    "spacing_offset",
     "v_target",
 ]

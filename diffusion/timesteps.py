@@ -5,6 +5,12 @@ from torch import Tensor
 SPACINGS = ("leading", "linspace", "trailing")
 
 
+def spacing_offset(spacing: str) -> int:
+    """The offset a spacing is used with: 1 for leading, as Stable Diffusion's `steps_offset`
+    (981, …, 1 for S = 50), and none for the others, which already end where they should."""
+    return int(spacing == "leading")
+
+
 def get_timesteps(num_train_steps: int, num_inference_steps: int, spacing: str, offset: int = 0) -> Tensor:
     """S distinct timesteps in [0, T), descending, int64 (paper Table 2, 0-indexed).
 

@@ -13,7 +13,7 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from cli import amp_dtype
-from diffusion import get_timesteps, sample_in_batches
+from diffusion import get_timesteps, sample_in_batches, spacing_offset
 from evaluation.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
 from evaluation.yardstick import shapes_quality
 from models import UNet
@@ -77,11 +77,6 @@ MODELS = {
     "flow": dict(objective="flow"),  # SD3's rectified flow: zero terminal SNR by construction
 }
 OFFSET_NOISE = MODELS["offset_noise"]["offset_noise"]
-
-
-def spacing_offset(spacing: str) -> int:
-    """Leading spacing with offset 1, as Stable Diffusion; the others need none."""
-    return int(spacing == "leading")
 
 
 @dataclass

@@ -3,8 +3,8 @@
 - schedules:        betas, ᾱ_t, and fix #1 `enforce_zero_terminal_snr`
 - parameterization: ε / v / x0 targets and conversions, the loss (fix #2: v-prediction)
 - timesteps:        leading / linspace / trailing spacing (fix #3: trailing)
-- samplers:         the DDIM and DPM-Solver++(2M) steps, classifier-free guidance with rescale
-                    (fix #4), the sampling loop and its batched helper
+- samplers:         one loop per sampler (DDIM, DPM-Solver++(2M)) over a denoiser (x_t, t) ↦ (x̂0, ε̂),
+                    classifier-free guidance with rescale (fix #4) wrapped into that denoiser
 - ideal:            the closed-form optimal denoiser of a finite dataset
 Rectified flow (SD3) sits beside each idea: its path as a VP schedule (`flow_schedule`), its
 velocity target and loss (`flow_loss`, `FlowAsV`), and its Euler sampler (`sample_flow_euler`).
@@ -23,7 +23,22 @@ from .parameterization import (
     prediction_target,
     v_target,
 )
-from .samplers import NULL_CLASS, SAMPLERS, apply_cfg, ddim_step, dpmpp_2m_step, guided_output, sample, sample_flow_euler, sample_in_batches
+from .samplers import (
+    NULL_CLASS,
+    SAMPLERS,
+    Denoiser,
+    apply_cfg,
+    ddim_step,
+    ddim_update,
+    dpmpp_2m_step,
+    guided_denoiser,
+    guided_output,
+    sample,
+    sample_ddim,
+    sample_dpmpp_2m,
+    sample_flow_euler,
+    sample_in_batches,
+)
 from .schedules import SCHEDULES, Schedule, enforce_zero_terminal_snr, flow_schedule, flow_time, make_betas, make_schedule
 from .timesteps import SPACINGS, get_timesteps, spacing_offset
 
@@ -34,6 +49,7 @@ __all__ = [
     "SAMPLERS",
     "SCHEDULES",
     "SPACINGS",
+    "Denoiser",
     "FlowAsV",
     "IdealDenoiser",
     "Schedule",
@@ -41,6 +57,7 @@ __all__ = [
     "check_pairing",
     "convert_prediction",
     "ddim_step",
+    "ddim_update",
     "dpmpp_2m_step",
     "diffusion_loss",
     "enforce_zero_terminal_snr",
@@ -49,12 +66,15 @@ __all__ = [
     "flow_time",
     "flow_velocity_target",
     "get_timesteps",
+    "guided_denoiser",
     "guided_output",
     "make_betas",
     "make_schedule",
     "predict_x0_eps",
     "prediction_target",
     "sample",
+    "sample_ddim",
+    "sample_dpmpp_2m",
     "sample_flow_euler",
     "sample_in_batches",
     "spacing_offset",

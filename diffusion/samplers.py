@@ -1,8 +1,11 @@
-"""Sampling, in one file: the DDIM and DPM-Solver++(2M) steps, classifier-free guidance with the
-paper's rescale (fix #4), the loop that chains them over the timesteps of fix #3, and the batched
-helper that the scripts and experiments share.
+"""Sampling, k-diffusion style: one loop per sampler over the timesteps of fix #3, each calling a
+denoiser (x_t, t) ↦ (x̂0, ε̂); classifier-free guidance with the paper's rescale (fix #4) wrapped into
+that denoiser, so the samplers never see w or φ; and the batched helper the scripts share.
+
+    sample_in_batches → sample → sample_ddim | sample_dpmpp_2m → denoise = guided_denoiser(model, …)
 """
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -16,73 +19,14 @@ from .schedules import Schedule
 # The label of "no class": training drops labels to it (--label-dropout), so the same network also
 # learns the unconditional prediction that guidance pushes away from.
 NULL_CLASS = -1
+SAMPLERS = ("ddim", "dpmpp-2m")
+# What every sampler calls: the clean image and the noise predicted from x_t at training timestep t.
+Denoiser = Callable[[Tensor, int], tuple[Tensor, Tensor]]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """The network's forward under autocast to `dtype`, or as it is for None (which the meta device needs)."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def ddim_step(
-    x_t: Tensor,
-    model_output: Tensor,
-    alpha_bar_t: Tensor | float,
-    alpha_bar_prev: Tensor | float,
-    prediction_type: str,
-    eta: float = 0.0,
-    noise: Tensor | None = None,
-) -> Tensor:
-    """One DDIM step from t to the previous listed timestep (Song et al. 2021, eq. 12):
-
-        x_prev = √ᾱ_prev · x̂0 + √(1 − ᾱ_prev − σ²) · ε̂ + σ · z,
-        σ = η · √((1 − ᾱ_prev)/(1 − ᾱ_t)) · √(1 − ᾱ_t/ᾱ_prev).
-
-    η = 0 is the deterministic sampler the paper uses. The last step of a run goes to
-    ᾱ_prev = 1, which returns x̂0 itself.
-    """
-    alpha_bar_t = torch.as_tensor(alpha_bar_t, dtype=x_t.dtype, device=x_t.device)
-    alpha_bar_prev = torch.as_tensor(alpha_bar_prev, dtype=x_t.dtype, device=x_t.device)
-    x0, eps = predict_x0_eps(x_t, model_output, alpha_bar_t, prediction_type)
-    x_prev = alpha_bar_prev.sqrt() * x0
-    if eta == 0:
-        return x_prev + (1 - alpha_bar_prev).sqrt() * eps
-    if noise is None:
-        raise ValueError("ddim_step with eta > 0 needs a noise tensor")
-    sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)).sqrt()
-    return x_prev + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise
-
-
-def dpmpp_2m_step(
-    x_t: Tensor,
-    x0_t: Tensor,
-    x0_before: Tensor | None,
-    alpha_bar_before: float | None,
-    alpha_bar_t: float,
-    alpha_bar_next: float,
-) -> Tensor:
-    """One DPM-Solver++(2M) step from t to the next listed timestep (Lu et al. 2022, data prediction,
-    multistep), written in u = α/σ = e^λ with α = √ᾱ, σ = √(1 − ᾱ), where the ODE reads dy/du = x̂0
-    for y = x/σ:
-
-        y_next = y_t + (u_next − u_t) · D,     D = (1 + 1/(2r)) · x̂0_t − 1/(2r) · x̂0_before,
-        r = (λ_t − λ_before) / (λ_next − λ_t),
-
-    computed as x_next = (σ_next/σ_t) · x_t + (α_next − σ_next · u_t) · D, which is finite at zero
-    SNR (ᾱ_t = 0: σ_t = 1, u_t = 0) without any clamp of ᾱ or clip of λ. D = x̂0_t (first order,
-    exactly the DDIM step) on the first step, after a step that started at zero SNR (λ_before = −∞,
-    so r = ∞), and on the last step to ᾱ = 1 (λ_next = ∞, so r = 0).
-    """
-    sigma_t, sigma_next = math.sqrt(1 - alpha_bar_t), math.sqrt(1 - alpha_bar_next)
-    u_t = math.sqrt(alpha_bar_t) / sigma_t
-    d = x0_t
-    if x0_before is not None and alpha_bar_before > 0 and alpha_bar_next < 1:
-        lam = lambda ab: 0.5 * (math.log(ab) - math.log1p(-ab))  # noqa: E731  λ = log(α/σ)
-        r = (lam(alpha_bar_t) - lam(alpha_bar_before)) / (lam(alpha_bar_next) - lam(alpha_bar_t))
-        d = (1 + 1 / (2 * r)) * x0_t - 1 / (2 * r) * x0_before
-    return (sigma_next / sigma_t) * x_t + (math.sqrt(alpha_bar_next) - sigma_next * u_t) * d
-
-
-SAMPLERS = ("ddim", "dpmpp-2m")
 
 
 def apply_cfg(cond: Tensor, uncond: Tensor, weight: float, rescale: float = 0.0) -> Tensor:
@@ -131,35 +75,141 @@ def guided_output(
     return convert_prediction(x, apply_cfg(cond_v, uncond_v, guidance, rescale), alpha_bar, "v", prediction_type)
 
 
+def guided_denoiser(
+    model: nn.Module, schedule: Schedule, prediction_type: str, labels: Tensor | None = None,
+    guidance: float = 1.0, rescale: float = 0.0, amp_dtype: torch.dtype | None = None,
+) -> Denoiser:
+    """The network as the denoiser every sampler calls: (x_t, t) ↦ (x̂0, ε̂), from its guided prediction
+    (`guided_output`: w = `guidance`, φ = `rescale`) in its parameterisation (`predict_x0_eps`)."""
+    alpha_bars = schedule.alpha_bar.tolist()  # read once: the loop then never waits on the device
+
+    def denoise(x: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        t_batch = torch.full((len(x),), t, device=x.device, dtype=torch.long)
+        alpha_bar = torch.tensor(alpha_bars[t], dtype=x.dtype, device=x.device)
+        output = guided_output(model, x, t_batch, labels, guidance, rescale, alpha_bar, prediction_type, amp_dtype)
+        return predict_x0_eps(x, output, alpha_bar, prediction_type)
+
+    return denoise
+
+
+def ddim_update(
+    x0: Tensor, eps: Tensor, alpha_bar_t: Tensor | float, alpha_bar_prev: Tensor | float, eta: float = 0.0,
+    noise: Tensor | None = None,
+) -> Tensor:
+    """One DDIM step from t to the previous listed timestep (Song et al. 2021, eq. 12):
+
+        x_prev = √ᾱ_prev · x̂0 + √(1 − ᾱ_prev − σ²) · ε̂ + σ · z,
+        σ = η · √((1 − ᾱ_prev)/(1 − ᾱ_t)) · √(1 − ᾱ_t/ᾱ_prev).
+
+    η = 0 is the deterministic sampler the paper uses. The last step of a run goes to
+    ᾱ_prev = 1, which returns x̂0 itself.
+    """
+    alpha_bar_t = torch.as_tensor(alpha_bar_t, dtype=x0.dtype, device=x0.device)
+    alpha_bar_prev = torch.as_tensor(alpha_bar_prev, dtype=x0.dtype, device=x0.device)
+    x_prev = alpha_bar_prev.sqrt() * x0
+    if eta == 0:
+        return x_prev + (1 - alpha_bar_prev).sqrt() * eps
+    if noise is None:
+        raise ValueError("a DDIM step with eta > 0 needs a noise tensor")
+    sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)).sqrt()
+    return x_prev + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise
+
+
+def ddim_step(
+    x_t: Tensor, model_output: Tensor, alpha_bar_t: Tensor | float, alpha_bar_prev: Tensor | float,
+    prediction_type: str, eta: float = 0.0, noise: Tensor | None = None,
+) -> Tensor:
+    """`ddim_update` from a network's raw output in its parameterisation (ε, v or x0)."""
+    alpha_bar_t = torch.as_tensor(alpha_bar_t, dtype=x_t.dtype, device=x_t.device)
+    x0, eps = predict_x0_eps(x_t, model_output, alpha_bar_t, prediction_type)
+    return ddim_update(x0, eps, alpha_bar_t, alpha_bar_prev, eta, noise)
+
+
+def dpmpp_2m_step(
+    x_t: Tensor,
+    x0_t: Tensor,
+    x0_before: Tensor | None,
+    alpha_bar_before: float | None,
+    alpha_bar_t: float,
+    alpha_bar_next: float,
+) -> Tensor:
+    """One DPM-Solver++(2M) step from t to the next listed timestep (Lu et al. 2022, data prediction,
+    multistep), written in u = α/σ = e^λ with α = √ᾱ, σ = √(1 − ᾱ), where the ODE reads dy/du = x̂0
+    for y = x/σ:
+
+        y_next = y_t + (u_next − u_t) · D,     D = (1 + 1/(2r)) · x̂0_t − 1/(2r) · x̂0_before,
+        r = (λ_t − λ_before) / (λ_next − λ_t),
+
+    computed as x_next = (σ_next/σ_t) · x_t + (α_next − σ_next · u_t) · D, which is finite at zero
+    SNR (ᾱ_t = 0: σ_t = 1, u_t = 0) without any clamp of ᾱ or clip of λ. D = x̂0_t (first order,
+    exactly the DDIM step) on the first step, after a step that started at zero SNR (λ_before = −∞,
+    so r = ∞), and on the last step to ᾱ = 1 (λ_next = ∞, so r = 0).
+    """
+    sigma_t, sigma_next = math.sqrt(1 - alpha_bar_t), math.sqrt(1 - alpha_bar_next)
+    u_t = math.sqrt(alpha_bar_t) / sigma_t
+    d = x0_t
+    if x0_before is not None and alpha_bar_before > 0 and alpha_bar_next < 1:
+        lam = lambda ab: 0.5 * (math.log(ab) - math.log1p(-ab))  # noqa: E731  λ = log(α/σ)
+        r = (lam(alpha_bar_t) - lam(alpha_bar_before)) / (lam(alpha_bar_next) - lam(alpha_bar_t))
+        d = (1 + 1 / (2 * r)) * x0_t - 1 / (2 * r) * x0_before
+    return (sigma_next / sigma_t) * x_t + (math.sqrt(alpha_bar_next) - sigma_next * u_t) * d
+
+
+def visited_alpha_bars(schedule: Schedule, timesteps: Tensor) -> list[float]:
+    """ᾱ at each listed timestep, then 1 (the clean image, where every run ends), read on the host.
+
+    Fix #3 lives in using this list: each step goes from timesteps[i] to timesteps[i+1], never to
+    t − T/S, which is wrong for trailing and linspace spacing."""
+    return schedule.alpha_bar[timesteps].tolist() + [1.0]
+
+
+@torch.no_grad()
+def sample_ddim(
+    denoise: Denoiser, x: Tensor, schedule: Schedule, timesteps: Tensor, progress: bool = True,
+    eta: float = 0.0, generator: torch.Generator | None = None,
+) -> Tensor:
+    """DDIM from x = x_T through `timesteps` (descending) to the clean image; with η > 0 it adds fresh
+    noise z at each step, drawn on the CPU from `generator` so that a seed means the same on every device."""
+    alpha_bars = visited_alpha_bars(schedule, timesteps)
+    for i, t in enumerate(tqdm(timesteps.tolist(), desc="ddim", disable=not progress, leave=False)):
+        x0, eps = denoise(x, t)
+        z = torch.randn(x.shape, generator=generator).to(x.device) if eta > 0 else None
+        # DDIM step to the next listed timestep (fix #3), the last one to ᾱ = 1
+        x = ddim_update(x0, eps, alpha_bars[i], alpha_bars[i + 1], eta, z)
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(
+    denoise: Denoiser, x: Tensor, schedule: Schedule, timesteps: Tensor, progress: bool = True,
+) -> Tensor:
+    """DPM-Solver++(2M) from x = x_T through `timesteps` (descending) to the clean image: a second-order
+    multistep solver of the same ODE as DDIM (η = 0), reusing the previous step's x̂0."""
+    alpha_bars = visited_alpha_bars(schedule, timesteps)
+    x0_before = None
+    for i, t in enumerate(tqdm(timesteps.tolist(), desc="dpmpp-2m", disable=not progress, leave=False)):
+        x0, _ = denoise(x, t)
+        # 2nd-order step to the next listed timestep (fix #3) with x̂0 of this step and the one before;
+        # first order on the first step, and on the last one to ᾱ = 1
+        x = dpmpp_2m_step(x, x0, x0_before, alpha_bars[i - 1] if i else None, alpha_bars[i], alpha_bars[i + 1])
+        x0_before = x0
+    return x
+
+
 @torch.no_grad()
 def sample(
-    model: nn.Module,
-    shape: tuple[int, ...],
-    schedule: Schedule,
-    timesteps: Tensor,
-    prediction_type: str,
-    labels: Tensor | None = None,
-    guidance: float = 1.0,
-    rescale: float = 0.0,
-    generator: torch.Generator | None = None,
-    eta: float = 0.0,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-    amp_dtype: torch.dtype | None = None,
-    sampler: str = "ddim",
-    offset_noise: float = 0.0,
-    x_T: Tensor | None = None,
+    model: nn.Module, shape: tuple[int, ...], schedule: Schedule, timesteps: Tensor, prediction_type: str,
+    labels: Tensor | None = None, guidance: float = 1.0, rescale: float = 0.0, generator: torch.Generator | None = None,
+    eta: float = 0.0, device: torch.device | str = "cpu", progress: bool = True, amp_dtype: torch.dtype | None = None,
+    sampler: str = "ddim", offset_noise: float = 0.0, x_T: Tensor | None = None,
 ) -> Tensor:
-    """Generate images in [−1, 1] from x_T ~ N(0, I), visiting `timesteps` in order, with DDIM or
-    DPM-Solver++(2M) (`sampler`, one of SAMPLERS).
+    """Generate images in [−1, 1] from x_T ~ N(0, I) with `sampler` (one of SAMPLERS) visiting
+    `timesteps`, the model guided by w = `guidance` and φ = `rescale` (`guided_denoiser`).
 
     `offset_noise` = s starts instead from x_T = ε + s·N(0, 1) per image and channel: the noise an
     offset-noise model was trained on. From plain N(0, I) such a model sees a narrower spread of
-    per-image means than it learned, and its brightness stays squeezed.
-
-    Each step goes from timesteps[i] to timesteps[i+1] (never t − T/S, which is wrong for
-    trailing and linspace spacing), and the last one to ᾱ = 1. `x_T` replaces the drawn start (to
-    measure what the noise's own content does to the sample). Noise is drawn on the CPU
+    per-image means than it learned, and its brightness stays squeezed. `x_T` replaces the drawn
+    start (to measure what the noise's own content does to the sample). Noise is drawn on the CPU
     from `generator`, so a seed gives the same images on every device. `amp_dtype` (e.g.
     torch.bfloat16) runs the network under autocast; the sampler's own arithmetic stays float32.
     """
@@ -167,28 +217,18 @@ def sample(
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if sampler != "ddim" and eta != 0:
         raise ValueError(f"eta > 0 is a DDIM option; {sampler} is deterministic")
+    if prediction_type == "eps" and 0.0 in schedule.alpha_bar[timesteps].tolist():
+        raise ValueError("epsilon-prediction cannot give x0 where alpha_bar = 0 (zero terminal SNR): use v- or "
+                         "x0-prediction, or a schedule/spacing that never visits that timestep")
     x = torch.randn(shape, generator=generator) if x_T is None else x_T.float()
     if offset_noise:
         x = x + offset_noise * torch.randn(*shape[:2], *[1] * (len(shape) - 2), generator=generator)
-    x = x.to(device)
-    if labels is not None:
-        labels = labels.to(device)
-    alpha_bars = schedule.alpha_bar[timesteps].tolist() + [1.0]
-    if prediction_type == "eps" and 0.0 in alpha_bars:
-        raise ValueError("epsilon-prediction cannot give x0 where alpha_bar = 0 (zero terminal SNR): use v- or "
-                         "x0-prediction, or a schedule/spacing that never visits that timestep")
-    x0_before = None
-    for i, t in enumerate(tqdm(timesteps.tolist(), desc="sampling", disable=not progress, leave=False)):
-        t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        alpha_bar = torch.tensor(alpha_bars[i], dtype=x.dtype, device=x.device)
-        output = guided_output(model, x, t_batch, labels, guidance, rescale, alpha_bar, prediction_type, amp_dtype)
-        if sampler == "ddim":
-            noise = torch.randn(shape, generator=generator).to(device) if eta > 0 else None
-            x = ddim_step(x, output, alpha_bars[i], alpha_bars[i + 1], prediction_type, eta, noise)
-        else:
-            x0, _ = predict_x0_eps(x, output, alpha_bar, prediction_type)
-            x = dpmpp_2m_step(x, x0, x0_before, alpha_bars[i - 1] if i else None, alpha_bars[i], alpha_bars[i + 1])
-            x0_before = x0
+    denoise = guided_denoiser(model, schedule, prediction_type, None if labels is None else labels.to(device),
+                              guidance, rescale, amp_dtype)
+    if sampler == "ddim":
+        x = sample_ddim(denoise, x.to(device), schedule, timesteps, progress, eta=eta, generator=generator)
+    else:
+        x = sample_dpmpp_2m(denoise, x.to(device), schedule, timesteps, progress)
     return x.clamp(-1, 1)
 
 

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from diffusion import SPACINGS, ddim_step, get_timesteps, make_schedule, prediction_target, sample, sample_in_batches
+from diffusion import (SPACINGS, ddim_step, get_timesteps, make_schedule, prediction_target, sample, sample_ddim,
+                       sample_dpmpp_2m, sample_in_batches)
 
 
 class Oracle(torch.nn.Module):
@@ -211,3 +212,16 @@ def test_ddim_with_the_exact_denoiser_of_gaussian_data_samples_its_mean_and_std(
     assert out.std().item() == pytest.approx(expected, rel=0.01)
     assert expected == pytest.approx(0.2, rel=0.2)  # and the recursion itself lands near the data's std
 
+
+
+@pytest.mark.parametrize("sampler", [sample_ddim, sample_dpmpp_2m])
+def test_each_sampler_takes_only_a_denoiser_and_lands_on_the_x0_it_predicts(sampler):
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    x0 = torch.rand(2, 3, 4, 4) * 2 - 1
+    alpha_bar = schedule.alpha_bar
+
+    def oracle(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:  # the exact x̂0, and the ε it implies
+        return x0, (x - alpha_bar[t].sqrt() * x0) / (1 - alpha_bar[t]).sqrt()
+
+    out = sampler(oracle, torch.randn(2, 3, 4, 4), schedule, get_timesteps(1000, 7, "trailing"), progress=False)
+    torch.testing.assert_close(out, x0)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffusion import SPACINGS, get_timesteps
+from diffusion import SPACINGS, get_timesteps, spacing_offset
 
 
 def test_trailing_1000_50_matches_paper_table_2():
@@ -50,3 +50,8 @@ def test_leading_offset_that_passes_the_last_step_is_refused():
 def test_unknown_spacing_is_refused():
     with pytest.raises(ValueError, match="unknown spacing"):
         get_timesteps(1000, 10, "uniform")
+
+
+def test_only_leading_spacing_is_offset_by_one_as_stable_diffusion():
+    assert [spacing_offset(s) for s in SPACINGS] == [1, 0, 0]
+    assert get_timesteps(1000, 50, "leading", spacing_offset("leading"))[[0, -1]].tolist() == [981, 1]

@@ -1,9 +1,9 @@
 """The paper's brightness experiment and its other claims, at a size that runs on a laptop CPU.
 
     python -m experiments.brightness --ideal-only      # closed-form denoiser rows, about a minute
-    python -m experiments.brightness                   # everything (--preset cpu: 16 px, 3 training seeds)
+    python -m experiments.brightness                   # everything (--preset shapes16: 16 px, 3 training seeds)
     python -m experiments.brightness --parts table steps   # some parts only (resumable: a rerun skips what is done)
-    python -m experiments.brightness --preset cpu32 --ideal-only   # ideal rows at 32×32, about 3 min
+    python -m experiments.brightness --preset shapes32 --ideal-only   # ideal rows at 32×32
     python -m experiments.brightness --dataset folder --data-dir DIR --image-size 32 --ideal-only   # your images
 
 The preset sets the model size and the budget; --dataset, --data-dir and --image-size choose the
@@ -19,95 +19,65 @@ Two kinds of evidence, both on per-image mean brightness:
    of the brightness range comes from the schedule and the step spacing alone;
 2. trained models, same architecture, data and budget, each at several training seeds (--seeds):
    the baseline (scaled_linear, ε), v_only (the same flawed schedule, v-prediction), fixed (zero
-   SNR, v), fixed_x0 (zero SNR, x0: the main job's recipe) and offset noise (baseline + 0.1, sampled
+   SNR, v), fixed_x0 (zero SNR, x0) and offset noise (baseline + 0.1, sampled
    from N(0, I) and from the offset noise it was trained on); plus guidance rows on the fixed model.
 
 The parts (`--parts`): table (the rows above), and the claims of experiments/claims.py: steps,
 guidance, finetune, first_step, quality, each at every training seed; the tables and figures give
-the mean ± std over seeds. Each trained model is a `python train.py` run in
-models/NAME/ with the reference held out (`--hold-out`); every row is cached under rows/, so the
-command is resumable and idempotent. Outputs: RESULTS.md, results.json, SUMMARY.md (the findings in
+the mean ± std over seeds. Each row is a `Row` (experiments/common.py): its fields are its settings,
+and its cache file under rows/ is named by them, so the command is resumable and idempotent, and a
+changed setting is computed anew. Each trained model is a `python train.py` run in models/NAME/
+with the reference held out (`--hold-out`). Outputs: RESULTS.md, results.json, SUMMARY.md (the findings in
 sentences, experiments/summary.py) and the figures.
 """
 import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
 
 from cli import Parser, pick_device, run
 from data import DATASETS, hold_out, load_dataset
-from diffusion import IdealDenoiser, Schedule, flow_schedule, make_schedule
 from evaluation.metrics import brightness
 from experiments import claims
-from experiments.common import (EXPERIMENT_PRESETS, HF_CONVERGED, MODELS, OFFSET_NOISE, Setup, row_metrics,
-                                run_row, sampler, seed_suffix, trained_sampler)
+from experiments.common import EXPERIMENT_PRESETS, HF_CONVERGED, IDEAL, MODELS, Row, Setup, row_metrics, run_row
 from experiments.figures import pyplot, save
-from experiments.summary import block as summary_block, num
+from experiments.summary import block as summary_block, markdown, num
+
+ROW_FIELDS = tuple(f.name for f in fields(Row))
 from models import unet_config
 
 TABLE_SPACINGS = ("leading", "trailing")
-# The ideal rows: the baseline schedule against the fixed one (ε or v makes no difference to an exact
-# model), and the exact denoiser of offset-noise training.
-IDEAL = {"ideal_baseline": dict(zero_snr=False, prediction="eps"), "ideal_fixed": dict(zero_snr=True, prediction="v"),
-         "ideal_offset_noise": dict(zero_snr=False, prediction="eps", offset_noise=OFFSET_NOISE),
-         "ideal_flow": dict(objective="flow", prediction="v")}
 PARTS = ("table", "steps", "guidance", "finetune", "first_step", "quality", "leak")
 SUMMARY_KEYS = ("spread_ratio", "w1", "hf_ratio", "frac_dark", "frac_bright")
-# What tells one trained row from another besides its seed, and the numbers averaged over seeds.
-SETTINGS = ("kind", "model", "spacing", "steps", "guidance", "rescale", "finetune_steps", "total_steps", "class", "delta")
+# The numbers averaged over training seeds (with the yardstick's).
 NUMBERS = SUMMARY_KEYS + ("contrast_ratio", "clip_fraction", "x0_brightness_spread", "rms_to_class_mean",
                           "rms_of_data_to_class_mean")
 
 
-def offset_variants(kind: dict) -> dict[str, float]:
-    """Row-name suffix -> offset noise of x_T: an offset-noise model is sampled both from N(0, I) and as trained."""
-    s = kind.get("offset_noise", 0.0)
-    return {"": 0.0, "_matched": s} if s else {"": 0.0}
-
-
-def ideal_schedule(kind: dict) -> Schedule:
-    """The path an ideal row's exact denoiser follows: the flow's, or scaled_linear with or without fix #1."""
-    return flow_schedule() if kind.get("objective") == "flow" else make_schedule("scaled_linear", zero_snr=kind["zero_snr"])
+def x_T_offsets(settings: dict) -> tuple[float, ...]:
+    """An offset-noise model is sampled both from N(0, I) and from the offset noise it was trained on."""
+    return (0.0, settings["offset_noise"]) if settings.get("offset_noise") else (0.0,)
 
 
 def ideal_rows(s: Setup) -> list[dict]:
-    rows = []
-    for name, kind in IDEAL.items():
-        schedule = ideal_schedule(kind)
-        model = IdealDenoiser(s.known, schedule, kind["prediction"], offset_noise=kind.get("offset_noise", 0.0))
-        for suffix, offset in offset_variants(kind).items():
-            for spacing in TABLE_SPACINGS:
-                for steps in s.p.step_counts:
-                    draw = sampler(model, schedule, kind["prediction"], spacing, steps, s, 0, offset_noise=offset)
-                    info = {"kind": "ideal", "model": name + suffix, "spacing": spacing, "steps": steps, "seed": 0,
-                            "x_T_offset": offset, **kind}
-                    rows.append(run_row(s, f"{name}{suffix}_{spacing}_{steps}", draw, info))
-    return rows
+    return [run_row(s, Row("ideal", name, spacing, steps, x_T_offset=offset))
+            for name, settings in IDEAL.items() for offset in x_T_offsets(settings)
+            for spacing in TABLE_SPACINGS for steps in s.p.step_counts]
 
 
 def trained_rows(s: Setup, seeds: int) -> list[dict]:
-    rows = []
-    for seed in range(seeds):
-        for name, kind in MODELS.items():
-            for suffix, offset in offset_variants(kind).items():
-                for spacing in TABLE_SPACINGS:
-                    for steps in s.p.step_counts if seed == 0 else s.p.step_counts[:1]:
-                        draw = trained_sampler(s, name, seed, spacing, steps, offset_noise=offset)
-                        info = {"kind": "trained", "model": name + suffix, "spacing": spacing, "steps": steps,
-                                "seed": seed, "x_T_offset": offset, **kind}
-                        row_name = f"{name}{suffix}_{spacing}_{steps}{seed_suffix(seed)}"
-                        rows.append(run_row(s, row_name, draw, info))
+    """Every model of MODELS at every training seed (seeds beyond the first at the first step count only),
+    and the fixed model under plain and rescaled guidance."""
+    rows = [run_row(s, Row("trained", name, spacing, steps, seed, x_T_offset=offset))
+            for seed in range(seeds) for name, settings in MODELS.items() for offset in x_T_offsets(settings)
+            for spacing in TABLE_SPACINGS for steps in (s.p.step_counts if seed == 0 else s.p.step_counts[:1])]
     if s.labels is not None:  # guidance needs classes
-        for rescale in (0.0, 0.7):
-            draw = trained_sampler(s, "fixed", 0, "trailing", s.p.step_counts[0], labels=s.labels, guidance=s.p.guidance,
-                                   rescale=rescale)
-            info = {"kind": "guidance", "model": "fixed", "spacing": "trailing", "steps": s.p.step_counts[0], "seed": 0,
-                    "guidance": s.p.guidance, "rescale": rescale, **MODELS["fixed"]}
-            rows.append(run_row(s, f"fixed_cfg{s.p.guidance:g}_rescale{rescale:g}", draw, info, s.labels))
+        rows += [run_row(s, Row("guidance", "fixed", "trailing", s.p.step_counts[0], guidance=s.p.guidance, rescale=rescale),
+                         s.labels) for rescale in (0.0, 0.7)]
     return rows
 
 
@@ -117,13 +87,12 @@ def over_seeds(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["kind"] not in ("ideal", "data"):
-            groups.setdefault(tuple((k, r.get(k)) for k in SETTINGS), []).append(r)
+            groups.setdefault(Row(**{f: r[f] for f in ROW_FIELDS}).settings(), []).append(r)
     summary = []
     for settings, group in groups.items():
-        entry = {**{k: v for k, v in settings if v is not None}, "seeds": len(group), "rows": [r["name"] for r in group]}
+        entry = {**{k: v for k, v in settings if v is not None}, "seeds": len(group), "rows": [r["key"] for r in group]}
         numbers = [{**{k: r[k] for k in NUMBERS if k in r}, **r.get("quality", {})} for r in group]
-        # the numbers every row of the group has (a yardstick number added later is missing from older
-        # cached rows); per-band lists stay per row
+        # the numbers every row of the group has; per-band lists stay per row
         for key in (k for k, v in numbers[0].items() if not isinstance(v, list) and all(k in n for n in numbers)):
             values = [n[key] for n in numbers]
             entry[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
@@ -140,9 +109,8 @@ def status(row: dict) -> str:
     return "ok" if row["hf_ratio"] < HF_CONVERGED else "not converged"
 
 
-def markdown(title: str, header: list[str], lines: list[list]) -> str:
-    return (f"## {title}\n\n| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
-            + "".join("| " + " | ".join(str(v) for v in line) + " |\n" for line in lines) + "\n")
+def section(title: str, header: list[str], lines: list[list]) -> str:
+    return f"## {title}\n\n{markdown(header, lines)}\n\n"
 
 
 def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
@@ -163,16 +131,16 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
             "again). Per-image mean brightness in [0, 1]; spread = std(samples)/std(data); W1 against the data; HF "
             f"ratio = high-frequency residual against the data's (≥ {HF_CONVERGED}: not converged, so its brightness is "
             "no evidence).\n\n")
-    text += markdown("Every row", ["row", "kind", "spacing", "steps", "mean", "std", "< 0.1", "> 0.9", "spread", "W1",
+    text += section("Every row", ["row", "kind", "spacing", "steps", "mean", "std", "< 0.1", "> 0.9", "spread", "W1",
                                    "HF ratio", "clipped", "status"], table)
     trained = [e for e in summary if e["kind"] == "trained"]
     if trained and max(e["seeds"] for e in trained) > 1:
-        text += markdown("Trained rows over training seeds (mean ± std)", ["model", "spacing", "steps", "seeds"]
+        text += section("Trained rows over training seeds (mean ± std)", ["model", "spacing", "steps", "seeds"]
                          + list(SUMMARY_KEYS), [[e["model"], e["spacing"], e["steps"], e["seeds"]]
                                                 + [num(e, k, 3, missing="") for k in SUMMARY_KEYS] for e in trained])
     text += claims_tables(summary, rows)
     if leak:
-        text += markdown("Does the sample follow its noise's mean? (paper §3; trailing steps)",
+        text += section("Does the sample follow its noise's mean? (paper §3; trailing steps)",
                          ["model", "seeds", "r of x̂0 at t = T", "its 95% interval (seed 0)", "r of the sample",
                           "its 95% interval (seed 0)", "slope: brightness per unit δ", "spread at δ = 0"],
                          [[e["model"], e["seeds"], num(e, "r_first", 3), interval(e, "r_first"), num(e, "r", 3),
@@ -209,14 +177,14 @@ def claims_tables(summary: list[dict], rows: list[dict]) -> str:
     for kind, (title, header, keys) in parts.items():
         chosen = [e for e in summary if e["kind"] == kind]
         if chosen:
-            text += markdown(title, header + ["seeds"] + [label for _, label, _ in numbers],
+            text += section(title, header + ["seeds"] + [label for _, label, _ in numbers],
                              [[e[k] for k in keys] + [e["seeds"]] + [num(e, k, d, missing="") for k, _, d in numbers] for e in chosen])
     first = [r for r in rows if r["kind"] == "first_step"]
     if first:
-        text += markdown("The first step at t = T (paper §5.2)", ["row", "model", "seed", "class",
+        text += section("The first step at t = T (paper §5.2)", ["row", "model", "seed", "class",
                                                                  "spread of x̂0's brightness / data's", "RMS to the class mean",
                                                                  "RMS of data to the class mean"],
-                         [[r["name"], r["model"], r["seed"], "all data" if r["class"] is None else r["class"],
+                         [[r["name"], r["model"], r["seed"], "all data" if r["label"] is None else r["label"],
                            f"{r['x0_brightness_spread']:.4f}", f"{r['rms_to_class_mean']:.4f}",
                            f"{r['rms_of_data_to_class_mean']:.4f}"] for r in first])
     return text
@@ -224,8 +192,8 @@ def claims_tables(summary: list[dict], rows: list[dict]) -> str:
 
 def title_of(r: dict) -> str:
     """A row's name in words, for figures."""
-    model = r["model"].replace("ideal_", "exact denoiser, ").replace("_matched", ", x_T with offset").replace("_", " ")
-    extra = f", w={r['guidance']:g}, φ={r['rescale']:g}" if "rescale" in r else ""
+    model = r["model"].replace("ideal_", "exact denoiser, ").replace("_", " ") + (", x_T with offset" if r["x_T_offset"] else "")
+    extra = f", w={r['guidance']:g}, φ={r['rescale']:g}" if r["guidance"] != 1 else ""
     return f"{model}: {r['spacing']} {r['steps']} steps{extra}"
 
 
@@ -255,11 +223,12 @@ def plot_at_a_glance(s: Setup, rows: list[dict]) -> None:
     """The whole claim in one figure: data | baseline with leading steps | fixed with trailing steps,
     each a grid of samples sorted by brightness."""
     plt = pyplot()
-    names = {r["name"] for r in rows}
     steps = s.p.step_counts[0]
-    panels = [("held-out data", s.data[:64]), (f"baseline (ε, flawed schedule), leading {steps} steps", f"baseline_leading_{steps}"),
-              (f"fixed (zero SNR, v), trailing {steps} steps", f"fixed_trailing_{steps}")]
-    if plt is None or not all(isinstance(p, torch.Tensor) or p in names for _, p in panels):
+    keys = {(r["kind"], r["model"], r["spacing"], r["steps"], r["seed"], r["x_T_offset"]): r["key"] for r in rows if "key" in r}
+    panels = [("held-out data", s.data[:64]),
+              (f"baseline (ε, flawed schedule), leading {steps} steps", keys.get(("trained", "baseline", "leading", steps, 0, 0.0))),
+              (f"fixed (zero SNR, v), trailing {steps} steps", keys.get(("trained", "fixed", "trailing", steps, 0, 0.0)))]
+    if plt is None or not all(p is not None for _, p in panels):
         return
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     for ax, (label, images) in zip(axes, panels):
@@ -276,8 +245,9 @@ def plot_at_a_glance(s: Setup, rows: list[dict]) -> None:
 
 def main() -> int:
     parser = Parser(description="Reproduce the paper's brightness experiment (ideal denoiser and trained models).")
-    parser.add_argument("--preset", choices=EXPERIMENT_PRESETS, default="cpu",
-                        help="sizes: tiny (tests), cpu (16px, default), cpu32 (32px, the main job's), cifar10 (GPU)")
+    parser.add_argument("--preset", choices=EXPERIMENT_PRESETS, default="shapes16",
+                        help="the experiment's size: smoke (tests), shapes16 (16px, 3 training seeds: the default), shapes32 "
+                             "(32px, train.py's default model and budget), cifar10-gpu")
     parser.add_argument("--ideal-only", action="store_true", help="only the ideal-denoiser rows")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to run (default: all)")
     parser.add_argument("--seeds", type=int, help="training seeds of the trained rows (default: the preset's)")

@@ -7,7 +7,7 @@
 - quality:    baseline against fixed with the yardstick, with and without guidance (Table 3)
 - leak:       why the flawed schedule squeezes brightness: does the sample follow x_T's channel means?
 
-Each part runs at every training seed and returns rows (cached by name under rows/, like the brightness
+Each part runs at every training seed and returns rows (each a `Row`, cached under rows/ like the brightness
 table's); brightness.py groups them over seeds and draws the figures from the groups.
 """
 import shutil
@@ -16,49 +16,28 @@ import statistics
 import torch
 from torch import Tensor
 
-from diffusion import SPACINGS, IdealDenoiser, flow_schedule, make_schedule, predict_x0_eps
+from diffusion import SPACINGS, predict_x0_eps
 from evaluation.metrics import brightness, mean_correlation, slope
-from experiments.common import (MODELS, Setup, cached, model_dir, run_row, sampler, seed_suffix, train_flags, train_run, trained_model,
-                                trained_sampler)
+from experiments.common import MODELS, Row, Setup, cached, model_dir, row_model, run_row, seed_suffix, train_flags, train_run, trained_model
 from experiments.figures import pyplot, save
 from models.checkpoint import checkpoint_schedule
+
 
 def steps_sweep(s: Setup, seeds: int) -> list[dict]:
     """Brightness and quality against the number of sample steps, for each spacing, for the exact
     denoiser of each path and the trained baseline, fixed and flow models (each training seed)."""
-    draws = {}
-    for name, schedule in (("ideal_baseline", make_schedule("scaled_linear")),
-                           ("ideal_fixed", make_schedule("scaled_linear", zero_snr=True)), ("ideal_flow", flow_schedule())):
-        model = IdealDenoiser(s.known, schedule, "v")  # any parameterisation: the exact denoiser has no error to weigh
-        draws[name, 0] = lambda spacing, steps, model=model, schedule=schedule: sampler(model, schedule, "v", spacing, steps, s, 0)
-    for seed in range(seeds):
-        for name in ("baseline", "fixed", "flow"):
-            draws[name, seed] = lambda spacing, steps, name=name, seed=seed: trained_sampler(s, name, seed, spacing, steps,
-                                                                                           labels=s.labels)
-    rows = []
-    for (name, seed), draw in draws.items():
-        labels = None if name.startswith("ideal") else s.labels
-        for spacing in SPACINGS:
-            for steps in s.p.sweep_steps:
-                info = {"kind": "steps", "model": name, "spacing": spacing, "steps": steps, "seed": seed}
-                rows.append(run_row(s, f"steps_{name}_{spacing}_{steps}{seed_suffix(seed)}", draw(spacing, steps), info, labels))
-    return rows
+    models = [("ideal_baseline", 0), ("ideal_fixed", 0), ("ideal_flow", 0)]
+    models += [(name, seed) for seed in range(seeds) for name in ("baseline", "fixed", "flow")]
+    return [run_row(s, Row("steps", name, spacing, steps, seed), None if name.startswith("ideal") else s.labels)
+            for name, seed in models for spacing in SPACINGS for steps in s.p.sweep_steps]
 
 
 def guidance_grid(s: Setup, seeds: int) -> list[dict]:
     """The fixed (zero-SNR, v) model under classifier-free guidance w and rescale φ, same noise in every cell."""
     if s.labels is None:
         return []
-    rows = []
-    for seed in range(seeds):
-        for w in s.p.guidance_weights:
-            for phi in s.p.guidance_rescales:
-                draw = trained_sampler(s, "fixed", seed, "trailing", s.p.step_counts[0], labels=s.labels, guidance=w,
-                                       rescale=phi)
-                info = {"kind": "guidance_grid", "model": "fixed", "spacing": "trailing", "steps": s.p.step_counts[0],
-                        "guidance": w, "rescale": phi, "seed": seed}
-                rows.append(run_row(s, f"grid_w{w:g}_phi{phi:g}{seed_suffix(seed)}", draw, info, s.labels))
-    return rows
+    return [run_row(s, Row("guidance_grid", "fixed", "trailing", s.p.step_counts[0], seed, guidance=w, rescale=phi), s.labels)
+            for seed in range(seeds) for w in s.p.guidance_weights for phi in s.p.guidance_rescales]
 
 
 def finetune(s: Setup, seeds: int) -> list[dict]:
@@ -66,28 +45,25 @@ def finetune(s: Setup, seeds: int) -> list[dict]:
     fixed model trained from scratch for the same total number of steps (its run continued)."""
     p, rows = s.p, []
     for seed in range(seeds):
-        baseline, fixed = (model_dir(s, name, seed) for name in ("baseline", "fixed"))
         for n in p.finetune_steps:
             total = p.train_steps + n
-            finetuned = train_flags(p, MODELS["fixed"], seed, len(s.data), n) + ["--init-from", str(baseline / "checkpoint.pt")]
 
-            def tuned(n=n, seed=seed, flags=finetuned):
+            def tuned(n=n, seed=seed):
                 trained_model(s, "baseline", seed)  # the run to start from
+                flags = train_flags(p, MODELS["fixed"], seed, len(s.data), n) + [
+                    "--init-from", str(model_dir(s, "baseline", seed) / "checkpoint.pt")]
                 return train_run(s.out / "models" / f"finetune_{n}{seed_suffix(seed)}", flags, n)
 
-            def scratch(total=total, seed=seed, fixed=fixed):
+            def scratch(total=total, seed=seed):
                 trained_model(s, "fixed", seed)
-                return continued(fixed, s.out / "models" / f"scratch_{total}{seed_suffix(seed)}", total)
+                return continued(model_dir(s, "fixed", seed), s.out / "models" / f"scratch_{total}{seed_suffix(seed)}", total)
 
-            runs = {"finetuned": tuned, "scratch": scratch}
-            for name, make in runs.items():
-                def draw(make=make):
+            for name, make in (("finetuned", tuned), ("scratch", scratch)):
+                def load(make=make):
                     model, state = make()
-                    return sampler(model, checkpoint_schedule(state), "v", "trailing", p.step_counts[0], s, 0, labels=s.labels)()
-                info = {"kind": "finetune", "model": name, "finetune_steps": n, "total_steps": total,
-                        "spacing": "trailing", "steps": p.step_counts[0], "seed": seed}
-                row_name = f"{name}_{n if name == 'finetuned' else total}{seed_suffix(seed)}"
-                rows.append(run_row(s, row_name, draw, info, s.labels))
+                    return model, checkpoint_schedule(state), state["config"]["prediction"]
+                row = Row("finetune", name, "trailing", p.step_counts[0], seed, finetune_steps=n, total_steps=total)
+                rows.append(run_row(s, row, s.labels, load=load))
     return rows
 
 
@@ -99,39 +75,33 @@ def continued(source, run_dir, steps: int):
 
 
 @torch.no_grad()
+def first_x0(s: Setup, row: Row, x_T: Tensor, labels: Tensor | None) -> Tensor:
+    """The row's model's x̂0 at t = T, the first step of trailing spacing."""
+    model, schedule, prediction = row_model(s, row)
+    t = torch.full((len(x_T),), schedule.num_train_steps - 1)
+    return predict_x0_eps(x_T, model(x_T, t, labels).float(), schedule.alpha_bar_at(t, x_T), prediction)[0]
+
+
 def first_step(s: Setup, seeds: int) -> list[dict]:
     """x̂0 at t = T over many noise draws: a zero-SNR model sees nothing of the image there, so it
     should give the (class-conditional) data mean whatever the noise; variation comes later."""
-    n, rows = s.p.first_step_draws, []
+    n = s.p.first_step_draws
     classes = sorted(set(s.labels.tolist())) if s.labels is not None else [None]
     data_spread = brightness(s.data).std().item()
     shape = (n, *s.data.shape[1:])
-    for seed in range(seeds):
-        for i, c in enumerate(classes):
-            def make(seed=seed, c=c, i=i) -> dict:
-                model, state = trained_model(s, "fixed", seed)
-                schedule = checkpoint_schedule(state)
-                last = torch.full((n,), schedule.num_train_steps - 1)
-                x_t = torch.randn(shape, generator=torch.Generator().manual_seed(i))  # the same draws at every training seed
-                output = model(x_t, last, None if c is None else torch.full((n,), c)).float()
-                x0, _ = predict_x0_eps(x_t, output, schedule.alpha_bar_at(last, x_t), state["config"]["prediction"])
-                members = s.data if c is None else s.data[s.labels == c]
-                mean = members.mean(0)
-                return {"kind": "first_step", "name": f"first_step_class{c}{seed_suffix(seed)}", "model": "fixed",
-                        "class": c, "seed": seed, "x0_brightness_spread": brightness(x0).std().item() / data_spread,
-                        "rms_to_class_mean": (x0 - mean).pow(2).mean().sqrt().item(),
-                        "rms_of_data_to_class_mean": (members - mean).pow(2).mean().sqrt().item()}
-            rows.append(cached(s, f"first_step_class{c}{seed_suffix(seed)}", make))
 
-    def exact() -> dict:
-        schedule = make_schedule("scaled_linear", zero_snr=True)
-        x_t = torch.randn(shape, generator=torch.Generator().manual_seed(len(classes)))
-        x0 = IdealDenoiser(s.known, schedule, "x0")(x_t, torch.full((n,), schedule.num_train_steps - 1))
-        return {"kind": "first_step", "name": "first_step_ideal", "model": "ideal", "class": None, "seed": 0,
-                "x0_brightness_spread": brightness(x0).std().item() / data_spread,
-                "rms_to_class_mean": (x0 - s.known.mean(0)).pow(2).mean().sqrt().item(),
-                "rms_of_data_to_class_mean": (s.known - s.known.mean(0)).pow(2).mean().sqrt().item()}
-    return rows + [cached(s, "first_step_ideal", exact)]
+    def measure(row: Row, draws: int, members: Tensor) -> dict:
+        x_T = torch.randn(shape, generator=torch.Generator().manual_seed(draws))  # the same draws at every training seed
+        x0 = first_x0(s, row, x_T, None if row.label is None else torch.full((n,), row.label))
+        mean = members.mean(0)
+        return {"x0_brightness_spread": brightness(x0).std().item() / data_spread,
+                "rms_to_class_mean": (x0 - mean).pow(2).mean().sqrt().item(),
+                "rms_of_data_to_class_mean": (members - mean).pow(2).mean().sqrt().item()}
+
+    rows = [cached(s, row, lambda row=row, i=i: measure(row, i, s.data if row.label is None else s.data[s.labels == row.label]))
+            for seed in range(seeds) for i, row in enumerate(Row("first_step", "fixed", seed=seed, label=c) for c in classes)]
+    exact = Row("first_step", "ideal_fixed")
+    return rows + [cached(s, exact, lambda: measure(exact, len(classes), s.known))]
 
 
 def quality(s: Setup, seeds: int) -> list[dict]:
@@ -139,22 +109,14 @@ def quality(s: Setup, seeds: int) -> list[dict]:
     at each of the preset's quality step counts, without guidance and with the preset's weight."""
     if s.labels is None:
         return []
-    rows = []
-    for seed in range(seeds):
-        for name, spacing, rescale in (("baseline", "leading", 0.0), ("fixed", "trailing", 0.7)):
-            for steps in s.p.quality_steps:
-                for w in (1.0, s.p.guidance):
-                    draw = trained_sampler(s, name, seed, spacing, steps, labels=s.labels, guidance=w, rescale=rescale)
-                    info = {"kind": "quality", "model": name, "seed": seed, "spacing": spacing, "steps": steps,
-                            "guidance": w, "rescale": rescale}
-                    rows.append(run_row(s, f"quality_{name}_{steps}_w{w:g}_seed{seed}", draw, info, s.labels))
-    return rows
+    return [run_row(s, Row("quality", name, spacing, steps, seed, guidance=w, rescale=rescale if w != 1 else 0.0), s.labels)
+            for seed in range(seeds) for name, spacing, rescale in (("baseline", "leading", 0.0), ("fixed", "trailing", 0.7))
+            for steps in s.p.quality_steps for w in (1.0, s.p.guidance)]
 
 
 LEAK_SHIFTS = (-0.2, -0.1, 0.0, 0.1, 0.2)  # δ, in units of the noise std of a channel mean, 1/√(HW)
 LEAK_MODELS = ("baseline", "fixed", "offset_noise", "flow")
-LEAK_IDEAL = {"ideal_baseline": lambda: make_schedule("scaled_linear"),
-              "ideal_fixed": lambda: make_schedule("scaled_linear", zero_snr=True), "ideal_flow": flow_schedule}
+LEAK_IDEAL = ("ideal_baseline", "ideal_fixed", "ideal_flow")
 
 
 def leak(s: Setup, seeds: int) -> list[dict]:
@@ -162,50 +124,23 @@ def leak(s: Setup, seeds: int) -> list[dict]:
     sample follow the lowest frequency of its starting noise? For each model, the same x_T for every
     row: the correlation between x_T's per-image, per-channel means and the sample's (δ = 0), and the
     sample's mean brightness with those means of x_T shifted by δ·σ_m, σ_m = 1/√(HW) their own std
-    (the dose-response; its slope is read off over δ). Trailing steps for every model, so that the
-    schedule alone differs. The exact denoisers come first; `seeds` = 0 runs them alone."""
+    (the dose-response; its slope is read off over δ); and the leak itself, the correlation of x_T's
+    means with those of the first x̂0 at t = T. Trailing steps for every model, so that the schedule
+    alone differs. The exact denoisers come first; `seeds` = 0 runs them alone."""
     size = s.data.shape[1:]
     x_T = torch.randn(len(s.data), *size, generator=torch.Generator().manual_seed(0))
     sigma_m = 1 / (size[1] * size[2]) ** 0.5
-    steps = s.p.step_counts[0]
-    draws, denoisers = {}, {}
-    for name, schedule in LEAK_IDEAL.items():
-        draws[name, 0] = lambda start, name=name, schedule=schedule: sampler(
-            IdealDenoiser(s.known, schedule(), "v"), schedule(), "v", "trailing", steps, s, 0, x_T=start)
-        denoisers[name, 0] = lambda schedule=schedule: (IdealDenoiser(s.known, schedule(), "v"), schedule(), "v")
-    for seed in range(seeds):
-        for name in LEAK_MODELS:
-            draws[name, seed] = lambda start, name=name, seed=seed: trained_sampler(
-                s, name, seed, "trailing", steps, labels=s.labels, x_T=start)
-            denoisers[name, seed] = lambda name=name, seed=seed: trained_denoiser(s, name, seed)
+    models = [(name, 0) for name in LEAK_IDEAL] + [(name, seed) for seed in range(seeds) for name in LEAK_MODELS]
     rows = []
-    for (name, seed), draw in draws.items():
+    for name, seed in models:
         labels = None if name.startswith("ideal") else s.labels
-        rows.append(cached(s, f"leak_first_{name}{seed_suffix(seed)}", lambda: first_x0_correlation(
-            *denoisers[name, seed](), x_T, labels) | {"kind": "leak_first", "name": f"leak_first_{name}{seed_suffix(seed)}",
-                                                     "model": name, "seed": seed}))
+        first = Row("leak_first", name, seed=seed)
+        rows.append(cached(s, first, lambda: {"correlation": mean_correlation(x_T, first_x0(s, first, x_T, labels))}))
         for delta in LEAK_SHIFTS:
-            start = x_T + delta * sigma_m
-            info = {"kind": "leak", "model": name, "spacing": "trailing", "steps": steps, "seed": seed, "delta": delta}
             extra = (lambda images: {"correlation": mean_correlation(x_T, images)}) if delta == 0 else None
-            rows.append(run_row(s, f"leak_{name}_d{delta:g}{seed_suffix(seed)}", draw(start), info, labels, extra))
+            row = Row("leak", name, "trailing", s.p.step_counts[0], seed, delta=delta)
+            rows.append(run_row(s, row, labels, x_T=x_T + delta * sigma_m, extra=extra))
     return rows
-
-
-def trained_denoiser(s: Setup, name: str, seed: int):
-    """A trained model of MODELS with its schedule and prediction type."""
-    model, state = trained_model(s, name, seed)
-    return model, checkpoint_schedule(state), state["config"]["prediction"]
-
-
-@torch.no_grad()
-def first_x0_correlation(model, schedule, prediction: str, x_T: Tensor, labels: Tensor | None) -> dict:
-    """The leak itself: r between x_T's channel means and those of the model's x̂0 at t = T, the first
-    step of trailing spacing. At zero SNR x_T holds nothing of the image and the exact x̂0 is the data
-    mean whatever x_T is (r = 0); a model trained with a leak reads the image's brightness there."""
-    t = torch.full((len(x_T),), schedule.num_train_steps - 1)
-    x0 = predict_x0_eps(x_T, model(x_T, t, labels).float(), schedule.alpha_bar_at(t, x_T), prediction)[0]
-    return {"correlation": mean_correlation(x_T, x0)}
 
 
 def leak_summary(rows: list[dict]) -> list[dict]:

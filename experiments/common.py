@@ -1,11 +1,14 @@
 """What the parts of the brightness experiment share: presets, the models it trains (each a
-`python train.py` run), and drawing, scoring and caching one row of samples."""
+`python train.py` run), and the `Row`: the settings of one row, from which its samples are drawn,
+scored and cached."""
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -13,11 +16,12 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from cli import amp_dtype
-from diffusion import get_timesteps, sample_in_batches, spacing_offset
+from diffusion import IdealDenoiser, Schedule, flow_schedule, get_timesteps, make_schedule, sample_in_batches, spacing_offset
 from evaluation.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
 from evaluation.yardstick import shapes_quality
 from models import UNet
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
+from train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,19 +56,22 @@ class Preset:
     quality_steps: tuple[int, ...] = (25, 50)  # the paper's Table 3 uses S = 50
 
 
-# Named by the experiment's size; each names the UNet preset it trains (tiny for `cpu`, cpu for `cpu32`).
+# Named by what they run on, so that none reads as a UNet preset (`models.PRESETS`: tiny, cpu, cifar10, celeba64);
+# each names the UNet preset it trains.
 EXPERIMENT_PRESETS = {
-    "tiny": Preset("shapes", 16, "tiny", num_samples=64, ideal_data=64, train_steps=4, batch_size=8, lr=1e-3,
-                   guidance=6.0, step_counts=(5,), seeds=1, sweep_steps=(1, 3), guidance_weights=(1, 4),
-                   guidance_rescales=(0, 0.7), finetune_steps=(2,), first_step_draws=8, quality_steps=(5,)),
-    "cpu": Preset("shapes", 16, "tiny", num_samples=1000, ideal_data=1000, train_steps=2000, batch_size=64, lr=2e-3,
-                  guidance=6.0),
-    # The main job's size: the ideal rows in about 3 min, everything in well over an hour on 2 cores.
-    "cpu32": Preset("shapes", 32, "cpu", num_samples=1000, ideal_data=2048, train_steps=2700, batch_size=64, lr=2e-3,
-                    guidance=6.0, seeds=1),
-    "cifar10": Preset("cifar10", 32, "cifar10", num_samples=10_000, ideal_data=10_000, train_steps=200_000,
-                      batch_size=128, lr=2e-4, guidance=6.0, seeds=1, finetune_steps=(1000, 5000, 20_000)),
+    "smoke": Preset("shapes", 16, "tiny", num_samples=64, ideal_data=64, train_steps=4, batch_size=8, lr=1e-3,
+                    guidance=6.0, step_counts=(5,), seeds=1, sweep_steps=(1, 3), guidance_weights=(1, 4),
+                    guidance_rescales=(0, 0.7), finetune_steps=(2,), first_step_draws=8, quality_steps=(5,)),
+    "shapes16": Preset("shapes", 16, "tiny", num_samples=1000, ideal_data=1000, train_steps=2000, batch_size=64, lr=2e-3,
+                       guidance=6.0),
+    "shapes32": Preset("shapes", 32, "cpu", num_samples=1000, ideal_data=2048, train_steps=2700, batch_size=64, lr=2e-3,
+                       guidance=6.0, seeds=1),
+    "cifar10-gpu": Preset("cifar10", 32, "cifar10", num_samples=10_000, ideal_data=10_000, train_steps=200_000,
+                          batch_size=128, lr=2e-4, guidance=6.0, seeds=1, finetune_steps=(1000, 5000, 20_000)),
 }
+# The preset's fields a row's samples depend on (the others choose which rows to run).
+ROW_PRESET_FIELDS = ("dataset", "image_size", "model", "num_samples", "ideal_data", "train_steps", "batch_size", "lr",
+                     "data_dir")
 
 # The trained rows, each a set of train.py settings (TrainConfig fields) on top of its defaults, which
 # are the paper's recipe: Stable Diffusion's recipe, then one change at a time, and rectified flow.
@@ -76,7 +83,64 @@ MODELS = {
     "offset_noise": dict(zero_snr=False, prediction="eps", offset_noise=0.1),
     "flow": dict(objective="flow"),  # SD3's rectified flow: zero terminal SNR by construction
 }
-OFFSET_NOISE = MODELS["offset_noise"]["offset_noise"]
+# The exact denoiser of each path (diffusion/ideal.py), in the same settings: ε or v makes no difference to an
+# exact model, and offset noise changes what it was "trained" on.
+IDEAL = {"ideal_baseline": dict(zero_snr=False, prediction="eps"), "ideal_fixed": dict(zero_snr=True, prediction="v"),
+         "ideal_offset_noise": dict(zero_snr=False, prediction="eps", offset_noise=0.1),
+         "ideal_flow": dict(objective="flow", prediction="v")}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the experiment: the settings of a set of samples (or of one measured step).
+
+    Everything that names a row derives from these fields: its `name` in tables, its cache file (`key`,
+    which also covers its model's settings and the preset's data and budget, so a changed setting is
+    computed anew) and its group over training seeds (`settings`: every field but the seed).
+    """
+
+    kind: str  # the part: ideal, trained, guidance, steps, guidance_grid, finetune, quality, leak, first_step, …
+    model: str  # a key of MODELS (trained at `seed`) or IDEAL (exact denoiser), or a fine-tuning run's name
+    spacing: str = ""
+    steps: int = 0
+    seed: int = 0  # training seed
+    guidance: float = 1.0
+    rescale: float = 0.0
+    sampler: str = "ddim"
+    eta: float = 0.0
+    x_T_offset: float = 0.0  # s of x_T = ε + s·N(0, 1) per image and channel: an offset-noise model's own noise
+    delta: float = 0.0  # shift of x_T's channel means, in units of their std 1/√(HW) (the leak part)
+    finetune_steps: int = 0
+    total_steps: int = 0
+    label: int | None = None  # one class only
+
+    @property
+    def name(self) -> str:
+        """The settings in one word: the part (except the brightness table's own), the model, "matched" where x_T
+        carries the model's trained offset, spacing and steps, each other setting off its default, the seed."""
+        words = [] if self.kind in ("ideal", "trained") else [self.kind]
+        words.append(self.model)
+        if self.x_T_offset:
+            trained = {**MODELS, **IDEAL}.get(self.model, {}).get("offset_noise")
+            words.append("matched" if self.x_T_offset == trained else f"xT{self.x_T_offset:g}")
+        words += [self.spacing, str(self.steps) if self.steps else ""]
+        short = {"guidance": "w", "rescale": "phi", "sampler": "", "eta": "eta", "delta": "d", "finetune_steps": "ft",
+                 "total_steps": "total", "label": "class"}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in short and value != f.default:
+                words.append(short[f.name] + (f"{value:g}" if isinstance(value, (int, float)) else str(value)))
+        return "_".join(w for w in words if w) + (f"_seed{self.seed}" if self.seed else "")
+
+    def settings(self) -> tuple:
+        """What tells this row from another besides its training seed: its group over seeds."""
+        return tuple((f.name, getattr(self, f.name)) for f in fields(self) if f.name != "seed")
+
+    def key(self, p: "Preset") -> str:
+        """The cache file's name: `name` and a digest of every setting the row's numbers depend on."""
+        model = MODELS.get(self.model) or IDEAL.get(self.model) or MODELS  # fine-tuning runs depend on several
+        settings = {"row": asdict(self), "model": model, "preset": {k: getattr(p, k) for k in ROW_PRESET_FIELDS}}
+        return f"{self.name}-{hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
 @dataclass
@@ -101,56 +165,65 @@ def row_metrics(images: Tensor, data: Tensor) -> dict:
             "clip_fraction": clip_fraction(images), "brightness": b.tolist()}
 
 
-def cached(s: Setup, name: str, make: Callable[[], dict]) -> dict:
-    """`make()`, computed once and then read from rows/NAME.json."""
-    path = s.out / "rows" / f"{name}.json"
+def cached(s: Setup, row: Row, make: Callable[[], dict]) -> dict:
+    """The row's fields and the numbers `make()` measures, computed once and then read from rows/KEY.json."""
+    key = row.key(s.p)
+    path = s.out / "rows" / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
-    row = make()
-    path.write_text(json.dumps(row))
-    return row
+    result = {"name": row.name, "key": key, **asdict(row), **make()}
+    path.write_text(json.dumps(result))
+    return result
 
 
-def run_row(s: Setup, name: str, make_images: Callable[[], Tensor], info: dict, labels: Tensor | None = None,
+def row_model(s: Setup, row: Row) -> tuple[torch.nn.Module, Schedule, str]:
+    """The row's model, its schedule and what it predicts: the exact denoiser of an IDEAL path, or a model of
+    MODELS trained at the row's seed."""
+    if row.model in IDEAL:
+        kind = IDEAL[row.model]
+        schedule = flow_schedule() if kind.get("objective") == "flow" else make_schedule("scaled_linear", zero_snr=kind["zero_snr"])
+        return IdealDenoiser(s.known, schedule, kind["prediction"], offset_noise=kind.get("offset_noise", 0.0)), schedule, kind["prediction"]
+    model, state = trained_model(s, row.model, row.seed)
+    return model, checkpoint_schedule(state), state["config"]["prediction"]
+
+
+def run_row(s: Setup, row: Row, labels: Tensor | None = None, load: Callable | None = None, x_T: Tensor | None = None,
             extra: Callable[[Tensor], dict] | None = None) -> dict:
-    """Compute a row once: its metrics are cached in rows/NAME.json, its first 64 samples in
-    rows/NAME.pt and grids/NAME.png. On the shapes it carries the quality yardstick too, and
-    `extra(images)` adds numbers of the row's own."""
+    """Draw the row's samples as its fields say, once: the same noise for every row (seed 0), from the model
+    `load()` returns (default: `row_model`). Its numbers are cached in rows/KEY.json, its first 64 samples in
+    rows/KEY.pt and grids/KEY.png. On the shapes it carries the quality yardstick too, and `extra(images)`
+    adds numbers of the row's own."""
     def make() -> dict:
         tic = time.perf_counter()
-        images = make_images()
-        row = {"name": name, **info, **row_metrics(images, s.data), **(extra(images) if extra else {}),
-               "seconds": time.perf_counter() - tic}
+        model, schedule, prediction = load() if load else row_model(s, row)
+        timesteps = get_timesteps(schedule.num_train_steps, row.steps, row.spacing, spacing_offset(row.spacing))
+        images = sample_in_batches(model.to(s.device), len(s.data), s.data.shape[1:], schedule, timesteps, prediction,
+                                   labels=labels, batch_size=500, seed=0, device=s.device, x_T=x_T,
+                                   amp_dtype=amp_dtype(s.device), guidance=row.guidance, rescale=row.rescale,
+                                   sampler=row.sampler, eta=row.eta, offset_noise=row.x_T_offset)
+        numbers = {**row_metrics(images, s.data), **(extra(images) if extra else {}), "seconds": time.perf_counter() - tic}
         if s.p.dataset == "shapes":
-            row["quality"] = shapes_quality(images, labels)
-        torch.save(images[:64].clone(), s.out / "rows" / f"{name}.pt")
-        save_image((images[:64] + 1) / 2, s.out / "grids" / f"{name}.png", nrow=8)
-        print(f"{name}: spread {row['spread_ratio']:.2f}, W1 {row['w1']:.3f}, HF x{row['hf_ratio']:.2f} ({row['seconds']:.0f}s)")
-        return row
+            numbers["quality"] = shapes_quality(images, labels)
+        key = row.key(s.p)
+        torch.save(images[:64].clone(), s.out / "rows" / f"{key}.pt")
+        save_image((images[:64] + 1) / 2, s.out / "grids" / f"{key}.png", nrow=8)
+        print(f"{row.name}: spread {numbers['spread_ratio']:.2f}, W1 {numbers['w1']:.3f}, HF x{numbers['hf_ratio']:.2f} "
+              f"({numbers['seconds']:.0f}s)")
+        return numbers
 
-    return cached(s, name, make)
-
-
-def sampler(model, schedule, prediction: str, spacing: str, steps: int, s: Setup, seed: int,
-            labels: Tensor | None = None, **options) -> Callable[[], Tensor]:
-    """A function that draws as many samples as the reference holds, with a fixed seed: the same noise for
-    every row. `options` go to `sample` (guidance, rescale, offset_noise)."""
-    timesteps = get_timesteps(schedule.num_train_steps, steps, spacing, spacing_offset(spacing))
-    model = model.to(s.device)
-    return lambda: sample_in_batches(model, len(s.data), s.data.shape[1:], schedule, timesteps, prediction,
-                                     labels=labels, batch_size=500, seed=seed, device=s.device,
-                                     amp_dtype=amp_dtype(s.device), **options)
+    return cached(s, row, make)
 
 
 def train_flags(p: Preset, settings: dict, seed: int, num_reference: int, steps: int) -> list[str]:
-    """The train.py command line of a trained row: the preset's data and budget, the row's `settings`
-    (TrainConfig fields), the reference images held out. A checkpoint (and its preview grid) every
-    quarter of the run, so a killed run loses little; short runs only at the end."""
+    """The train.py command line of a trained model: the preset's data and budget, the model's `settings`
+    (TrainConfig fields, checked here), the reference images held out. A checkpoint (and its preview grid)
+    every quarter of the run, so a killed run loses little; short runs only at the end."""
     flags = {"dataset": p.dataset, "image_size": p.image_size, "model": p.model, "batch_size": p.batch_size,
              "steps": steps, "lr": p.lr, "seed": seed, "hold_out": num_reference,
              "ckpt_every": max(steps // 4, min(steps, 100)), **settings}
     if p.dataset != "shapes":
         flags["data_dir"] = p.data_dir
+    TrainConfig(**flags)  # a name that is not a field of train.py's config fails here, not in a subprocess
     args = []
     for key, value in flags.items():
         name = "--" + key.replace("_", "-")
@@ -158,11 +231,16 @@ def train_flags(p: Preset, settings: dict, seed: int, num_reference: int, steps:
     return args
 
 
-def train_run(run_dir: Path, flags: list[str], steps: int) -> tuple[UNet, dict]:
+def train_run(run_dir: Path, flags: list[str], steps: int, settings: dict | None = None) -> tuple[UNet, dict]:
     """Run (or resume, or reuse) `python train.py FLAGS --out RUN_DIR` up to `steps`; returns its EMA model
-    and checkpoint. A killed run resumes from its last checkpoint."""
+    and checkpoint. A killed run resumes from its last checkpoint; a run trained with other `settings`
+    (TrainConfig fields) than asked is trained anew."""
     path = run_dir / "checkpoint.pt"
     state = load_training_checkpoint(path) if path.exists() else None
+    if state and any(state["config"].get(k) != v for k, v in (settings or {}).items()):
+        print(f"{run_dir.name} was trained with other settings: training it anew")
+        shutil.rmtree(run_dir)
+        state = None
     if state is None or state["step"] < steps:
         tic = time.perf_counter()
         command = [sys.executable, str(ROOT / "train.py"), *flags, "--out", str(run_dir)]
@@ -175,7 +253,7 @@ def train_run(run_dir: Path, flags: list[str], steps: int) -> tuple[UNet, dict]:
 
 
 def seed_suffix(seed: int) -> str:
-    """Row and run names carry the training seed, except the first's."""
+    """Run names carry the training seed, except the first's."""
     return f"_seed{seed}" if seed else ""
 
 
@@ -184,18 +262,8 @@ def model_dir(s: Setup, name: str, seed: int) -> Path:
 
 
 def trained_model(s: Setup, name: str, seed: int) -> tuple[UNet, dict]:
-    """One model of the ablation (MODELS[name]) at one training seed, trained the first time it is asked for."""
+    """One model of MODELS at one training seed, trained the first time it is asked for."""
     if (name, seed) not in s.models:
         flags = train_flags(s.p, MODELS[name], seed, len(s.data), s.p.train_steps)
-        s.models[name, seed] = train_run(model_dir(s, name, seed), flags, s.p.train_steps)
+        s.models[name, seed] = train_run(model_dir(s, name, seed), flags, s.p.train_steps, MODELS[name])
     return s.models[name, seed]
-
-
-def trained_sampler(s: Setup, name: str, seed: int, spacing: str, steps: int, labels: Tensor | None = None,
-                    **options) -> Callable[[], Tensor]:
-    """`sampler` for a trained model of MODELS, which is trained or loaded only when a row is not cached."""
-    def draw() -> Tensor:
-        model, state = trained_model(s, name, seed)
-        return sampler(model, checkpoint_schedule(state), state["config"]["prediction"], spacing, steps, s, 0,
-                       labels=labels, **options)()
-    return draw

@@ -25,6 +25,7 @@ from data import make_shapes
 from diffusion import SCHEDULES, IdealDenoiser, get_timesteps, make_schedule, sample
 from evaluation.metrics import brightness, spread_ratio, wasserstein1
 from experiments.figures import pyplot, save
+from experiments.summary import markdown
 
 # Table 1 of the paper, as printed: (√ᾱ_T, SNR_T) at T = 1000.
 PAPER_TABLE_1 = {"linear": (0.006353, 4.035993e-05), "cosine": (4.928220e-05, 2.428735e-09),
@@ -114,18 +115,17 @@ def plot_log_snr(path: Path) -> None:
 
 
 def report(out: Path, table: list[dict], rows: list[dict], seconds: float, command: str) -> str:
-    lines = ["## Table 1: the last timestep of common schedules (T = 1000)", "",
-             "| schedule | zero SNR | √ᾱ_T | SNR_T | paper √ᾱ_T | paper SNR_T |", "|---|---|---|---|---|---|"]
-    for r in table:
-        lines.append(f"| {r['schedule']} | {'yes' if r['zero_snr'] else 'no'} | {r['sqrt_alpha_bar_T']:.6g} | "
-                     f"{r['snr_T']:.6g} | {r['paper_sqrt_alpha_bar_T']:.6g} | {r['paper_snr_T']:.6g} |")
-    lines += ["", "## The leak against resolution (ideal denoiser, embedded shapes, scaled_linear)", "",
-              "| size | row | steps | first t | √ᾱ at first t | std of the noise's mean 1/√(HW) | spread | "
-              "leak-only spread (first step) | W1 |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        leak = f"{r['first_step_spread']:.2f}" if r["sqrt_alpha_bar_first"] > 0 else "none: no leak"
-        lines.append(f"| {r['size']} px | {r['row']} | {r['steps']} | {r['first_timestep']} | {r['sqrt_alpha_bar_first']:.4f} | "
-                     f"{r['noise_mean_std']:.4f} | {r['spread_ratio']:.2f} | {leak} | {r['w1']:.3f} |")
+    table_1 = markdown(["schedule", "zero SNR", "√ᾱ_T", "SNR_T", "paper √ᾱ_T", "paper SNR_T"],
+                       [[r["schedule"], "yes" if r["zero_snr"] else "no", f"{r['sqrt_alpha_bar_T']:.6g}", f"{r['snr_T']:.6g}",
+                         f"{r['paper_sqrt_alpha_bar_T']:.6g}", f"{r['paper_snr_T']:.6g}"] for r in table])
+    resolution = markdown(["size", "row", "steps", "first t", "√ᾱ at first t", "std of the noise's mean 1/√(HW)", "spread",
+                           "leak-only spread (first step)", "W1"],
+                          [[f"{r['size']} px", r["row"], r["steps"], r["first_timestep"], f"{r['sqrt_alpha_bar_first']:.4f}",
+                            f"{r['noise_mean_std']:.4f}", f"{r['spread_ratio']:.2f}",
+                            f"{r['first_step_spread']:.2f}" if r["sqrt_alpha_bar_first"] > 0 else "none: no leak", f"{r['w1']:.3f}"]
+                           for r in rows])
+    lines = ["## Table 1: the last timestep of common schedules (T = 1000)", "", table_1, "",
+             "## The leak against resolution (ideal denoiser, embedded shapes, scaled_linear)", "", resolution]
     text = (f"# Schedules: Table 1, Fig. 2 and the resolution rows\n\n`{command}` took {seconds / 60:.1f} min.\n\n"
             + "\n".join(lines) + "\n\nFig. 2: log_snr.png.\n")
     (out / "RESULTS.md").write_text(text)

@@ -19,6 +19,7 @@ from data import make_shapes
 from diffusion import SAMPLERS, IdealDenoiser, get_timesteps, sample_in_batches
 from evaluation.yardstick import shapes_quality
 from experiments.figures import pyplot, save
+from experiments.summary import markdown
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
 STEPS = (2, 3, 5, 10, 25)
@@ -83,14 +84,12 @@ def main() -> int:
     out = Path(a.out)
     (out / "results.json").write_text(json.dumps({"checkpoint": a.checkpoint, "seconds": time.perf_counter() - tic,
                                                   "rows": rows}, indent=1))
-    lines = ["| model | sampler | S | spread | W1 | HF ratio | FD ratio | class accuracy |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        accuracy = f"{r['class_accuracy']:.3f}" if "class_accuracy" in r else ""
-        lines.append(f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['spread_ratio']:.3f} | {r['w1']:.4f} | "
-                     f"{r['hf_ratio']:.2f} | {r['fd_ratio']:.1f} | {accuracy} |")
+    table = markdown(["model", "sampler", "S", "spread", "W1", "HF ratio", "FD ratio", "class accuracy"],
+                     [[r["model"], r["sampler"], r["steps"], f"{r['spread_ratio']:.3f}", f"{r['w1']:.4f}", f"{r['hf_ratio']:.2f}",
+                       f"{r['fd_ratio']:.1f}", f"{r['class_accuracy']:.3f}" if "class_accuracy" in r else ""] for r in rows])
     (out / "RESULTS.md").write_text(f"# DDIM against DPM-Solver++(2M), trailing steps, {a.num_samples} samples a row\n\n"
                                     f"`python -m experiments.solvers {a.checkpoint}` took "
-                                    f"{(time.perf_counter() - tic) / 60:.1f} min.\n\n" + "\n".join(lines) + "\n")
+                                    f"{(time.perf_counter() - tic) / 60:.1f} min.\n\n" + table + "\n")
     plot(out / "solvers.png", rows)
     print(f"wrote {out / 'RESULTS.md'}")
     return 0

@@ -13,10 +13,22 @@ from pathlib import Path
 BEGIN, END = "<!-- summary:begin -->", "<!-- summary:end -->"
 
 
-def find(results: dict, kind: str, **settings) -> dict | None:
-    """The group of rows (over training seeds) of this kind with these settings."""
-    return next((e for e in results["over_seeds"] if e["kind"] == kind and all(e.get(k) == v for k, v in settings.items())),
-                None)
+def markdown(header: list[str], lines: list[list]) -> str:
+    """A Markdown table: the one table writer of the experiments."""
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(str(v) for v in line) + " |" for line in lines])
+
+
+def find(results: dict, kind: str, x_T_offset: float = 0.0, **settings) -> dict | None:
+    """The group of rows (over training seeds) of this kind with these settings, its x_T from N(0, I) unless
+    `x_T_offset` is given (None: any)."""
+    return next((e for e in results["over_seeds"] if e["kind"] == kind and all(e.get(k) == v for k, v in settings.items())
+                 and x_T_offset in (None, e.get("x_T_offset", 0.0))), None)
+
+
+def label(row: dict) -> str:
+    """A row's model in words, "matched" where its x_T carried the offset noise it was trained on."""
+    return row["model"].removeprefix("ideal_").replace("_", " ") + (" matched" if row.get("x_T_offset") else "")
 
 
 def num(entry: dict | None, key: str = "spread_ratio", digits: int = 2, scale: float = 1, missing: str = "?") -> str:
@@ -27,8 +39,10 @@ def num(entry: dict | None, key: str = "spread_ratio", digits: int = 2, scale: f
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if entry["seeds"] > 1 else f"{mean:.{digits}f}"
 
 
-def ideal(results: dict, name: str) -> str:
-    return next(f"{r['spread_ratio']:.2f}" for r in results["rows"] if r["name"] == name)
+def ideal(results: dict, model: str, spacing: str, steps: int, matched: bool = False) -> str:
+    """The spread of an exact denoiser's row."""
+    return next(f"{r['spread_ratio']:.2f}" for r in results["rows"] if r["kind"] == "ideal" and r["model"] == model
+                and r["spacing"] == spacing and r["steps"] == steps and bool(r.get("x_T_offset")) == matched)
 
 
 def brightness_claim(results: dict, steps: int) -> list[str]:
@@ -40,8 +54,8 @@ def brightness_claim(results: dict, steps: int) -> list[str]:
             f"leading {steps} steps) spreads {num(baseline)} of the data's brightness; the fixed model (zero SNR, v, "
             f"trailing) {num(fixed)}, and x0 at zero SNR "
             f"{num(find(results, 'trained', model='fixed_x0', spacing='trailing', steps=steps))}. The exact denoiser, free "
-            f"of training error, gives {ideal(results, f'ideal_baseline_leading_{steps}')} and "
-            f"{ideal(results, f'ideal_fixed_trailing_{steps}')}."]
+            f"of training error, gives {ideal(results, 'ideal_baseline', 'leading', steps)} and "
+            f"{ideal(results, 'ideal_fixed', 'trailing', steps)}."]
 
 
 def steps_claim(results: dict) -> list[str]:
@@ -92,31 +106,34 @@ def finetune_claim(results: dict, steps: int) -> list[str]:
 
 
 def first_step_claim(results: dict) -> list[str]:
-    trained = [e for e in results["over_seeds"] if e["kind"] == "first_step" and e["model"] != "ideal"]
-    exact = find(results, "first_step", model="ideal")
+    trained = [e for e in results["over_seeds"] if e["kind"] == "first_step" and not e["model"].startswith("ideal")]
+    exact = find(results, "first_step", model="ideal_fixed")
     if not (trained and exact):
         return []
     widest = max(trained, key=lambda e: e["x0_brightness_spread"]["mean"])
     farthest = max(trained, key=lambda e: e["rms_to_class_mean"]["mean"])
     return [f"**The first step (§5.2).** At t = T the fixed model's x̂0 varies over noise draws by "
             f"{num(widest, 'x0_brightness_spread', 3)} of the data's brightness spread at most (class "
-            f"{widest.get('class', 'all')}), and lies {num(farthest, 'rms_to_class_mean', 3)} (RMS) from its class mean at "
+            f"{widest.get('label', 'all')}), and lies {num(farthest, 'rms_to_class_mean', 3)} (RMS) from its class mean at "
             f"most, where the data's images lie {min(e['rms_of_data_to_class_mean']['mean'] for e in trained):.3f} or more "
             f"from it; the exact denoiser gives the data mean to {exact['rms_to_class_mean']['mean']:.1e}."]
 
 
 def offset_noise_claim(results: dict, steps: int) -> list[str]:
-    def trained(model: str) -> str:
-        return " / ".join(num(find(results, "trained", model=model, spacing=sp, steps=steps)) for sp in ("leading", "trailing"))
-
-    def exact(model: str) -> str:
-        return " / ".join(ideal(results, f"{model}_{sp}_{steps}") for sp in ("leading", "trailing"))
-
-    if not find(results, "trained", model="offset_noise_matched", spacing="trailing", steps=steps):
+    offsets = [e["x_T_offset"] for e in results["over_seeds"] if e["model"] == "offset_noise" and e.get("x_T_offset")]
+    if not offsets:
         return []
+
+    def trained(offset: float) -> str:
+        return " / ".join(num(find(results, "trained", offset, model="offset_noise", spacing=sp, steps=steps))
+                          for sp in ("leading", "trailing"))
+
+    def exact(matched: bool) -> str:
+        return " / ".join(ideal(results, "ideal_offset_noise", sp, steps, matched) for sp in ("leading", "trailing"))
+
     return [f"**Offset noise (§5.4).** Spread with leading / trailing steps, x_T from N(0, I): trained "
-            f"{trained('offset_noise')}, exact denoiser {exact('ideal_offset_noise')}; x_T with the trained offset: "
-            f"trained {trained('offset_noise_matched')}, exact denoiser {exact('ideal_offset_noise_matched')}."]
+            f"{trained(0.0)}, exact denoiser {exact(False)}; x_T with the trained offset: "
+            f"trained {trained(offsets[0])}, exact denoiser {exact(True)}."]
 
 
 def quality_claim(results: dict) -> list[str]:
@@ -182,7 +199,7 @@ def flow_claim(results: dict, steps: int) -> list[str]:
         return " / ".join(num(find(results, "steps", model="flow", spacing=spacing, steps=n), key, digits) for n in few)
 
     return [f"**Rectified flow (SD3).** Trained with {steps} trailing steps it spreads {num(flow)} of the data's "
-            f"brightness (exact denoiser of its path {ideal(results, f'ideal_flow_trailing_{steps}')}; fixed "
+            f"brightness (exact denoiser of its path {ideal(results, 'ideal_flow', 'trailing', steps)}; fixed "
             f"{num(find(results, 'trained', model='fixed', spacing='trailing', steps=steps))}, baseline with leading steps "
             f"{num(find(results, 'trained', model='baseline', spacing='leading', steps=steps))}), W1 {num(flow, 'w1', 3)}."
             + (f" At S = {' / '.join(map(str, few))}: spread {sweep('trailing', 'spread_ratio', 2)} with trailing steps and "
@@ -200,17 +217,13 @@ def sentences(results: dict) -> list[str]:
 
 def table(results: dict) -> str:
     """The brightness rows in one table: the ideal rows, and the trained rows as mean ± std over seeds."""
-    lines = ["| row | spacing, steps | spread | W1 | < 0.1 | > 0.9 | HF ratio |", "|---|---|---|---|---|---|---|"]
-    for r in results["rows"]:
-        if r["kind"] == "ideal":
-            lines.append(f"| exact denoiser: {r['model'].removeprefix('ideal_').replace('_', ' ')} | {r['spacing']} {r['steps']} | "
-                         f"{r['spread_ratio']:.2f} | {r['w1']:.3f} | {r['frac_dark']:.3f} | {r['frac_bright']:.3f} | {r['hf_ratio']:.2f} |")
-    for e in (e for e in results["over_seeds"] if e["kind"] == "trained"):
-        seeds = f" ({e['seeds']} seeds)" if e["seeds"] > 1 else ""
-        lines.append(f"| trained: {e['model'].replace('_', ' ')}{seeds} | {e['spacing']} {e['steps']} | "
-                     f"{num(e, 'spread_ratio', 2)} | {num(e, 'w1', 3)} | {num(e, 'frac_dark', 3)} | {num(e, 'frac_bright', 3)} | "
-                     f"{num(e, 'hf_ratio', 2)} |")
-    return "\n".join(lines)
+    lines = [[f"exact denoiser: {label(r)}", f"{r['spacing']} {r['steps']}", f"{r['spread_ratio']:.2f}", f"{r['w1']:.3f}",
+              f"{r['frac_dark']:.3f}", f"{r['frac_bright']:.3f}", f"{r['hf_ratio']:.2f}"]
+             for r in results["rows"] if r["kind"] == "ideal"]
+    lines += [[f"trained: {label(e)}" + (f" ({e['seeds']} seeds)" if e["seeds"] > 1 else ""), f"{e['spacing']} {e['steps']}",
+               num(e, "spread_ratio", 2), num(e, "w1", 3), num(e, "frac_dark", 3), num(e, "frac_bright", 3), num(e, "hf_ratio", 2)]
+              for e in results["over_seeds"] if e["kind"] == "trained"]
+    return markdown(["row", "spacing, steps", "spread", "W1", "< 0.1", "> 0.9", "HF ratio"], lines)
 
 
 HEADLINE = [("exact denoiser", "ideal_baseline", "flawed schedule (SD's scaled_linear)", "leading"),
@@ -224,12 +237,11 @@ def headline(results: dict) -> str:
     """The README's small table: the exact denoiser of each schedule, then trained rows that the
     experiment's rule calls converged (HF ratio < 2), as mean ± std over training seeds."""
     steps = results["preset"]["step_counts"][0]
-    lines = [f"| model | schedule | steps | brightness spread (data: 1) | images < 0.1 / > 0.9 (data: "
-             f"{results['data']['frac_dark']:.2f} / {results['data']['frac_bright']:.2f}) | HF ratio (data: 1) |",
-             "|---|---|---|---|---|---|"]
-    for kind, model, label, spacing in HEADLINE:
+    lines = []
+    for kind, model, title, spacing in HEADLINE:
         if kind == "exact denoiser":
-            r = next((r for r in results["rows"] if r["name"] == f"{model}_{spacing}_{steps}"), None)
+            r = next((r for r in results["rows"] if r["kind"] == "ideal" and r["model"] == model and r["spacing"] == spacing
+                      and r["steps"] == steps and not r.get("x_T_offset")), None)
             cells = None if r is None else [f"{r['spread_ratio']:.2f}", f"{r['frac_dark']:.2f} / {r['frac_bright']:.2f}",
                                             f"{r['hf_ratio']:.2f}"]
         else:
@@ -237,8 +249,10 @@ def headline(results: dict) -> str:
             cells = None if e is None or e["hf_ratio"]["mean"] >= 2 else [
                 num(e), f"{num(e, 'frac_dark')} / {num(e, 'frac_bright')}", num(e, "hf_ratio")]
         if cells:
-            lines.append(f"| {kind} | {label} | {spacing} {steps} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            lines.append([kind, title, f"{spacing} {steps}", *cells])
+    data = results["data"]
+    return markdown(["model", "schedule", "steps", "brightness spread (data: 1)", f"images < 0.1 / > 0.9 (data: "
+                     f"{data['frac_dark']:.2f} / {data['frac_bright']:.2f})", "HF ratio (data: 1)"], lines)
 
 
 def block(results: dict) -> str:

@@ -8,7 +8,7 @@ import torch
 from tests.conftest import ROOT, write_image_folder
 
 
-TWO_SEEDS = ("--seeds", "2")  # the tiny preset trains one seed; two show the grouping over seeds
+TWO_SEEDS = ("--seeds", "2")  # the smoke preset trains one seed; two show the grouping over seeds
 
 
 def _run_preset(preset, out, *args):
@@ -17,7 +17,7 @@ def _run_preset(preset, out, *args):
 
 
 def _run(out, *args):
-    return _run_preset("tiny", out, *args)
+    return _run_preset("smoke", out, *args)
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +33,10 @@ def test_experiment_writes_results_table_json_and_a_grid_per_row(tiny_experiment
     names = [r["name"] for r in results["rows"]]
     assert "ideal_baseline_leading_5" in names and "fixed_trailing_5" in names and "offset_noise_leading_5" in names
     assert {"ideal", "trained", "guidance"} <= {r["kind"] for r in results["rows"]}
-    sampled = [r["name"] for r in results["rows"] if "mean" in r]  # rows of samples, not of one step's x̂0
-    assert all((tiny_experiment / "grids" / f"{n}.png").is_file() for n in sampled)
+    sampled = [r for r in results["rows"] if "mean" in r]  # rows of samples, not of one step's x̂0
+    assert all((tiny_experiment / "grids" / f"{r['key']}.png").is_file() for r in sampled)
     table = (tiny_experiment / "RESULTS.md").read_text()
-    assert all(f"| {n} |" in table for n in sampled)
+    assert all(f"| {r['name']} |" in table for r in sampled)
 
 
 def test_every_row_reports_the_brightness_metrics(tiny_experiment):
@@ -61,8 +61,8 @@ def test_running_again_redoes_no_finished_stage(tiny_experiment):
 
 
 @pytest.mark.slow
-def test_ideal_rows_at_the_cpu_preset_squeeze_the_baseline_and_not_the_fix(tmp_path):
-    result = _run_preset("cpu", tmp_path, "--ideal-only")
+def test_ideal_rows_at_the_shapes16_preset_squeeze_the_baseline_and_not_the_fix(tmp_path):
+    result = _run_preset("shapes16", tmp_path, "--ideal-only")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {r["name"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
     for steps in (25, 100):
@@ -122,8 +122,8 @@ def test_offset_noise_rows_are_sampled_both_from_plain_noise_and_from_the_offset
 
 def test_first_step_of_the_fixed_model_is_measured_per_class_and_for_the_ideal_denoiser(tiny_experiment):
     rows = [r for r in json.loads((tiny_experiment / "results.json").read_text())["rows"] if r["kind"] == "first_step"]
-    assert [r["class"] for r in rows if r["seed"] == 0] == [0, 1, 2, 3, None]
-    assert rows[-1]["model"] == "ideal" and rows[-1]["rms_to_class_mean"] < 1e-4  # the exact denoiser gives exactly the data mean at zero SNR
+    assert [r["label"] for r in rows if r["seed"] == 0] == [0, 1, 2, 3, None]
+    assert rows[-1]["model"] == "ideal_fixed" and rows[-1]["rms_to_class_mean"] < 1e-4  # the exact denoiser gives exactly the data mean at zero SNR
 
 
 def test_every_claim_part_runs_at_every_training_seed(tiny_experiment):
@@ -136,7 +136,7 @@ def test_every_claim_part_runs_at_every_training_seed(tiny_experiment):
 def test_trained_rows_are_summarised_as_mean_and_std_over_seeds(tiny_experiment):
     results = json.loads((tiny_experiment / "results.json").read_text())
     entry = next(e for e in results["over_seeds"] if e["kind"] == "guidance_grid" and e["guidance"] == 4 and e["rescale"] == 0)
-    rows = [r for r in results["rows"] if r["name"] in entry["rows"]]
+    rows = [r for r in results["rows"] if r["key"] in entry["rows"]]
     assert entry["seeds"] == 2 and sorted(r["seed"] for r in rows) == [0, 1]
     assert entry["clip_fraction"]["mean"] == pytest.approx(sum(r["clip_fraction"] for r in rows) / 2)
     assert entry["class_accuracy"]["std"] >= 0

@@ -1,0 +1,88 @@
+"""A row of the brightness experiment is declared once, as a `Row`: its name, its cache file and its group over
+training seeds all come from its fields."""
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from data import make_shapes
+from experiments.brightness import over_seeds, trained_rows
+from experiments.common import EXPERIMENT_PRESETS, MODELS, Row, Setup, cached
+from models import PRESETS
+
+
+@pytest.fixture
+def setup(tmp_path) -> Setup:
+    for sub in ("rows", "grids", "models"):
+        (tmp_path / sub).mkdir()
+    data = make_shapes(16, 16, 1)[0]
+    return Setup(tmp_path, replace(EXPERIMENT_PRESETS["smoke"], num_samples=16), data, None, make_shapes(64, 16, 2)[0],
+                 torch.device("cpu"))
+
+
+def counting():
+    calls = []
+    return calls, lambda: calls.append(1) or {"value": len(calls)}
+
+
+def test_a_cached_row_is_read_back_while_its_settings_stay_the_same(setup):
+    calls, make = counting()
+    row = Row("trained", "fixed", "trailing", 5)
+    assert cached(setup, row, make) == cached(setup, row, make)
+    assert len(calls) == 1
+
+
+def test_changing_a_rows_own_setting_computes_it_anew(setup):
+    calls, make = counting()
+    row = Row("trained", "fixed", "trailing", 5)
+    cached(setup, row, make)
+    assert cached(setup, replace(row, rescale=0.7), make)["value"] == 2
+
+
+def test_changing_the_training_settings_of_a_rows_model_computes_it_anew(setup, monkeypatch):
+    calls, make = counting()
+    row = Row("trained", "fixed", "trailing", 5)
+    cached(setup, row, make)
+    monkeypatch.setitem(MODELS, "fixed", dict(zero_snr=True, prediction="x0"))
+    assert cached(setup, row, make)["value"] == 2
+
+
+def test_changing_the_presets_budget_computes_a_row_anew(setup):
+    calls, make = counting()
+    row = Row("trained", "fixed", "trailing", 5)
+    cached(setup, row, make)
+    setup.p = replace(setup.p, train_steps=setup.p.train_steps + 1)
+    assert cached(setup, row, make)["value"] == 2
+
+
+def test_a_rows_name_spells_its_settings_and_its_cache_file_adds_their_digest(setup):
+    row = Row("guidance_grid", "fixed", "trailing", 25, seed=1, guidance=4, rescale=0.7)
+    assert row.name == "guidance_grid_fixed_trailing_25_w4_phi0.7_seed1"
+    assert row.key(setup.p).startswith(row.name + "-") and row.key(setup.p) != replace(row, sampler="dpmpp-2m").key(setup.p)
+    assert Row("trained", "offset_noise", "leading", 25, x_T_offset=MODELS["offset_noise"]["offset_noise"]).name \
+        == "offset_noise_matched_leading_25"
+
+
+def test_rows_that_differ_in_any_setting_but_the_seed_are_never_averaged_together():
+    numbers = {"spread_ratio": 1.0, "w1": 0.0, "hf_ratio": 1.0, "frac_dark": 0.0, "frac_bright": 0.0}
+    rows = [{**Row("steps", "fixed", "trailing", 5, seed, **change).__dict__, "key": str(i), **numbers}
+            for i, (seed, change) in enumerate([(0, {}), (1, {}), (0, {"eta": 1.0}), (0, {"sampler": "dpmpp-2m"})])]
+    groups = over_seeds(rows)
+    assert sorted(e["seeds"] for e in groups) == [1, 1, 2]
+
+
+def test_experiment_presets_are_not_named_like_unet_presets():
+    assert not set(EXPERIMENT_PRESETS) & set(PRESETS)
+    assert all(p.model in PRESETS for p in EXPERIMENT_PRESETS.values())
+
+
+def test_a_trained_row_with_a_new_schedule_and_loss_space_is_one_declaration(setup, monkeypatch):
+    for name in list(MODELS):
+        monkeypatch.delitem(MODELS, name)
+    monkeypatch.setitem(MODELS, "linear_x0_v_loss", dict(schedule="linear", prediction="x0", loss_space="v"))  # the declaration
+    rows = trained_rows(setup, seeds=1)
+    assert {(r["model"], r["spacing"]) for r in rows} == {("linear_x0_v_loss", "leading"), ("linear_x0_v_loss", "trailing")}
+    config = torch.load(setup.out / "models" / "linear_x0_v_loss" / "checkpoint.pt", weights_only=True)["config"]
+    assert (config["schedule"], config["prediction"], config["loss_space"], config["zero_snr"]) == ("linear", "x0", "v", True)
+    assert all(json.loads((setup.out / "rows" / f"{r['key']}.json").read_text())["model"] == "linear_x0_v_loss" for r in rows)

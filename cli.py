@@ -67,8 +67,9 @@ def native_bf16() -> bool:
 
 def amp_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """bf16 where asked, or with `auto` where the hardware runs it natively (CUDA, and CPUs with
-    `native_bf16`); None for full precision. On the 2-core CPUs of this project bf16 trains 1.5
-    times the images/s of fp32 (docs/quality_trials.md)."""
+    `native_bf16`); None for full precision. bf16 halves the bytes each tensor moves and runs on the
+    matrix units (tensor cores, AMX), and it keeps fp32's exponent range, so unlike fp16 it needs no
+    loss scaling. What it gains for train.py is measured in docs/benchmark.md."""
     native = device.type == "cuda" or (device.type == "cpu" and native_bf16())
     return torch.bfloat16 if precision == "bf16" or (precision == "auto" and native) else None
 

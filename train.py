@@ -47,9 +47,10 @@ def lr_at(step: int, c: TrainConfig) -> float:
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
     """θ_ema ← d·θ_ema + (1 − d)·θ, with d warmed up as min(decay, (1 + 3·step)/(10 + 3·step)).
 
-    The warm-up keeps the random initial weights out of the average early on. The common
-    (1 + step)/(10 + step) reaches 0.999 only after ~9,000 steps; three times faster, a run of a few
-    thousand steps averages over the last ~1/(1 − decay) of them by its end, as --ema-decay says.
+    The warm-up keeps the random initial weights out of the average early on. An average of decay d spans
+    about 1/(1 − d) steps: here (10 + 3·step)/9, a third of the steps taken so far, until it reaches the
+    1/(1 − decay) that --ema-decay asks for. The common (1 + step)/(10 + step) spans a ninth of them and
+    reaches the decay only after (10·decay − 1)/(1 − decay) steps, more than a short run takes.
     One multi-tensor lerp for all parameters: one kernel launch on a GPU instead of one per tensor.
     """
     d = min(decay, (1 + 3 * step) / (10 + 3 * step))

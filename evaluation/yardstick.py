@@ -14,7 +14,8 @@ pixel-level ones of `evaluation.metrics`:
   from grain (above 1).
 
 Its pattern features are a tanh layer of 32 units: bounded, so the distance is not dominated by a
-few heavy-tailed ReLU units (which made it move tenfold with the reference set in an earlier trial).
+few heavy-tailed units, whose rare large values would make it depend on which reference set is drawn
+(as unbounded ReLU units allow).
 """
 from collections.abc import Callable
 from pathlib import Path

@@ -1,9 +1,8 @@
-"""What the scripts share: bad input as one line and exit status 2, device choice, autocast."""
+"""What the scripts share: bad input as one line and exit status 2, device choice, the autocast dtype."""
 import argparse
 import os
 import sys
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import field, fields
 from typing import Any
 
@@ -72,12 +71,6 @@ def amp_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | No
     loss scaling. What it gains for train.py is measured in docs/benchmark.md."""
     native = device.type == "cuda" or (device.type == "cpu" and native_bf16())
     return torch.bfloat16 if precision == "bf16" or (precision == "auto" and native) else None
-
-
-def autocast(device: torch.device, precision: str = "auto") -> AbstractContextManager:
-    """Autocast to `amp_dtype(device, precision)`, or nothing in full precision."""
-    dtype = amp_dtype(device, precision)
-    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
 
 
 def check_writable_dir(path: str) -> None:

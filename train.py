@@ -8,12 +8,14 @@ Read top to bottom: the config; the schedule (fix #1, zero terminal SNR); the da
 its EMA and the optimizer; the loop, whose loss regresses the target of fix #2. Fixes #3
 (trailing steps) and #4 (rescaled guidance) act at sampling time: see sample.py. Every flag, its
 default and its check are in train_config.py; resuming, torchrun, stop signals and the metrics
-log are plumbing, in runtime.py.
+log are plumbing, in runtime.py, which the loop reaches only through the four closures defined
+above it (skip_if_not_finite, sync, log, checkpoint).
 """
 import copy
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 import runtime
-from cli import UsageError, amp_dtype, autocast, check_writable_dir, run
+from cli import UsageError, amp_dtype, check_writable_dir, run
 from data import hold_out, load_dataset
 from diffusion import NULL_CLASS, FlowAsV, diffusion_loss, flow_loss, flow_schedule, get_timesteps, make_schedule, sample_in_batches
 from evaluation.metrics import brightness, brightness_summary, summarize, summary_line
@@ -34,13 +36,13 @@ from models.checkpoint import load_weights
 from train_config import RESUMABLE, TrainConfig, check_config, parse_args, recipe_defaults
 
 
-def lr_at(step: int, c: TrainConfig) -> float:
+def lr_at(step: int, config: TrainConfig) -> float:
     """Linear warmup to --lr, then constant (as DDPM) or a cosine decay to 0 at the last step."""
-    warm = min(1.0, (step + 1) / max(c.warmup, 1))
-    if c.lr_schedule == "constant":
-        return c.lr * warm
-    progress = min(1.0, max(0, step - c.warmup) / max(c.steps - c.warmup, 1))
-    return c.lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
+    warm = min(1.0, (step + 1) / max(config.warmup, 1))
+    if config.lr_schedule == "constant":
+        return config.lr * warm
+    progress = min(1.0, max(0, step - config.warmup) / max(config.steps - config.warmup, 1))
+    return config.lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()
@@ -57,122 +59,157 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
 
 
-def save_sample_grid(ema: UNet, schedule, c: TrainConfig, path: Path, device: torch.device) -> dict:
+def save_sample_grid(ema: UNet, schedule, config: TrainConfig, path: Path, device: torch.device) -> dict:
     """8 samples a class (or 64 unconditional) from the EMA model with 25 trailing DDIM steps; returns
     their quality: the yardstick on the shapes, elsewhere their brightness."""
     num_classes = ema.config.num_classes
     labels = torch.arange(num_classes).repeat_interleave(8) if num_classes else None
     size = ema.config.image_size
-    model = FlowAsV(ema, schedule) if c.objective == "flow" else ema
+    model = FlowAsV(ema, schedule) if config.objective == "flow" else ema
     images = sample_in_batches(model, len(labels) if num_classes else 64, (ema.config.in_channels, size, size), schedule,
-                               get_timesteps(c.timesteps, 25, "trailing"), c.prediction, labels=labels, seed=c.seed,
-                               device=device, amp_dtype=amp_dtype(device, c.precision))
+                               get_timesteps(config.timesteps, 25, "trailing"), config.prediction, labels=labels,
+                               seed=config.seed, device=device, amp_dtype=amp_dtype(device, config.precision))
     save_image((images + 1) / 2, path, nrow=8)
-    return shapes_quality(images, labels) if c.dataset == "shapes" else summarize(brightness(images))
+    return shapes_quality(images, labels) if config.dataset == "shapes" else summarize(brightness(images))
 
 
-def train(c: TrainConfig, state: dict | None = None) -> Path:
-    """Train to c.steps, from the checkpoint `state` if given; returns the checkpoint's path."""
-    rank, world, device = runtime.setup_distributed(c.device)
-    if c.batch_size % world:
-        raise UsageError(f"--batch-size {c.batch_size} must be divisible by the {world} processes")
-    out = Path(c.out)
+def train(config: TrainConfig, state: dict | None = None) -> Path:
+    """Train to config.steps, from the checkpoint `state` if given; returns the checkpoint's path."""
+    rank, world, device = runtime.setup_distributed(config.device)
+    if config.batch_size % world:
+        raise UsageError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
+    out = Path(config.out)
     if rank == 0:
-        check_writable_dir(c.out)
-    torch.manual_seed(c.seed)  # the same initial weights on every rank
+        check_writable_dir(config.out)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls and convolutions on CUDA
 
-    # Fix #1: the noise schedule, rescaled so that the last timestep is pure noise (a flow's path ends there anyway).
-    schedule = flow_schedule(c.timesteps) if c.objective == "flow" else make_schedule(c.schedule, c.timesteps, zero_snr=c.zero_snr)
+    # Fix #1: the noise schedule, rescaled so that the last timestep is pure noise (a flow's path ends there).
+    if config.objective == "flow":
+        schedule = flow_schedule(config.timesteps)
+    else:
+        schedule = make_schedule(config.schedule, config.timesteps, zero_snr=config.zero_snr)
 
     with runtime.rank_zero_first(rank, world):  # one download and one cache build, not one per process
-        dataset = load_dataset(c.dataset, c.data_dir, c.image_size, c.download, c.num_images, c.seed)
-    if c.hold_out:
-        _, dataset = hold_out(dataset, c.hold_out, c.seed)
-    if len(dataset) < c.batch_size:
-        raise UsageError(f"the dataset has {len(dataset)} images, fewer than --batch-size {c.batch_size}")
-    data_brightness = brightness_summary(dataset, c.seed)
-    num_classes = len(dataset.classes) if c.class_cond else 0
+        dataset = load_dataset(config.dataset, config.data_dir, config.image_size, config.download, config.num_images,
+                               config.seed)
+    if config.hold_out:
+        _, dataset = hold_out(dataset, config.hold_out, config.seed)
+    if len(dataset) < config.batch_size:
+        raise UsageError(f"the dataset has {len(dataset)} images, fewer than --batch-size {config.batch_size}")
+    data_brightness = brightness_summary(dataset, config.seed)
+    num_classes = len(dataset.classes) if config.class_cond else 0
     # Recorded as trained: no flips for a folder unless asked (it may hold text), no null labels without classes,
     # loader workers on CUDA so that the GPU does not wait on the batches.
-    c = replace(c, hflip=c.dataset != "folder" if c.hflip is None else c.hflip, label_dropout=c.label_dropout if num_classes else 0.0,
-                workers=(4 if device.type == "cuda" else 0) if c.workers is None else c.workers)
+    config = replace(config, hflip=config.dataset != "folder" if config.hflip is None else config.hflip,
+                     label_dropout=config.label_dropout if num_classes else 0.0,
+                     workers=(4 if device.type == "cuda" else 0) if config.workers is None else config.workers)
     channels, size = dataset[0][0].shape[:2]
     try:
-        model = UNet(unet_config(c.model, size, num_classes, channels)).to(device)
+        model = UNet(unet_config(config.model, size, num_classes, channels)).to(device)
     except ValueError as e:  # an image size this UNet cannot cut: the flags' fault, not a bug
         raise UsageError(f"--image-size {size}: {e}") from None
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    # Fused: one kernel for all parameters, and it skips a non-finite step on the device (found_inf below).
-    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.0, fused=device.type in ("cpu", "cuda"))
+    # Fused: one kernel for all parameters, and it skips a non-finite step on the device (see skip_if_not_finite).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0, fused=device.type in ("cpu", "cuda"))
     if rank:
-        torch.manual_seed(c.seed + 1_000_003 * rank)  # but each rank its own noise, timesteps and flips
-    step = runtime.resume(state, model, ema, optimizer, rank, world, device, c.seed) if state else 0
-    if c.init_from and not state:
-        load_weights(c.init_from, model, ema)
+        torch.manual_seed(config.seed + 1_000_003 * rank)  # but each rank its own noise, timesteps and flips
+    step = runtime.resume(state, model, ema, optimizer, rank, world, device, config.seed) if state else 0
+    if config.init_from and not state:
+        load_weights(config.init_from, model, ema)
     ddp_model = DistributedDataParallel(model) if world > 1 else model
     # The loader gets a generator of its own: by default it would draw its workers' seed from the
     # global RNG, shifting the noise stream of a resumed run by one draw.
-    loader = DataLoader(dataset, batch_sampler=runtime.StepBatches(len(dataset), c.batch_size, c.seed, step, rank, world),
-                        num_workers=c.workers, pin_memory=device.type == "cuda", persistent_workers=c.workers > 0,
-                        generator=torch.Generator().manual_seed(c.seed))
+    batch_order = runtime.StepBatches(len(dataset), config.batch_size, config.seed, step, rank, world)
+    loader = DataLoader(dataset, batch_sampler=batch_order, num_workers=config.workers,
+                        pin_memory=device.type == "cuda", persistent_workers=config.workers > 0,
+                        generator=torch.Generator().manual_seed(config.seed))
+    # bf16 where the hardware runs it natively (or where --precision asks), else full precision.
+    dtype = amp_dtype(device, config.precision)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
     if rank == 0:
         print(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {len(dataset)} "
-              f"{c.dataset} images ({num_classes or 'no'} classes), {c.schedule}{' + zero SNR' if c.zero_snr else ''}, "
-              f"{c.prediction}-prediction, {device}, from step {step} to {c.steps}")
+              f"{config.dataset} images ({num_classes or 'no'} classes), "
+              f"{config.schedule}{' + zero SNR' if config.zero_snr else ''}, {config.prediction}-prediction, {device}, "
+              f"from step {step} to {config.steps}")
         print(summary_line("data brightness", data_brightness))
 
-    def checkpoint() -> None:
-        runtime.save_training_state(out / runtime.CHECKPOINT, model, ema, optimizer, step, rank, world, device,
-                                    config=asdict(c), classes=list(dataset.classes) if num_classes else [],
-                                    data_brightness=data_brightness)
-        if rank == 0:  # a preview, and its quality in the log
-            metrics.write({"step": step, "quality": save_sample_grid(ema, schedule, c, out / f"samples_{step:06d}.png", device)})
-
+    # What the loop does besides the method, each behind a name: runtime.py's plumbing stays out of the loop.
     metrics, window = runtime.MetricsLog(out / "metrics.jsonl", step, rank), runtime.LossWindow(device)
-    bar = tqdm(total=c.steps, initial=step, disable=rank != 0, desc="train")
+    stop = runtime.StopRequest()  # within `with stop`, SIGINT and SIGTERM set a flag: the run ends with a checkpoint
+
+    def skip_if_not_finite(loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """Keep a non-finite loss or gradient norm from reaching the weights, without a device sync every step:
+        LossWindow.add flags the step on the device (1.0 if either is not finite), and the fused AdamW skips a step
+        whose `found_inf` is non-zero (the undocumented attribute GradScaler sets for it). The next `sync` stops the
+        run. The unfused kernels (all mps has) refuse the flag: there only that stop keeps the checkpoint good."""
+        not_finite = window.add(loss, grad_norm, step + 1)  # numbered as the log numbers it: the count after it
+        if optimizer.defaults["fused"]:
+            optimizer.found_inf = not_finite
+
+    def sync() -> tuple[float, bool]:
+        """The one read of the device, every --log-every steps and at checkpoints: the window's mean loss, and
+        whether any rank was asked to stop; raises TrainingDiverged, on every rank, if a step was not finite."""
+        return window.read(step, stop, device, world, out)
+
+    def log(step: int, mean_loss: float) -> None:
+        """A row of metrics.jsonl: the window's mean loss, the learning rate of its last step and the speed."""
+        nonlocal tic
+        seconds, tic = time.perf_counter() - tic, time.perf_counter()
+        metrics.write({"step": step, "loss": mean_loss, "lr": lr_at(step - 1, config),
+                       "images_per_sec": window.steps * config.batch_size / seconds})
+        bar.set_postfix(loss=f"{mean_loss:.4f}")
+        window.reset()
+
+    def checkpoint() -> None:
+        """checkpoint.pt (everything a bit-exact resume needs), then a grid of samples and its quality in the log."""
+        runtime.save_training_state(out / runtime.CHECKPOINT, model, ema, optimizer, step, rank, world, device,
+                                    config=asdict(config), classes=list(dataset.classes) if num_classes else [],
+                                    data_brightness=data_brightness)
+        if rank == 0:
+            grid = out / f"samples_{step:06d}.png"
+            metrics.write({"step": step, "quality": save_sample_grid(ema, schedule, config, grid, device)})
+
+    bar = tqdm(total=config.steps, initial=step, disable=rank != 0, desc="train")
     tic = time.perf_counter()
     model.train()
     batches = iter(loader)
-    with runtime.StopRequest() as stop:
-        while step < c.steps:
+    with stop:
+        while step < config.steps:
             x0, labels = (t.to(device, non_blocking=True) for t in next(batches))
-            if c.hflip:
+            if config.hflip:
                 x0 = torch.where(torch.rand(len(x0), 1, 1, 1, device=device) < 0.5, x0.flip(3), x0)
             if num_classes:  # dropping labels teaches the unconditional model that guidance needs
-                labels = torch.where(torch.rand(len(labels), device=device) < c.label_dropout, NULL_CLASS, labels)
+                labels = torch.where(torch.rand(len(labels), device=device) < config.label_dropout, NULL_CLASS, labels)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, c)
-            with autocast(device, c.precision):
-                if c.objective == "flow":  # regress the velocity ε − x0 of the straight path
-                    loss = flow_loss(ddp_model, x0, labels if num_classes else None, c.flow_time)
+                group["lr"] = lr_at(step, config)
+            with autocast:
+                if config.objective == "flow":  # regress the velocity ε − x0 of the straight path
+                    loss = flow_loss(ddp_model, x0, labels if num_classes else None, config.flow_time)
                 else:  # Fix #2: regress v_t = √ᾱ·ε − √(1 − ᾱ)·x0 (the paper's v-loss), or the target --prediction names.
-                    loss = diffusion_loss(ddp_model, x0, schedule, c.prediction, labels if num_classes else None,
-                                          offset_noise=c.offset_noise, loss_space=c.loss_space or None)
+                    loss = diffusion_loss(ddp_model, x0, schedule, config.prediction, labels if num_classes else None,
+                                          offset_noise=config.offset_noise, loss_space=config.loss_space or None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
-            optimizer.found_inf = window.add(loss, grad_norm, step + 1)  # a non-finite step is skipped on the device
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
+            skip_if_not_finite(loss, grad_norm)
             optimizer.step()
-            update_ema(ema, model, c.ema_decay, step)
+            update_ema(ema, model, config.ema_decay, step)
             step += 1
             bar.update(1)
-            if step % c.log_every and step % c.ckpt_every and step < c.steps:
-                continue
 
-            mean_loss, stopping = window.read(step, stop, device, world, out)  # the one read of the device
-            if step % c.log_every == 0:
-                seconds, tic = time.perf_counter() - tic, time.perf_counter()
-                metrics.write({"step": step, "loss": mean_loss, "lr": lr_at(step - 1, c),
-                               "images_per_sec": window.steps * c.batch_size / seconds})
-                bar.set_postfix(loss=f"{mean_loss:.4f}")
-                window.reset()
-            if step % c.ckpt_every == 0 or step == c.steps or stopping:
-                checkpoint()
-            if stopping:
-                if rank == 0:
-                    print(f"stopped at step {step}; resume with: python train.py --out {c.out} --resume")
-                break
+            log_now = step % config.log_every == 0
+            save_now = step % config.ckpt_every == 0 or step == config.steps
+            if log_now or save_now:  # the only steps that wait for the device
+                mean_loss, stopping = sync()
+                if log_now:
+                    log(step, mean_loss)
+                if save_now or stopping:
+                    checkpoint()
+                if stopping:
+                    if rank == 0:
+                        print(f"stopped at step {step}; resume with: python train.py --out {config.out} --resume")
+                    break
     bar.close()
     metrics.close()
     runtime.end_distributed(world)

@@ -205,6 +205,17 @@ def test_a_nan_gradient_at_a_checkpoint_step_keeps_the_previous_checkpoint_bit_f
     _assert_same_training_state(kept, good)
 
 
+def test_a_run_with_the_unfused_adamw_of_mps_trains(tmp_path, monkeypatch):
+    # The fused AdamW skips a non-finite step through `found_inf`; the unfused kernels (all mps has) refuse that flag.
+    import train
+
+    fused_adamw = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, **options: fused_adamw(params, **{**options, "fused": False}))
+    config = train.TrainConfig(model="tiny", image_size=16, num_images=64, batch_size=4, steps=2, ckpt_every=2,
+                               device="cpu", out=str(tmp_path))
+    assert load_checkpoint(train.train(config))["step"] == 2
+
+
 def test_a_bad_flag_is_one_line_on_stderr_and_exit_2(tmp_path):
     result = run_script("train.py", "--image-size", "0", "--out", str(tmp_path))
     assert result.returncode == 2

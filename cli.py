@@ -1,9 +1,9 @@
-"""What the scripts share: bad input as one line and exit status 2, device choice, the autocast dtype."""
+"""What the scripts share: bad input as one line and exit status 2, flags from a dataclass, device and precision."""
 import argparse
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import field, fields
+from dataclasses import MISSING, field, fields
 from typing import Any
 
 import torch
@@ -55,6 +55,10 @@ def pick_device(name: str) -> torch.device:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# The help of --device and --precision, which train.py and sample.py both take: written once.
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+PRECISION_HELP = ("bf16 autocast of the network; auto: bf16 on CUDA and on CPUs with native bf16 instructions, "
+                  "else fp32")
 
 
 def native_bf16() -> bool:
@@ -86,20 +90,29 @@ def check_writable_dir(path: str) -> None:
 
 def flag(default: Any, help: str, **argparse_options: Any) -> Any:
     """A dataclass field that is also a command-line flag (see `add_flags`): one place for a
-    setting's default, its help and its valid values."""
+    setting's default, its help and its valid values. MISSING as the default makes it a
+    positional argument."""
     return field(default=default, metadata={"help": help, **argparse_options})
 
 
 def add_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One --flag per field of a dataclass made with `flag`. Every default is None, so that the
-    parsed namespace tells which flags were given; a bool field becomes --name / --no-name."""
+    """One --flag per field of a dataclass made with `flag`, or a positional argument for a field
+    without a default. Every default is None, so that the parsed namespace tells which flags were
+    given; a bool field becomes --name / --no-name; a trailing underscore (class_, for a Python
+    keyword) is not part of the flag's name."""
     for f in fields(config_class):
         options = dict(f.metadata)
         text = options.pop("help")
+        if f.default is MISSING:
+            parser.add_argument(f.name, help=text, **options)
+            continue
         if isinstance(f.default, bool):
             options.setdefault("action", argparse.BooleanOptionalAction)
         elif "action" not in options:
             options.setdefault("type", type(f.default))
         if "(default" not in text:
             text += f" (default: {f.default})"
-        parser.add_argument("--" + f.name.replace("_", "-"), default=None, help=text, **options)
+        name = f.name.rstrip("_")
+        if name != f.name:
+            options.setdefault("metavar", name.upper())
+        parser.add_argument("--" + name.replace("_", "-"), dest=f.name, default=None, help=text, **options)

@@ -7,7 +7,7 @@ import argparse
 import math
 from dataclasses import dataclass, replace
 
-from cli import PRECISIONS, Parser, UsageError, add_flags, flag
+from cli import DEVICE_HELP, PRECISION_HELP, PRECISIONS, Parser, UsageError, add_flags, flag
 from data import DATASETS
 from diffusion import FLOW_TIMES, PREDICTION_TYPES, SCHEDULES, check_pairing
 from models import PRESETS
@@ -60,9 +60,8 @@ class TrainConfig:
     offset_noise: float = flag(0.0, "add S·N(0, 1) per image and channel to the noise: the older workaround")
     label_dropout: float = flag(0.1, "probability of the null label, which guidance needs (unconditional models: none)")
     seed: int = flag(0, "seed of the data order, the noise and the initial weights")
-    device: str = flag("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    precision: str = flag("auto", "bf16 autocast of the network; auto: bf16 on CUDA and on CPUs with native bf16 "
-                          "instructions, else fp32", choices=PRECISIONS)
+    device: str = flag("auto", DEVICE_HELP)
+    precision: str = flag("auto", PRECISION_HELP, choices=PRECISIONS)
     workers: int | None = flag(None, "data-loading worker processes (default: 4 on CUDA, 0 elsewhere)", type=int)
     out: str = flag("runs/default", "folder for checkpoint.pt, metrics.jsonl and samples_STEP.png")
     ckpt_every: int = flag(900, "write a checkpoint and a sample grid every N steps, and at the end")

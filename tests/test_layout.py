@@ -16,7 +16,7 @@ FLOORS = {
     "runtime": {"cli", "models"},
     "train_config": {"cli", "data", "diffusion", "models"},
     "evaluation": {"cli", "data", "diffusion", "evaluation", "models"},
-    "experiments": {"cli", "data", "diffusion", "evaluation", "experiments", "models"},
+    "experiments": {"cli", "data", "diffusion", "evaluation", "experiments", "models", "train_config"},
 }
 PROJECT = set(FLOORS) | SCRIPTS
 

@@ -34,16 +34,16 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 
-from cli import Parser, pick_device, run
+from cli import Parser, UsageError, add_flags, flag, pick_device, run
 from data import DATASETS, hold_out, load_dataset
 from evaluation.metrics import brightness
 from experiments import claims
-from experiments.common import EXPERIMENT_PRESETS, HF_CONVERGED, IDEAL, MODELS, Row, Setup, row_metrics, run_row
+from experiments.common import EXPERIMENT_PRESETS, HF_CONVERGED, IDEAL, MODELS, Preset, Row, Setup, row_metrics, run_row
 from experiments.figures import pyplot, save
 from experiments.summary import block as summary_block, markdown, num
 
@@ -243,30 +243,44 @@ def plot_at_a_glance(s: Setup, rows: list[dict]) -> None:
     save(fig, s.out / "at_a_glance.png")
 
 
-def main() -> int:
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Every flag of the experiment (cli.flag, as train.py's TrainConfig)."""
+
+    preset: str = flag("shapes16", "the experiment's size: smoke (tests), shapes16 (16px, 3 training seeds), shapes32 "
+                       "(32px, train.py's default model and budget), cifar10-gpu", choices=EXPERIMENT_PRESETS)
+    ideal_only: bool = flag(False, "only the exact-denoiser rows, the leak part's included")
+    parts: tuple[str, ...] = flag(PARTS, "which parts to run (default: all)", nargs="+", choices=PARTS, type=str)
+    seeds: int | None = flag(None, "training seeds of the trained rows (default: the preset's)", type=int)
+    out: str | None = flag(None, "output folder (default: runs/brightness-PRESET)", type=str)
+    dataset: str | None = flag(None, "the data (default: the preset's; shapes is embedded)", choices=DATASETS, type=str)
+    data_dir: str | None = flag(None, "where cifar10/celeba live, or the image folder's root (one subfolder per class) "
+                                "(default: the preset's)", type=str)
+    image_size: int | None = flag(None, "image side in pixels (default: the preset's)", type=int)
+    seed: int = flag(0, "seed of the data split and the sampling noise")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ExperimentConfig, Preset]:
+    """The flags, checked, and the preset they choose with the data they ask for."""
     parser = Parser(description="Reproduce the paper's brightness experiment (ideal denoiser and trained models).")
-    parser.add_argument("--preset", choices=EXPERIMENT_PRESETS, default="shapes16",
-                        help="the experiment's size: smoke (tests), shapes16 (16px, 3 training seeds: the default), shapes32 "
-                             "(32px, train.py's default model and budget), cifar10-gpu")
-    parser.add_argument("--ideal-only", action="store_true", help="only the ideal-denoiser rows")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to run (default: all)")
-    parser.add_argument("--seeds", type=int, help="training seeds of the trained rows (default: the preset's)")
-    parser.add_argument("--out", default=None, help="output folder (default: runs/brightness-PRESET)")
-    parser.add_argument("--dataset", choices=DATASETS, help="the data (default: the preset's; shapes is embedded)")
-    parser.add_argument("--data-dir", help="where cifar10/celeba live, or the image folder's root (one subfolder per class)")
-    parser.add_argument("--image-size", type=int, help="image side in pixels (default: the preset's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data split and the sampling noise (default: 0)")
-    args = parser.parse_args()
-    if args.image_size is not None and args.image_size < 4:
-        parser.error(f"--image-size must be at least 4, got {args.image_size}")
-    if args.seeds is not None and args.seeds < 1:
-        parser.error(f"--seeds must be at least 1, got {args.seeds}")
-    chosen = {"dataset": args.dataset, "data_dir": args.data_dir, "image_size": args.image_size}
-    p = replace(EXPERIMENT_PRESETS[args.preset], **{k: v for k, v in chosen.items() if v is not None})
+    add_flags(parser, ExperimentConfig)
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    config = ExperimentConfig(**given)
+    if config.image_size is not None and config.image_size < 4:
+        raise UsageError(f"--image-size must be at least 4, got {config.image_size}")
+    if config.seeds is not None and config.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {config.seeds}")
+    chosen = {"dataset": config.dataset, "data_dir": config.data_dir, "image_size": config.image_size}
+    p = replace(EXPERIMENT_PRESETS[config.preset], **{k: v for k, v in chosen.items() if v is not None})
     try:
         unet_config(p.model, p.image_size)  # a size the preset's UNet cannot take is refused before any work
     except ValueError as e:
-        parser.error(str(e))
+        raise UsageError(str(e)) from None
+    return config, p
+
+
+def main() -> int:
+    args, p = parse_args()
     out = Path(args.out or f"runs/brightness-{args.preset}" + (f"-{args.dataset}" if args.dataset else ""))
     for sub in ("rows", "grids", "models"):
         (out / sub).mkdir(parents=True, exist_ok=True)

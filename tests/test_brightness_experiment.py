@@ -161,3 +161,14 @@ def test_leak_part_gives_every_model_a_correlation_and_a_dose_response_over_ever
     assert leak["ideal_fixed"]["r_first"]["mean"] == 0 == leak["ideal_flow"]["r_first"]["mean"]
     assert leak["ideal_baseline"]["r_first"]["mean"] > 0.3
     assert "Does the sample follow its noise's mean?" in (tiny_experiment / "RESULTS.md").read_text()
+
+
+def test_the_experiments_flags_are_a_dataclass_whose_values_choose_the_preset_and_its_data():
+    from cli import UsageError
+    from experiments.brightness import parse_args
+
+    config, preset = parse_args(["--preset", "smoke", "--parts", "table", "leak", "--image-size", "8"])
+    assert config.parts == ("table", "leak") and not config.ideal_only
+    assert (preset.model, preset.image_size, preset.dataset) == ("tiny", 8, "shapes")
+    with pytest.raises(UsageError, match="--seeds must be at least 1, got 0"):
+        parse_args(["--seeds", "0"])

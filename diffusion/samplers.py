@@ -71,6 +71,7 @@ def guided_output(
     cond, uncond = both.chunk(2)
     if rescale == 0:
         return apply_cfg(cond, uncond, guidance)
+    # Fix #4: guide and rescale in v space, whatever the network predicts
     cond_v, uncond_v = (convert_prediction(x, out, alpha_bar, prediction_type, "v") for out in (cond, uncond))
     return convert_prediction(x, apply_cfg(cond_v, uncond_v, guidance, rescale), alpha_bar, "v", prediction_type)
 
@@ -119,7 +120,8 @@ def ddim_step(
     x_t: Tensor, model_output: Tensor, alpha_bar_t: Tensor | float, alpha_bar_prev: Tensor | float,
     prediction_type: str, eta: float = 0.0, noise: Tensor | None = None,
 ) -> Tensor:
-    """`ddim_update` from a network's raw output in its parameterisation (ε, v or x0)."""
+    """`ddim_update` from a network's raw output in its parameterisation (ε, v or x0): one step by hand,
+    outside a sampler's loop."""
     alpha_bar_t = torch.as_tensor(alpha_bar_t, dtype=x_t.dtype, device=x_t.device)
     x0, eps = predict_x0_eps(x_t, model_output, alpha_bar_t, prediction_type)
     return ddim_update(x0, eps, alpha_bar_t, alpha_bar_prev, eta, noise)
@@ -165,10 +167,11 @@ def visited_alpha_bars(schedule: Schedule, timesteps: Tensor) -> list[float]:
 
 @torch.no_grad()
 def sample_ddim(
-    denoise: Denoiser, x: Tensor, schedule: Schedule, timesteps: Tensor, progress: bool = True,
+    denoise: Denoiser, x: Tensor, schedule: Schedule, timesteps: Tensor, *, progress: bool = True,
     eta: float = 0.0, generator: torch.Generator | None = None,
 ) -> Tensor:
-    """DDIM from x = x_T through `timesteps` (descending) to the clean image; with η > 0 it adds fresh
+    """DDIM from x = x_T through `timesteps` (descending) to the clean image. The signature every sampler
+    shares, (denoise, x, schedule, timesteps, *, progress), then DDIM's own: with η > 0 it adds fresh
     noise z at each step, drawn on the CPU from `generator` so that a seed means the same on every device."""
     alpha_bars = visited_alpha_bars(schedule, timesteps)
     for i, t in enumerate(tqdm(timesteps.tolist(), desc="ddim", disable=not progress, leave=False)):
@@ -181,7 +184,7 @@ def sample_ddim(
 
 @torch.no_grad()
 def sample_dpmpp_2m(
-    denoise: Denoiser, x: Tensor, schedule: Schedule, timesteps: Tensor, progress: bool = True,
+    denoise: Denoiser, x: Tensor, schedule: Schedule, timesteps: Tensor, *, progress: bool = True,
 ) -> Tensor:
     """DPM-Solver++(2M) from x = x_T through `timesteps` (descending) to the clean image: a second-order
     multistep solver of the same ODE as DDIM (η = 0), reusing the previous step's x̂0."""
@@ -226,9 +229,9 @@ def sample(
     denoise = guided_denoiser(model, schedule, prediction_type, None if labels is None else labels.to(device),
                               guidance, rescale, amp_dtype)
     if sampler == "ddim":
-        x = sample_ddim(denoise, x.to(device), schedule, timesteps, progress, eta=eta, generator=generator)
+        x = sample_ddim(denoise, x.to(device), schedule, timesteps, progress=progress, eta=eta, generator=generator)
     else:
-        x = sample_dpmpp_2m(denoise, x.to(device), schedule, timesteps, progress)
+        x = sample_dpmpp_2m(denoise, x.to(device), schedule, timesteps, progress=progress)
     return x.clamp(-1, 1)
 
 

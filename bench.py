@@ -1,6 +1,6 @@
 """One benchmark command: our UNet presets beside diffusers' UNet2DModel, on this machine.
 
-    python bench.py                         # the CPU table (about 10 min on 2 cores); CUDA rows where a GPU is
+    python bench.py                         # the CPU table (its time: docs/benchmark.md); CUDA rows where a GPU is
     python bench.py --quick --presets tiny  # seconds: what the test runs
     torchrun --nproc_per_node 2 bench.py    # also the per-rank and global images/s of data-parallel training
 

@@ -96,48 +96,48 @@ def class_label(name: str, classes: list[str]) -> int:
 
 
 def main() -> int:
-    args = parse_args()
-    state = load_training_checkpoint(args.checkpoint)
-    config, classes = state["config"], state.get("classes", [])
-    label = class_label(args.class_, classes) if args.class_ is not None else None
-    if args.guidance != 1 and label is None and not (args.evaluate and classes):
+    config = parse_args()
+    state = load_training_checkpoint(config.checkpoint)
+    trained, classes = state["config"], state.get("classes", [])
+    label = class_label(config.class_, classes) if config.class_ is not None else None
+    if config.guidance != 1 and label is None and not (config.evaluate and classes):
         raise UsageError("--guidance needs --class (or --evaluate on a class-conditional model): guidance pushes toward a class")
-    offset = args.offset if args.offset is not None else spacing_offset(args.spacing)
+    offset = config.offset if config.offset is not None else spacing_offset(config.spacing)
     try:
-        timesteps = get_timesteps(config["timesteps"], args.num_steps, args.spacing, offset)
+        timesteps = get_timesteps(trained["timesteps"], config.num_steps, config.spacing, offset)
     except ValueError as e:  # steps this model does not have: the flags' fault, not a bug
-        raise UsageError(f"--num-steps {args.num_steps}, --offset {offset}: {e}") from None
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "grid.png"
+        raise UsageError(f"--num-steps {config.num_steps}, --offset {offset}: {e}") from None
+    out = Path(config.out) if config.out else Path(config.checkpoint).parent / "grid.png"
     check_writable_dir(str(out.parent))
-    if args.out_dir:
-        check_writable_dir(args.out_dir)
+    if config.out_dir:
+        check_writable_dir(config.out_dir)
 
-    device = pick_device(args.device)
-    model = load_ema_model(state, args.checkpoint).to(device)
+    device = pick_device(config.device)
+    model = load_ema_model(state, config.checkpoint).to(device)
     size, channels = model.config.image_size, model.config.in_channels
     if label is not None:
-        labels = torch.full((args.num_samples,), label)
-    elif args.evaluate and classes:
-        labels = torch.arange(args.num_samples) % len(classes)
+        labels = torch.full((config.num_samples,), label)
+    elif config.evaluate and classes:
+        labels = torch.arange(config.num_samples) % len(classes)
     else:
         labels = None
-    images = sample_in_batches(model, args.num_samples, (channels, size, size), checkpoint_schedule(state), timesteps,
-                               config["prediction"], labels=labels, batch_size=args.batch_size, seed=args.seed,
-                               device=device, guidance=args.guidance, rescale=args.guidance_rescale, eta=args.eta,
-                               sampler=args.sampler, offset_noise=args.offset_noise,
-                               amp_dtype=amp_dtype(device, args.precision))
+    images = sample_in_batches(model, config.num_samples, (channels, size, size), checkpoint_schedule(state), timesteps,
+                               trained["prediction"], labels=labels, batch_size=config.batch_size, seed=config.seed,
+                               device=device, guidance=config.guidance, rescale=config.guidance_rescale, eta=config.eta,
+                               sampler=config.sampler, offset_noise=config.offset_noise,
+                               amp_dtype=amp_dtype(device, config.precision))
     save_image((images + 1) / 2, out, nrow=8)
-    if args.out_dir:
+    if config.out_dir:
         for i, image in enumerate(images):
-            save_image((image + 1) / 2, Path(args.out_dir) / f"{i:06d}.png")
+            save_image((image + 1) / 2, Path(config.out_dir) / f"{i:06d}.png")
     summary = summarize(brightness(images))
-    print(f"wrote {out} ({args.num_samples} samples, step {state['step']}, "
-          f"{args.num_steps} {args.spacing} {args.sampler} steps)")
+    print(f"wrote {out} ({config.num_samples} samples, step {state['step']}, "
+          f"{config.num_steps} {config.spacing} {config.sampler} steps)")
     print(summary_line("brightness", summary))
     if "data_brightness" in state:
         print(summary_line("data brightness", state["data_brightness"]))
-    if args.evaluate:
-        print(summary_line("quality", evaluate(images, labels, config, device)))
+    if config.evaluate:
+        print(summary_line("quality", evaluate(images, labels, trained, device)))
     return 0
 
 

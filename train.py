@@ -8,8 +8,8 @@ Read top to bottom: the config; the schedule (fix #1, zero terminal SNR); the da
 its EMA and the optimizer; the loop, whose loss regresses the target of fix #2. Fixes #3
 (trailing steps) and #4 (rescaled guidance) act at sampling time: see sample.py. Every flag, its
 default and its check are in train_config.py; resuming, torchrun, stop signals and the metrics
-log are plumbing, in runtime.py, which the loop reaches only through the four closures defined
-above it (skip_if_not_finite, sync, log, checkpoint).
+log are plumbing, in runtime.py, which the loop body reaches only through the four closures
+defined above it (skip_if_not_finite, sync, log, checkpoint) and the `with stop:` around it.
 """
 import copy
 import math
@@ -94,7 +94,8 @@ def train(config: TrainConfig, state: dict | None = None) -> Path:
         dataset = load_dataset(config.dataset, config.data_dir, config.image_size, config.download, config.num_images,
                                config.seed)
     if config.hold_out:
-        _, dataset = hold_out(dataset, config.hold_out, config.seed)
+        split_seed = config.seed if config.hold_out_seed is None else config.hold_out_seed
+        _, dataset = hold_out(dataset, config.hold_out, split_seed)
     if len(dataset) < config.batch_size:
         raise UsageError(f"the dataset has {len(dataset)} images, fewer than --batch-size {config.batch_size}")
     data_brightness = brightness_summary(dataset, config.seed)

@@ -27,8 +27,10 @@ class TrainConfig:
                                   "64 for celeba and folders)", type=int)
     num_images: int | None = flag(None, "how many shapes to generate, or a random subset of at most this many images "
                                   "of another dataset (default: 10,000 shapes, all other images)", type=int)
-    hold_out: int = flag(0, "keep this many images (a split seeded by --seed) out of training, as a reference "
+    hold_out: int = flag(0, "keep this many images (a seeded split: --hold-out-seed) out of training, as a reference "
                          "to measure samples against")
+    hold_out_seed: int | None = flag(None, "seed of the --hold-out split (default: --seed), so that runs at "
+                                    "several seeds can hold out the same reference", type=int)
     hflip: bool | None = flag(None, "flip training images left-right at random (default: on, except for a folder, "
                               "which may hold text or digits)", action=argparse.BooleanOptionalAction)
     class_cond: bool = flag(True, "condition on the class label when the dataset has classes")

@@ -27,7 +27,7 @@ def _patterns(label: Tensor, size: int, g: torch.Generator) -> Tensor:
     angle, phase = math.pi * u(1, 1), 2 * math.pi * u(1, 1)
     along = x * angle.cos() + y * angle.sin()
     # Soft edges, a tenth of the image wide, and stripes no finer than a quarter of it: detail a
-    # small model on a CPU learns in minutes, so that what the experiments measure is brightness.
+    # small model on a CPU learns quickly, so that what the experiments measure is brightness.
     soft = 0.1
     disc = ((extent - ((x - cx) ** 2 + (y - cy) ** 2).sqrt()) / soft + 0.5).clamp(0, 1)
     square = ((extent - torch.maximum((x - cx).abs(), (y - cy).abs())) / soft + 0.5).clamp(0, 1)

@@ -1,6 +1,6 @@
 """The quality yardstick for the embedded shapes: is a set of samples as good as held-out data?
 
-A small feature network, trained in seconds on shapes the diffusion model never sees
+A small feature network, trained on shapes the diffusion model never sees
 (deterministic from its seed, cached under runs/yardstick/), gives three numbers beside the
 pixel-level ones of `evaluation.metrics`:
 
@@ -116,7 +116,7 @@ def reference(image_size: int, reference_set: int = 0, cache_dir: str | Path = "
         net = load_feature_net(image_size, cache_dir)
         ref, _, _ = make_shapes(REFERENCE_COUNT, image_size, REFERENCE_SEED + 2 * reference_set)
         pool, pool_labels, _ = make_shapes(POOL_COUNT, image_size, REFERENCE_SEED + 2 * reference_set + 1)
-        # in chunks: one batch of 20,000 images is slower than twenty of 1,000, for the same numbers
+        # in chunks of 1,000 images, whose activations stay small; each image's features are the same
         ref_features, pool_features = (torch.cat([net.features(c) for c in x.split(1000)]) for x in (ref, pool))
         pool_logits = net.head(pool_features[:, :FEATURES])  # forward() without computing the pattern again
         return {"features": ref_features, "brightness": brightness(ref), "hf": hf_residual(ref),

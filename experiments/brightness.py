@@ -1,6 +1,6 @@
-"""The paper's brightness experiment and its other claims, at a size that runs on a laptop CPU.
+"""The paper's brightness experiment and its other claims, at sizes for a CPU (shapes16, shapes32) or a GPU.
 
-    python -m experiments.brightness --ideal-only      # closed-form denoiser rows, about a minute
+    python -m experiments.brightness --ideal-only      # closed-form denoiser rows only
     python -m experiments.brightness                   # everything (--preset shapes16: 16 px, 3 training seeds)
     python -m experiments.brightness --parts table steps   # some parts only (resumable: a rerun skips what is done)
     python -m experiments.brightness --preset shapes32 --ideal-only   # ideal rows at 32×32
@@ -46,10 +46,9 @@ from experiments import claims
 from experiments.common import EXPERIMENT_PRESETS, HF_CONVERGED, IDEAL, MODELS, Preset, Row, Setup, row_metrics, run_row
 from experiments.figures import pyplot, save
 from experiments.summary import block as summary_block, markdown, num
-
-ROW_FIELDS = tuple(f.name for f in fields(Row))
 from models import unet_config
 
+ROW_FIELDS = tuple(f.name for f in fields(Row))
 TABLE_SPACINGS = ("leading", "trailing")
 PARTS = ("table", "steps", "guidance", "finetune", "first_step", "quality", "leak")
 SUMMARY_KEYS = ("spread_ratio", "w1", "hf_ratio", "frac_dark", "frac_bright")
@@ -126,7 +125,7 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
               f"{r['frac_dark']:.3f}", f"{r['frac_bright']:.3f}", f"{r['spread_ratio']:.2f}", f"{r['w1']:.3f}",
               f"{r['hf_ratio']:.2f}", f"{r['clip_fraction']:.3f}", status(r) if r["kind"] != "data" else ""]
              for r in [data_row] + [r for r in rows if "mean" in r]]  # rows of samples: not the first step's
-    text = (f"# Brightness experiment, preset `{s.p.dataset}`/{s.p.image_size}px, {s.p.num_samples} samples a row\n\n"
+    text = (f"# Brightness experiment on `{s.p.dataset}` at {s.p.image_size}px, {s.p.num_samples} samples a row\n\n"
             f"`{command}`: this invocation took {seconds / 60:.1f} min (rows finished before are reused, not timed "
             "again). Per-image mean brightness in [0, 1]; spread = std(samples)/std(data); W1 against the data; HF "
             f"ratio = high-frequency residual against the data's (≥ {HF_CONVERGED}: not converged, so its brightness is "
@@ -257,7 +256,8 @@ class ExperimentConfig:
     data_dir: str | None = flag(None, "where cifar10/celeba live, or the image folder's root (one subfolder per class) "
                                 "(default: the preset's)", type=str)
     image_size: int | None = flag(None, "image side in pixels (default: the preset's)", type=int)
-    seed: int = flag(0, "seed of the data split and the sampling noise")
+    seed: int = flag(0, "seed of the split that holds the reference out, from the data and from every trained model "
+                     "(the sampling noise is the same for every row)")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ExperimentConfig, Preset]:
@@ -295,7 +295,7 @@ def main() -> int:
     data = torch.stack([image for image, _ in reference])
     classes = len(dataset.classes)
     s = Setup(out, p, data, torch.arange(len(data)) % classes if classes else None,
-              torch.stack([train_set[i][0] for i in range(p.ideal_data)]), pick_device("auto"))
+              torch.stack([train_set[i][0] for i in range(p.ideal_data)]), pick_device("auto"), split_seed=args.seed)
     print(f"{len(dataset)} {p.dataset} images at {p.image_size}px: {num_reference} held out as the reference, "
           f"{p.ideal_data} known to the ideal denoiser, {len(train_set)} to train on")
     rows = ideal_rows(s)

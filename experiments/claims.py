@@ -12,15 +12,18 @@ table's); brightness.py groups them over seeds and draws the figures from the gr
 """
 import shutil
 import statistics
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from diffusion import SPACINGS, predict_x0_eps
 from evaluation.metrics import brightness, mean_correlation, slope
-from experiments.common import MODELS, Row, Setup, cached, model_dir, row_model, run_row, seed_suffix, train_flags, train_run, trained_model
+from experiments.common import (MODELS, Row, Setup, cached, model_dir, row_model, run_row, seed_suffix, train_run,
+                                train_settings, trained_model, trained_otherwise)
 from experiments.figures import pyplot, save
-from models.checkpoint import checkpoint_schedule
+from models.checkpoint import checkpoint_schedule, load_training_checkpoint
+from train_config import RESUMABLE
 
 
 def steps_sweep(s: Setup, seeds: int) -> list[dict]:
@@ -50,9 +53,9 @@ def finetune(s: Setup, seeds: int) -> list[dict]:
 
             def tuned(n=n, seed=seed):
                 trained_model(s, "baseline", seed)  # the run to start from
-                flags = train_flags(p, MODELS["fixed"], seed, len(s.data), n) + [
-                    "--init-from", str(model_dir(s, "baseline", seed) / "checkpoint.pt")]
-                return train_run(s.out / "models" / f"finetune_{n}{seed_suffix(seed)}", flags, n)
+                settings = {**train_settings(s, MODELS["fixed"], seed, n),
+                            "init_from": str(model_dir(s, "baseline", seed) / "checkpoint.pt")}
+                return train_run(s.out / "models" / f"finetune_{n}{seed_suffix(seed)}", settings, n)
 
             def scratch(total=total, seed=seed):
                 trained_model(s, "fixed", seed)
@@ -67,11 +70,16 @@ def finetune(s: Setup, seeds: int) -> list[dict]:
     return rows
 
 
-def continued(source, run_dir, steps: int):
-    """A copy of a trained run, continued to `steps`: at a constant rate, the same as training that long."""
+def continued(source: Path, run_dir: Path, steps: int):
+    """A copy of a trained run, continued to `steps`: at a constant rate, the same as training that long.
+    A copy of another run than the source is now (retrained since) is made again."""
+    source_config = load_training_checkpoint(source / "checkpoint.pt")["config"]
+    if run_dir.exists() and trained_otherwise(load_training_checkpoint(run_dir / "checkpoint.pt"),
+                                              {k: v for k, v in source_config.items() if k not in RESUMABLE}):
+        shutil.rmtree(run_dir)
     if not run_dir.exists():
         shutil.copytree(source, run_dir)
-    return train_run(run_dir, [], steps)  # resumes: the copy's own config
+    return train_run(run_dir, {}, steps)  # resumes: the copy's own config
 
 
 @torch.no_grad()

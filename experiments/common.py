@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # A trained row counts as evidence only if its samples are about as smooth as the data: at twice
 # the data's high-frequency residual or more it is still noise, and marked "not converged". Not
 # tighter, because mid-brightness images have more contrast than near-solid ones: a row squeezed
-# toward the middle has more of them, and even the exact ideal model reaches 1.3 there.
+# toward the middle has more of them, and even the exact denoiser's squeezed rows read above 1
+# there (docs/brightness.md).
 HF_CONVERGED = 2.0
 
 
@@ -71,7 +72,7 @@ EXPERIMENT_PRESETS = {
 }
 # The preset's fields a row's samples depend on (the others choose which rows to run).
 ROW_PRESET_FIELDS = ("dataset", "image_size", "model", "num_samples", "ideal_data", "train_steps", "batch_size", "lr",
-                     "data_dir")
+                     "data_dir", "first_step_draws")
 
 # The trained rows, each a set of train.py settings (TrainConfig fields) on top of its defaults, which
 # are the paper's recipe: Stable Diffusion's recipe, then one change at a time, and rectified flow.
@@ -136,10 +137,13 @@ class Row:
         """What tells this row from another besides its training seed: its group over seeds."""
         return tuple((f.name, getattr(self, f.name)) for f in fields(self) if f.name != "seed")
 
-    def key(self, p: "Preset") -> str:
-        """The cache file's name: `name` and a digest of every setting the row's numbers depend on."""
+    def key(self, p: "Preset", split_seed: int = 0) -> str:
+        """The cache file's name: `name` and a digest of every setting the row's numbers depend on, the
+        preset's data and budget and the seed of the reference's split included."""
         model = MODELS.get(self.model) or IDEAL.get(self.model) or MODELS  # fine-tuning runs depend on several
-        settings = {"row": asdict(self), "model": model, "preset": {k: getattr(p, k) for k in ROW_PRESET_FIELDS}}
+        row = {f.name: float(getattr(self, f.name)) if f.type is float else getattr(self, f.name) for f in fields(self)}
+        settings = {"row": row, "model": model, "preset": {k: getattr(p, k) for k in ROW_PRESET_FIELDS},
+                    "split_seed": split_seed}
         return f"{self.name}-{hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
@@ -153,6 +157,7 @@ class Setup:
     labels: Tensor | None  # classes asked for in class-conditional rows, one per sample (None: no classes)
     known: Tensor  # the images the ideal denoiser knows
     device: torch.device
+    split_seed: int = 0  # the seed of the reference's split, which every trained model holds out too
     models: dict = field(default_factory=dict)  # (name, seed) -> (EMA model, checkpoint), trained or loaded once
 
 
@@ -167,7 +172,7 @@ def row_metrics(images: Tensor, data: Tensor) -> dict:
 
 def cached(s: Setup, row: Row, make: Callable[[], dict]) -> dict:
     """The row's fields and the numbers `make()` measures, computed once and then read from rows/KEY.json."""
-    key = row.key(s.p)
+    key = row.key(s.p, s.split_seed)
     path = s.out / "rows" / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -204,7 +209,7 @@ def run_row(s: Setup, row: Row, labels: Tensor | None = None, load: Callable | N
         numbers = {**row_metrics(images, s.data), **(extra(images) if extra else {}), "seconds": time.perf_counter() - tic}
         if s.p.dataset == "shapes":
             numbers["quality"] = shapes_quality(images, labels)
-        key = row.key(s.p)
+        key = row.key(s.p, s.split_seed)
         torch.save(images[:64].clone(), s.out / "rows" / f"{key}.pt")
         save_image((images[:64] + 1) / 2, s.out / "grids" / f"{key}.png", nrow=8)
         print(f"{row.name}: spread {numbers['spread_ratio']:.2f}, W1 {numbers['w1']:.3f}, HF x{numbers['hf_ratio']:.2f} "
@@ -214,35 +219,41 @@ def run_row(s: Setup, row: Row, labels: Tensor | None = None, load: Callable | N
     return cached(s, row, make)
 
 
-def train_flags(p: Preset, settings: dict, seed: int, num_reference: int, steps: int) -> list[str]:
-    """The train.py command line of a trained model: the preset's data and budget, the model's `settings`
-    (TrainConfig fields, checked here), the reference images held out. A checkpoint (and its preview grid)
-    every quarter of the run, so a killed run loses little; short runs only at the end."""
-    flags = {"dataset": p.dataset, "image_size": p.image_size, "model": p.model, "batch_size": p.batch_size,
-             "steps": steps, "lr": p.lr, "seed": seed, "hold_out": num_reference,
-             "ckpt_every": max(steps // 4, min(steps, 100)), **settings}
+def train_settings(s: Setup, settings: dict, seed: int, steps: int) -> dict:
+    """What `python train.py` is asked for a trained model (TrainConfig fields, checked here): the preset's
+    data and budget, the model's `settings`, and the experiment's reference held out. A checkpoint (and its
+    preview grid) every quarter of the run, so a killed run loses little; short runs only at the end."""
+    p = s.p
+    wanted = {"dataset": p.dataset, "image_size": p.image_size, "model": p.model, "batch_size": p.batch_size,
+              "steps": steps, "lr": p.lr, "seed": seed, "hold_out": len(s.data), "hold_out_seed": s.split_seed,
+              "ckpt_every": max(steps // 4, min(steps, 100)), **settings}
     if p.dataset != "shapes":
-        flags["data_dir"] = p.data_dir
-    TrainConfig(**flags)  # a name that is not a field of train.py's config fails here, not in a subprocess
-    args = []
-    for key, value in flags.items():
-        name = "--" + key.replace("_", "-")
-        args += ([name] if value else ["--no-" + name[2:]]) if isinstance(value, bool) else [name, str(value)]
-    return args
+        wanted["data_dir"] = p.data_dir
+    TrainConfig(**wanted)  # a name that is not a field of train.py's config fails here, not in a subprocess
+    return wanted
 
 
-def train_run(run_dir: Path, flags: list[str], steps: int, settings: dict | None = None) -> tuple[UNet, dict]:
-    """Run (or resume, or reuse) `python train.py FLAGS --out RUN_DIR` up to `steps`; returns its EMA model
-    and checkpoint. A killed run resumes from its last checkpoint; a run trained with other `settings`
-    (TrainConfig fields) than asked is trained anew."""
+def trained_otherwise(state: dict, settings: dict) -> bool:
+    """Whether a checkpoint was trained with other `settings` than these, apart from how long and how often saved."""
+    return any(state["config"].get(k) != v for k, v in settings.items() if k not in ("steps", "ckpt_every"))
+
+
+def train_run(run_dir: Path, settings: dict, steps: int) -> tuple[UNet, dict]:
+    """Run (or resume, or reuse) `python train.py --KEY VALUE… --out RUN_DIR` up to `steps`, from `settings`
+    (TrainConfig fields); returns its EMA model and checkpoint. A killed run resumes from its last
+    checkpoint; a run trained with other settings, or longer, is trained anew."""
     path = run_dir / "checkpoint.pt"
     state = load_training_checkpoint(path) if path.exists() else None
-    if state and any(state["config"].get(k) != v for k, v in (settings or {}).items()):
-        print(f"{run_dir.name} was trained with other settings: training it anew")
+    if state and (state["step"] > steps or trained_otherwise(state, settings)):
+        print(f"{run_dir.name} was trained otherwise: training it anew")
         shutil.rmtree(run_dir)
         state = None
     if state is None or state["step"] < steps:
         tic = time.perf_counter()
+        flags = []
+        for key, value in settings.items():
+            name = "--" + key.replace("_", "-")
+            flags += ([name] if value else ["--no-" + name[2:]]) if isinstance(value, bool) else [name, str(value)]
         command = [sys.executable, str(ROOT / "train.py"), *flags, "--out", str(run_dir)]
         result = subprocess.run(command + (["--resume", "--steps", str(steps)] if state else []), cwd=ROOT)
         if result.returncode:
@@ -264,6 +275,6 @@ def model_dir(s: Setup, name: str, seed: int) -> Path:
 def trained_model(s: Setup, name: str, seed: int) -> tuple[UNet, dict]:
     """One model of MODELS at one training seed, trained the first time it is asked for."""
     if (name, seed) not in s.models:
-        flags = train_flags(s.p, MODELS[name], seed, len(s.data), s.p.train_steps)
-        s.models[name, seed] = train_run(model_dir(s, name, seed), flags, s.p.train_steps, MODELS[name])
+        settings = train_settings(s, MODELS[name], seed, s.p.train_steps)
+        s.models[name, seed] = train_run(model_dir(s, name, seed), settings, s.p.train_steps)
     return s.models[name, seed]

@@ -1,6 +1,6 @@
 """The paper's Table 1 and Fig. 2 as output, and why the leak grows with resolution.
 
-    python -m experiments.schedules                 # about 2 min on 2 CPU cores; writes docs/schedules/
+    python -m experiments.schedules                 # writes docs/schedules/ (its time: docs/schedules.md)
 
 1. Table 1: √ᾱ_T and SNR_T of the common schedules, before and after fix #1, beside the values
    the paper prints. Only the fixed schedules reach exactly 0.

@@ -1,6 +1,6 @@
 """Few-step solvers at zero terminal SNR: DDIM against DPM-Solver++(2M), trailing steps.
 
-    python -m experiments.solvers runs/default/checkpoint.pt     # about 3 min on 2 CPU cores
+    python -m experiments.solvers runs/default/checkpoint.pt     # its time: docs/solvers.md
 
 Two models on the embedded shapes: the exact denoiser of 2,048 known images (no training error,
 so only the solver differs) and a trained zero-SNR v-prediction checkpoint (class-conditional

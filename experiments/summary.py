@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from experiments.common import HF_CONVERGED
+
 BEGIN, END = "<!-- summary:begin -->", "<!-- summary:end -->"
 
 
@@ -235,7 +237,7 @@ HEADLINE = [("exact denoiser", "ideal_baseline", "flawed schedule (SD's scaled_l
 
 def headline(results: dict) -> str:
     """The README's small table: the exact denoiser of each schedule, then trained rows that the
-    experiment's rule calls converged (HF ratio < 2), as mean ± std over training seeds."""
+    experiment's rule calls converged (HF ratio < HF_CONVERGED), as mean ± std over training seeds."""
     steps = results["preset"]["step_counts"][0]
     lines = []
     for kind, model, title, spacing in HEADLINE:
@@ -246,7 +248,7 @@ def headline(results: dict) -> str:
                                             f"{r['hf_ratio']:.2f}"]
         else:
             e = find(results, "trained", model=model, spacing=spacing, steps=steps)
-            cells = None if e is None or e["hf_ratio"]["mean"] >= 2 else [
+            cells = None if e is None or e["hf_ratio"]["mean"] >= HF_CONVERGED else [
                 num(e), f"{num(e, 'frac_dark')} / {num(e, 'frac_bright')}", num(e, "hf_ratio")]
         if cells:
             lines.append([kind, title, f"{spacing} {steps}", *cells])

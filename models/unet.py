@@ -31,7 +31,7 @@ class UNetConfig:
 
 
 PRESETS = {
-    # For tests: a few seconds of training, < 0.2M parameters.
+    # For tests: < 0.2M parameters.
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,)),
     # The CPU default: 2×2 patches, then a 16×16 UNet of ~1.2M parameters (base 32, channels 32/64/64):
     # every level sees a quarter of the pixels (its speed-up is measured in docs/main_job.md). Its zero-initialised

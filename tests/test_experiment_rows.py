@@ -86,3 +86,28 @@ def test_a_trained_row_with_a_new_schedule_and_loss_space_is_one_declaration(set
     config = torch.load(setup.out / "models" / "linear_x0_v_loss" / "checkpoint.pt", weights_only=True)["config"]
     assert (config["schedule"], config["prediction"], config["loss_space"], config["zero_snr"]) == ("linear", "x0", "v", True)
     assert all(json.loads((setup.out / "rows" / f"{r['key']}.json").read_text())["model"] == "linear_x0_v_loss" for r in rows)
+
+
+def test_a_rows_cache_file_does_not_depend_on_how_a_number_is_written(setup):
+    assert Row("guidance_grid", "fixed", "trailing", 25, guidance=4).key(setup.p) == \
+        Row("guidance_grid", "fixed", "trailing", 25, guidance=4.0).key(setup.p)
+
+
+def test_another_reference_split_computes_a_row_anew(setup):
+    calls, make = counting()
+    row = Row("trained", "fixed", "trailing", 5)
+    cached(setup, row, make)
+    setup.split_seed = 1
+    assert cached(setup, row, make)["value"] == 2
+
+
+def test_a_model_trained_with_other_settings_is_trained_anew(setup, monkeypatch):
+    for name in list(MODELS):
+        monkeypatch.delitem(MODELS, name)
+    monkeypatch.setitem(MODELS, "m", dict(prediction="x0"))
+    trained_rows(setup, seeds=1)
+    setup.models.clear()  # a later invocation, which finds the model on disk
+    monkeypatch.setitem(MODELS, "m", dict(prediction="v"))
+    trained_rows(setup, seeds=1)
+    config = torch.load(setup.out / "models" / "m" / "checkpoint.pt", weights_only=True)["config"]
+    assert config["prediction"] == "v" and config["hold_out_seed"] == setup.split_seed

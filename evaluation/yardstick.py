@@ -17,6 +17,7 @@ Its pattern features are a tanh layer of 32 units: bounded, so the distance is n
 few heavy-tailed units, whose rare large values would make it depend on which reference set is drawn
 (as unbounded ReLU units allow).
 """
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,6 +127,15 @@ def reference(image_size: int, reference_set: int = 0, cache_dir: str | Path = "
     return _cached(Path(cache_dir) / f"shapes{image_size}_reference{reference_set}_v{REFERENCE_VERSION}.pt", make)
 
 
+@functools.lru_cache
+def data_distance(image_size: int, reference_set: int, n: int, cache_dir: str) -> float:
+    """mean_i FD(D_i, R) over held-out sets D_i of n images: the same for every set of samples of that
+    count, so computed once per process."""
+    ref = reference(image_size, reference_set, cache_dir)
+    held_out = ref["pool_features"][:max(2, min(64, POOL_COUNT // n)) * n].split(n)
+    return sum(frechet_distance(d, ref["features"]) for d in held_out) / len(held_out)
+
+
 @torch.no_grad()
 def shapes_quality(samples: Tensor, labels: Tensor | None = None, reference_set: int = 0,
                    cache_dir: str | Path = "runs/yardstick") -> dict[str, float]:
@@ -142,8 +152,7 @@ def shapes_quality(samples: Tensor, labels: Tensor | None = None, reference_set:
     n, size = len(samples), samples.shape[-1]
     net, ref = load_feature_net(size, cache_dir), reference(size, reference_set, cache_dir)
     fd = frechet_distance(net.features(samples), ref["features"])
-    held_out = ref["pool_features"][:max(2, min(64, POOL_COUNT // n)) * n].split(n)
-    fd_data = sum(frechet_distance(d, ref["features"]) for d in held_out) / len(held_out)
+    fd_data = data_distance(size, reference_set, n, str(cache_dir))
     b, bands = brightness(samples), spectrum_ratio(samples, data_spectrum=ref["spectrum"])
     quality = {
         "num_samples": n,

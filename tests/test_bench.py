@@ -3,9 +3,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_benchmark_runs_on_the_tiny_preset_and_writes_every_part(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "bench.py", "--quick", "--presets", "tiny", "--device", "cpu", "--out", str(out)],

@@ -9,6 +9,8 @@ from tests.conftest import ROOT, write_image_folder
 
 
 TWO_SEEDS = ("--seeds", "2")  # the smoke preset trains one seed; two show the grouping over seeds
+# The default suite runs the parts that need no extra training runs; finetune and quality: `pytest -m slow`.
+QUICK_PARTS = ("--parts", "table", "steps", "guidance", "first_step", "leak")
 
 
 def _run_preset(preset, out, *args):
@@ -23,9 +25,16 @@ def _run(out, *args):
 @pytest.fixture(scope="module")
 def tiny_experiment(tmp_path_factory):
     out = tmp_path_factory.mktemp("brightness")
-    result = _run(out, *TWO_SEEDS)
+    result = _run(out, *TWO_SEEDS, *QUICK_PARTS)
     assert result.returncode == 0, result.stderr[-2000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def experiment_with_every_part(tiny_experiment):
+    result = _run(tiny_experiment, *TWO_SEEDS)  # the finished parts are read back, the others run
+    assert result.returncode == 0, result.stderr[-2000:]
+    return tiny_experiment
 
 
 def test_experiment_writes_results_table_json_and_a_grid_per_row(tiny_experiment):
@@ -54,7 +63,7 @@ def test_guidance_rows_compare_plain_and_rescaled_cfg(tiny_experiment):
 
 def test_running_again_redoes_no_finished_stage(tiny_experiment):
     before = {p: p.stat().st_mtime_ns for p in tiny_experiment.rglob("*") if p.suffix in (".pt", ".png") or p.parent.name == "rows"}
-    result = _run(tiny_experiment, *TWO_SEEDS)
+    result = _run(tiny_experiment, *TWO_SEEDS, *QUICK_PARTS)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trained" not in result.stdout and "spread" not in result.stdout
     assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.parent.name != tiny_experiment.name)
@@ -106,7 +115,9 @@ def test_guidance_grid_has_a_cell_per_weight_and_rescale_with_clipping_and_contr
     assert (tiny_experiment / "guidance.png").is_file() and (tiny_experiment / "guidance_grid.png").is_file()
 
 
-def test_finetune_rows_pair_a_fine_tuned_baseline_with_the_fixed_model_at_equal_total_steps(tiny_experiment):
+@pytest.mark.slow
+def test_finetune_rows_pair_a_fine_tuned_baseline_with_the_fixed_model_at_equal_total_steps(experiment_with_every_part):
+    tiny_experiment = experiment_with_every_part
     rows = [r for r in json.loads((tiny_experiment / "results.json").read_text())["rows"] if r["kind"] == "finetune"]
     assert sorted((r["model"], r["total_steps"]) for r in rows if r["seed"] == 0) == [("finetuned", 6), ("scratch", 6)]
     source = torch.load(tiny_experiment / "models" / "finetune_2" / "checkpoint.pt", weights_only=True)
@@ -128,7 +139,7 @@ def test_first_step_of_the_fixed_model_is_measured_per_class_and_for_the_ideal_d
 
 def test_every_claim_part_runs_at_every_training_seed(tiny_experiment):
     rows = json.loads((tiny_experiment / "results.json").read_text())["rows"]
-    for kind in ("trained", "steps", "guidance_grid", "finetune", "first_step", "quality", "leak", "leak_first"):
+    for kind in ("trained", "steps", "guidance_grid", "first_step", "leak", "leak_first"):
         trained = [r for r in rows if r["kind"] == kind and not r["model"].startswith("ideal")]
         assert {r["seed"] for r in trained} == {0, 1}, kind
 
@@ -172,3 +183,10 @@ def test_the_experiments_flags_are_a_dataclass_whose_values_choose_the_preset_an
     assert (preset.model, preset.image_size, preset.dataset) == ("tiny", 8, "shapes")
     with pytest.raises(UsageError, match="--seeds must be at least 1, got 0"):
         parse_args(["--seeds", "0"])
+
+
+@pytest.mark.slow
+def test_the_finetune_and_quality_parts_run_at_every_training_seed(experiment_with_every_part):
+    rows = json.loads((experiment_with_every_part / "results.json").read_text())["rows"]
+    for kind in ("finetune", "quality"):
+        assert {r["seed"] for r in rows if r["kind"] == kind} == {0, 1}, kind

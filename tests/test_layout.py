@@ -43,3 +43,33 @@ def test_a_layer_imports_only_the_layers_below_it_and_never_a_script(layer):
 def test_every_module_of_the_checkout_is_a_script_or_on_a_floor():
     modules = {p.stem for p in ROOT.glob("*.py")} | {p.parent.name for p in ROOT.glob("*/__init__.py")}
     assert modules - {"setup", "tests"} == PROJECT
+
+
+def _train_function() -> ast.FunctionDef:
+    tree = ast.parse((ROOT / "train.py").read_text())
+    return next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train")
+
+
+def test_the_training_loop_body_calls_nothing_imported_but_from_diffusion_models_and_torch():
+    tree = ast.parse((ROOT / "train.py").read_text())
+    imported = {alias.asname or alias.name: node.module for node in tree.body if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    imported |= {alias.asname or alias.name: alias.name for node in tree.body if isinstance(node, ast.Import)
+                 for alias in node.names}
+    loop = next(n for n in ast.walk(_train_function()) if isinstance(n, ast.While))
+    used = {n.id for n in ast.walk(loop) if isinstance(n, ast.Name)} & set(imported)
+    assert used and {imported[name].split(".")[0] for name in used} <= {"diffusion", "models", "torch"}
+
+
+def test_train_follows_the_recipe_in_order_schedule_data_model_optimizer_loop():
+    source = ast.get_source_segment((ROOT / "train.py").read_text(), _train_function())
+    steps = ["make_schedule(", "load_dataset(", "UNet(", "AdamW(", "while step <"]
+    positions = [source.index(step) for step in steps]
+    assert positions == sorted(positions)
+
+
+def test_no_function_of_the_method_is_longer_than_forty_lines():
+    for path in sorted((ROOT / "diffusion").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                assert node.end_lineno - node.lineno + 1 <= 40, f"{path.name}: {node.name}"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from PIL import Image
 
@@ -118,6 +119,7 @@ def test_ranks_take_disjoint_halves_of_each_global_batch():
         assert len(a) == len(b) == 4 and not set(a) & set(b)
 
 
+@pytest.mark.slow
 def test_checkpoint_under_torchrun_saves_each_ranks_own_rng_stream(tmp_path):
     result = torchrun(str(ROOT / "train.py"), "--device", "cpu", *TINY, "--steps", "2", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -143,6 +145,7 @@ def test_resume_with_another_number_of_processes_reseeds_each_rank_differently()
     assert not torch.equal(draws[0], draws[1])
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_rank_stops_both_with_a_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              str(ROOT / "train.py"), "--device", "cpu", *TINY, "--steps", "100000", "--ckpt-every", "100000",
@@ -174,6 +177,7 @@ def test_sample_with_dpmpp_2m_and_rescaled_guidance_runs(tiny_run, tmp_path):
     assert "dpmpp-2m" in result.stdout
 
 
+@pytest.mark.slow
 def test_solvers_experiment_writes_a_row_per_model_sampler_and_step_count(tiny_run, tmp_path):
     result = subprocess.run([sys.executable, "-m", "experiments.solvers", str(tiny_run / "checkpoint.pt"),
                              "--num-samples", "8", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,

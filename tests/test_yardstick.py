@@ -29,6 +29,7 @@ def blur(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+@pytest.mark.slow
 def test_feature_net_is_the_same_network_for_the_same_seed(cache, tmp_path):
     cached, fresh = load_feature_net(SIZE, cache), load_feature_net(SIZE, tmp_path)
     for a, b in zip(cached.state_dict().values(), fresh.state_dict().values()):

@@ -1,5 +1,9 @@
+import contextlib
+import io
+import runpy
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +13,36 @@ from PIL import Image
 from data.images import write_cifar10_files
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", "tiny", "--num-images", "64", "--batch-size", "8", "--log-every", "1"]
+# 16 px, as the experiment's smoke preset: the suite then builds the yardstick of one image size only.
+TINY = ["--model", "tiny", "--image-size", "16", "--num-images", "64", "--batch-size", "8", "--log-every", "1"]
 
 
 def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run train.py or sample.py as a user would."""
     return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
+
+
+def run_script_in_this_process(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run train.py or sample.py as `python script args` would, but in the test's own process: the same
+    code from the same entry point, without the seconds a fresh interpreter spends importing torch.
+    Only for runs that end early (bad input): a run that trains would change this process's state.
+    An exception that escapes is written to stderr as the interpreter would, traceback included."""
+    stdout, stderr, returncode = io.StringIO(), io.StringIO(), 0
+    argv = sys.argv
+    sys.argv = [str(ROOT / script), *args]
+    try:
+        with contextlib.chdir(ROOT), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                runpy.run_path(str(ROOT / script), run_name="__main__")
+            except SystemExit as e:
+                returncode = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException:
+                traceback.print_exc()
+                returncode = 1
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(sys.argv, returncode, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_script, run_script_in_this_process
 
 FAST = ["--model", "tiny", "--image-size", "16", "--num-images", "64", "--batch-size", "4", "--log-every", "1"]
 
@@ -188,10 +188,18 @@ def test_bad_input_ends_with_one_clear_line_and_exit_2(bad_checkpoints, tmp_path
     args = [a.format(root=bad_checkpoints) for a in args]
     if script == "train.py" and "--out" not in args:
         args += ["--out", str(tmp_path / "run")]
-    result = run_script(script, *(FAST if script == "train.py" else []), *args)
+    result = run_script_in_this_process(script, *(FAST if script == "train.py" else []), *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("script, args", [("train.py", ["--steps", "0"]), ("sample.py", ["missing.pt"])])
+def test_bad_input_in_a_fresh_interpreter_ends_with_one_line_and_exit_2(tmp_path, script, args):
+    # The cases above run in the test's process; here the whole process, imports included, as a user meets it.
+    result = run_script(script, *args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 

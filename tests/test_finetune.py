@@ -5,12 +5,12 @@ import torch
 
 from models import UNet, unet_config
 from models.checkpoint import load_weights
-from tests.conftest import TINY, run_script
+from tests.conftest import TINY, run_script, run_script_in_this_process
 
 
 def test_init_from_loads_exactly_the_sources_weights_and_ema(tiny_run):
     source = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
-    model, ema = (UNet(unet_config("tiny", 32, 4)) for _ in range(2))
+    model, ema = (UNet(unet_config("tiny", 16, 4)) for _ in range(2))
     load_weights(str(tiny_run / "checkpoint.pt"), model, ema)
     for name, value in model.state_dict().items():
         assert torch.equal(value, source["model"][name]) and torch.equal(ema.state_dict()[name], source["ema"][name])
@@ -28,8 +28,8 @@ def test_fine_tuning_starts_a_fresh_step_count_and_optimizer_and_may_change_the_
 
 
 def test_fine_tuning_refuses_another_model_size_in_one_line(tiny_run, tmp_path):
-    for change in (["--model", "cpu"], ["--image-size", "16"]):
-        result = run_script("train.py", *TINY, *change, "--init-from", str(tiny_run / "checkpoint.pt"),
+    for change in (["--model", "cpu"], ["--image-size", "32"]):
+        result = run_script_in_this_process("train.py", *TINY, *change, "--init-from", str(tiny_run / "checkpoint.pt"),
                             "--steps", "1", "--out", str(tmp_path / change[0]))
         assert result.returncode == 2
         assert "holds another model" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import ROOT, TINY, run_script, write_celeba, write_cifar10, write_image_folder
+from tests.conftest import ROOT, TINY, run_script, run_script_in_this_process, write_celeba, write_cifar10, write_image_folder
 from runtime import StepBatches, restore_rng_states
 
 
@@ -194,7 +194,7 @@ def test_hflip_is_on_for_shapes_and_off_for_a_folder_by_default_and_can_be_turne
                         "--batch-size", "2", "--steps", "1", "--out", str(tmp_path / "folder"))
     assert result.returncode == 0, result.stderr
     assert torch.load(tmp_path / "folder" / "checkpoint.pt", weights_only=True)["config"]["hflip"] is False
-    result = run_script("train.py", *TINY, "--image-size", "16", "--no-hflip", "--steps", "1", "--out", str(tmp_path / "off"))
+    result = run_script("train.py", *TINY, "--no-hflip", "--steps", "1", "--out", str(tmp_path / "off"))
     assert result.returncode == 0, result.stderr
     assert torch.load(tmp_path / "off" / "checkpoint.pt", weights_only=True)["config"]["hflip"] is False
 
@@ -206,7 +206,7 @@ def test_hold_out_keeps_that_many_images_out_of_training(tmp_path):
 
 
 def test_a_flow_run_trains_and_samples_through_the_cli(tmp_path):
-    result = run_script("train.py", *TINY, "--image-size", "16", "--objective", "flow", "--steps", "2", "--out", str(tmp_path))
+    result = run_script("train.py", *TINY, "--objective", "flow", "--steps", "2", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     result = run_script("sample.py", str(tmp_path / "checkpoint.pt"), "--num-steps", "3", "--num-samples", "4",
                         "--class", "0", "--guidance", "3")
@@ -215,7 +215,7 @@ def test_a_flow_run_trains_and_samples_through_the_cli(tmp_path):
 
 
 def test_flow_refuses_the_flags_its_path_fixes_in_one_line(tmp_path):
-    result = run_script("train.py", *TINY, "--objective", "flow", "--prediction", "x0", "--out", str(tmp_path))
+    result = run_script_in_this_process("train.py", *TINY, "--objective", "flow", "--prediction", "x0", "--out", str(tmp_path))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "--prediction does nothing with --objective flow" in result.stderr
 

@@ -7,14 +7,15 @@ import torch.nn.functional as F
 from data import make_shapes
 from evaluation.fid import fid_quality
 from evaluation.yardstick import load_feature_net, shapes_quality
-from tests.conftest import run_script
+from tests.conftest import ROOT, run_script
 
 SIZE, N = 16, 256
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("yardstick")
+def cache():
+    """The scripts' own cache (runs/yardstick): the suite builds the 16 px network and reference once."""
+    return ROOT / "runs" / "yardstick"
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,16 @@
 import contextlib
 import io
+import os
 import runpy
 import subprocess
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from data.images import write_cifar10_files
@@ -26,23 +29,33 @@ def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.Comp
 def run_script_in_this_process(script: str, *args: str) -> subprocess.CompletedProcess:
     """Run train.py or sample.py as `python script args` would, but in the test's own process: the same
     code from the same entry point, without the seconds a fresh interpreter spends importing torch.
-    Only for runs that end early (bad input): a run that trains would change this process's state.
-    An exception that escapes is written to stderr as the interpreter would, traceback included."""
+    Only for runs that end early (bad input). What a script may set before its input is refused (the
+    random state, the TF32 flags, the working directory) is restored; a warning is written to stderr, and
+    an exception that escapes is written there with its traceback, as the interpreter would."""
+    argv, cwd, tf32 = sys.argv, os.getcwd(), (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    run_argv = [str(ROOT / script), *args]
     stdout, stderr, returncode = io.StringIO(), io.StringIO(), 0
-    argv = sys.argv
-    sys.argv = [str(ROOT / script), *args]
+    sys.argv = run_argv
+    os.chdir(ROOT)
     try:
-        with contextlib.chdir(ROOT), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        with torch.random.fork_rng(), warnings.catch_warnings(record=True) as caught, \
+                contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            warnings.simplefilter("always")
             try:
                 runpy.run_path(str(ROOT / script), run_name="__main__")
             except SystemExit as e:
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
                 returncode = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             except BaseException:
                 traceback.print_exc()
                 returncode = 1
+        stderr.write("".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught))
     finally:
         sys.argv = argv
-    return subprocess.CompletedProcess(sys.argv, returncode, stdout.getvalue(), stderr.getvalue())
+        os.chdir(cwd)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    return subprocess.CompletedProcess(run_argv, returncode, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture(scope="session")

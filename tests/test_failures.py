@@ -188,6 +188,8 @@ def test_bad_input_ends_with_one_clear_line_and_exit_2(bad_checkpoints, tmp_path
     args = [a.format(root=bad_checkpoints) for a in args]
     if script == "train.py" and "--out" not in args:
         args += ["--out", str(tmp_path / "run")]
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: --device cuda would train")
     result = run_script_in_this_process(script, *(FAST if script == "train.py" else []), *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
@@ -195,11 +197,12 @@ def test_bad_input_ends_with_one_clear_line_and_exit_2(bad_checkpoints, tmp_path
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-@pytest.mark.parametrize("script, args", [("train.py", ["--steps", "0"]), ("sample.py", ["missing.pt"])])
-def test_bad_input_in_a_fresh_interpreter_ends_with_one_line_and_exit_2(tmp_path, script, args):
+@pytest.mark.parametrize("script, args, message", [("train.py", ["--lr", "0"], "--lr must be positive"),
+                                                   ("sample.py", ["missing.pt"], "no checkpoint")])
+def test_bad_input_in_a_fresh_interpreter_ends_with_one_line_and_exit_2(tmp_path, script, args, message):
     # The cases above run in the test's process; here the whole process, imports included, as a user meets it.
     result = run_script(script, *args, "--out", str(tmp_path / "out"))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from diffusion import SPACINGS, predict_x0_eps
 from evaluation.metrics import brightness, mean_correlation, slope
-from experiments.common import (MODELS, Row, Setup, cached, model_dir, row_model, run_row, seed_suffix, train_run,
+from experiments.common import (MODELS, Row, Setup, cached, model_dir, row_model, run_row, seed_suffix, side_by_side, train_run,
                                 train_settings, trained_model, trained_otherwise)
 from experiments.figures import pyplot, save
 from models.checkpoint import checkpoint_schedule, load_training_checkpoint
@@ -35,42 +35,62 @@ def steps_sweep(s: Setup, seeds: int) -> list[dict]:
             for name, seed in models for spacing in SPACINGS for steps in s.p.sweep_steps]
 
 
+# The rescales the claims read (plain CFG, the paper's φ, full rescale): the grid's other φ at the first seed only.
+CLAIM_RESCALES = (0.0, 0.7, 1.0)
+
+
 def guidance_grid(s: Setup, seeds: int) -> list[dict]:
-    """The fixed (zero-SNR, v) model under classifier-free guidance w and rescale φ, same noise in every cell."""
+    """The fixed (zero-SNR, v) model under classifier-free guidance w and rescale φ, same noise in every cell.
+    w = 1 is the conditional model alone, which φ cannot change: drawn once, as φ = 0."""
     if s.labels is None:
         return []
+    cells = [(seed, w, phi) for seed in range(seeds) for w in s.p.guidance_weights for phi in s.p.guidance_rescales
+             if (w != 1 or phi == 0) and (seed == 0 or phi in CLAIM_RESCALES)]
     return [run_row(s, Row("guidance_grid", "fixed", "trailing", s.p.step_counts[0], seed, guidance=w, rescale=phi), s.labels)
-            for seed in range(seeds) for w in s.p.guidance_weights for phi in s.p.guidance_rescales]
+            for seed, w, phi in cells]
 
 
 def finetune(s: Setup, seeds: int) -> list[dict]:
     """The trained baseline (ε, flawed schedule) fine-tuned to zero SNR + v for N steps, beside the
-    fixed model trained from scratch for the same total number of steps (its run continued)."""
-    p, rows = s.p, []
+    fixed model trained from scratch for the same total number of steps (its run continued). At a constant
+    rate a run continued is the same as one trained that long, so each N continues the run of the N before
+    it; the chains of runs train side by side."""
+    p, counts = s.p, sorted(s.p.finetune_steps)
+
+    def tuned(seed: int, n: int, threads: int | None = None):
+        run_dir = s.out / "models" / f"finetune_{n}{seed_suffix(seed)}"
+        shorter = [m for m in counts if m < n]
+        if shorter:
+            return continued(s.out / "models" / f"finetune_{shorter[-1]}{seed_suffix(seed)}", run_dir, n, threads)
+        trained_model(s, "baseline", seed, threads)  # the run to start from
+        settings = {**train_settings(s, MODELS["fixed"], seed, n),
+                    "init_from": str(model_dir(s, "baseline", seed) / "checkpoint.pt")}
+        return train_run(run_dir, settings, n, threads)
+
+    def scratch(seed: int, n: int, threads: int | None = None):
+        shorter = [m for m in counts if m < n]
+        trained_model(s, "fixed", seed, threads)
+        source = (s.out / "models" / f"scratch_{p.train_steps + shorter[-1]}{seed_suffix(seed)}" if shorter
+                  else model_dir(s, "fixed", seed))
+        return continued(source, s.out / "models" / f"scratch_{p.train_steps + n}{seed_suffix(seed)}", p.train_steps + n, threads)
+
+    def chain(make, seed: int):
+        return lambda threads: [make(seed, n, threads) for n in counts]
+
+    side_by_side(s, [chain(make, seed) for seed in range(seeds) for make in (tuned, scratch)])
+    rows = []
     for seed in range(seeds):
-        for n in p.finetune_steps:
-            total = p.train_steps + n
-
-            def tuned(n=n, seed=seed):
-                trained_model(s, "baseline", seed)  # the run to start from
-                settings = {**train_settings(s, MODELS["fixed"], seed, n),
-                            "init_from": str(model_dir(s, "baseline", seed) / "checkpoint.pt")}
-                return train_run(s.out / "models" / f"finetune_{n}{seed_suffix(seed)}", settings, n)
-
-            def scratch(total=total, seed=seed):
-                trained_model(s, "fixed", seed)
-                return continued(model_dir(s, "fixed", seed), s.out / "models" / f"scratch_{total}{seed_suffix(seed)}", total)
-
+        for n in counts:
             for name, make in (("finetuned", tuned), ("scratch", scratch)):
-                def load(make=make):
-                    model, state = make()
+                def load(make=make, seed=seed, n=n):
+                    model, state = make(seed, n)  # trained above: read back
                     return model, checkpoint_schedule(state), state["config"]["prediction"]
-                row = Row("finetune", name, "trailing", p.step_counts[0], seed, finetune_steps=n, total_steps=total)
+                row = Row("finetune", name, "trailing", p.step_counts[0], seed, finetune_steps=n, total_steps=p.train_steps + n)
                 rows.append(run_row(s, row, s.labels, load=load))
     return rows
 
 
-def continued(source: Path, run_dir: Path, steps: int):
+def continued(source: Path, run_dir: Path, steps: int, threads: int | None = None):
     """A copy of a trained run, continued to `steps`: at a constant rate, the same as training that long.
     A copy of another run than the source is now (retrained since) is made again."""
     source_config = load_training_checkpoint(source / "checkpoint.pt")["config"]
@@ -79,7 +99,7 @@ def continued(source: Path, run_dir: Path, steps: int):
         shutil.rmtree(run_dir)
     if not run_dir.exists():
         shutil.copytree(source, run_dir)
-    return train_run(run_dir, {}, steps)  # resumes: the copy's own config
+    return train_run(run_dir, {}, steps, threads)  # resumes: the copy's own config
 
 
 @torch.no_grad()
@@ -114,12 +134,13 @@ def first_step(s: Setup, seeds: int) -> list[dict]:
 
 def quality(s: Setup, seeds: int) -> list[dict]:
     """Baseline (its own leading steps, plain CFG) against fixed (trailing, rescaled CFG) with the yardstick,
-    at each of the preset's quality step counts, without guidance and with the preset's weight."""
+    at each of the preset's quality step counts (seeds beyond the first at the last, the paper's S = 50),
+    without guidance and with the preset's weight."""
     if s.labels is None:
         return []
     return [run_row(s, Row("quality", name, spacing, steps, seed, guidance=w, rescale=rescale if w != 1 else 0.0), s.labels)
             for seed in range(seeds) for name, spacing, rescale in (("baseline", "leading", 0.0), ("fixed", "trailing", 0.7))
-            for steps in s.p.quality_steps for w in (1.0, s.p.guidance)]
+            for steps in (s.p.quality_steps if seed == 0 else s.p.quality_steps[-1:]) for w in (1.0, s.p.guidance)]
 
 
 LEAK_SHIFTS = (-0.2, -0.1, 0.0, 0.1, 0.2)  # δ, in units of the noise std of a channel mean, 1/√(HW)
@@ -134,7 +155,8 @@ def leak(s: Setup, seeds: int) -> list[dict]:
     sample's mean brightness with those means of x_T shifted by δ·σ_m, σ_m = 1/√(HW) their own std
     (the dose-response; its slope is read off over δ); and the leak itself, the correlation of x_T's
     means with those of the first x̂0 at t = T. Trailing steps for every model, so that the schedule
-    alone differs. The exact denoisers come first; `seeds` = 0 runs them alone."""
+    alone differs. The exact denoisers come first; `seeds` = 0 runs them alone. Seeds beyond the first give
+    the correlations only: the dose-response, the most rows, at the first seed (the 2-hour budget)."""
     size = s.data.shape[1:]
     x_T = torch.randn(len(s.data), *size, generator=torch.Generator().manual_seed(0))
     sigma_m = 1 / (size[1] * size[2]) ** 0.5
@@ -144,7 +166,7 @@ def leak(s: Setup, seeds: int) -> list[dict]:
         labels = None if name.startswith("ideal") else s.labels
         first = Row("leak_first", name, seed=seed)
         rows.append(cached(s, first, lambda: {"correlation": mean_correlation(x_T, first_x0(s, first, x_T, labels))}))
-        for delta in LEAK_SHIFTS:
+        for delta in LEAK_SHIFTS if seed == 0 else (0.0,):
             extra = (lambda images: {"correlation": mean_correlation(x_T, images)}) if delta == 0 else None
             row = Row("leak", name, "trailing", s.p.step_counts[0], seed, delta=delta)
             rows.append(run_row(s, row, labels, x_T=x_T + delta * sigma_m, extra=extra))
@@ -161,22 +183,25 @@ def leak_summary(rows: list[dict]) -> list[dict]:
     per_model: dict[str, list[dict]] = {}
     for (model, seed), by_delta in sorted(runs.items(), key=lambda item: item[0][1]):
         deltas = sorted(by_delta)
-        per_model.setdefault(model, []).append({
-            "r": by_delta[0.0]["correlation"], "slope": slope(deltas, [by_delta[d]["mean"] for d in deltas]),
-            "means": [by_delta[d]["mean"] for d in deltas], "deltas": deltas, "spread": by_delta[0.0]["spread_ratio"]})
+        run = {"r": by_delta[0.0]["correlation"], "spread": by_delta[0.0]["spread_ratio"]}
+        if len(deltas) > 1:  # a dose-response
+            run.update(slope=slope(deltas, [by_delta[d]["mean"] for d in deltas]), deltas=deltas,
+                       means=[by_delta[d]["mean"] for d in deltas])
+        per_model.setdefault(model, []).append(run)
     summary = []
     for model, seeds in per_model.items():
-        entry = {"model": model, "seeds": len(seeds), "deltas": seeds[0]["deltas"], "r_low": seeds[0]["r"]["low"],
-                 "r_high": seeds[0]["r"]["high"]}
+        dosed = [x for x in seeds if "slope" in x]
+        entry = {"model": model, "seeds": len(seeds), "slope_seeds": len(dosed), "deltas": dosed[0]["deltas"],
+                 "r_low": seeds[0]["r"]["low"], "r_high": seeds[0]["r"]["high"]}
         first = [r["correlation"] for r in rows if r["kind"] == "leak_first" and r["model"] == model]
         if first:  # the first x̂0's correlation, over seeds, with seed 0's interval
             values = [c["r"] for c in first]
             entry["r_first"] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
             entry["r_first_low"], entry["r_first_high"] = first[0]["low"], first[0]["high"]
-        for key, values in (("r", [x["r"]["r"] for x in seeds]), ("slope", [x["slope"] for x in seeds]),
+        for key, values in (("r", [x["r"]["r"] for x in seeds]), ("slope", [x["slope"] for x in dosed]),
                             ("spread_ratio", [x["spread"] for x in seeds])):
             entry[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-        entry["means"] = [statistics.fmean(x["means"][i] for x in seeds) for i in range(len(entry["deltas"]))]
+        entry["means"] = [statistics.fmean(x["means"][i] for x in dosed) for i in range(len(entry["deltas"]))]
         summary.append(entry)
     return summary
 
@@ -244,7 +269,8 @@ def plot_guidance(s: Setup, entries: list[dict]) -> None:
     if plt is None or not entries:
         return
     ws, phis = s.p.guidance_weights, s.p.guidance_rescales
-    cell = {(e["guidance"], e["rescale"]): e for e in entries}
+    found = {(e["guidance"], e["rescale"]): e for e in entries}
+    cell = {(w, phi): found[w, phi if w != 1 else 0.0] for w in ws for phi in phis}  # w = 1: one row for every φ
     panels = [("clip_fraction", "fraction of clipped pixels"), ("contrast_ratio", "per-image contrast / data's"),
               ("class_accuracy", "class accuracy (yardstick)"), ("spread_ratio", "brightness spread / data's")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))

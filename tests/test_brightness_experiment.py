@@ -108,9 +108,10 @@ def test_steps_sweep_covers_every_spacing_and_step_count_for_ideal_and_trained_m
     assert (tiny_experiment / "steps.png").is_file()
 
 
-def test_guidance_grid_has_a_cell_per_weight_and_rescale_with_clipping_and_contrast(tiny_experiment):
+def test_guidance_grid_has_a_cell_per_guided_weight_and_rescale_and_one_unguided_cell(tiny_experiment):
     rows = [r for r in json.loads((tiny_experiment / "results.json").read_text())["rows"] if r["kind"] == "guidance_grid"]
-    assert {(r["guidance"], r["rescale"]) for r in rows} == {(1, 0), (1, 0.7), (4, 0), (4, 0.7)}
+    # w = 1 is the conditional model alone: a rescale cannot change it, so it is drawn once
+    assert {(r["guidance"], r["rescale"]) for r in rows if r["seed"] == 0} == {(1, 0), (4, 0), (4, 0.7)}
     assert all(0 <= r["clip_fraction"] <= 1 and r["contrast_ratio"] > 0 for r in rows)
     assert (tiny_experiment / "guidance.png").is_file() and (tiny_experiment / "guidance_grid.png").is_file()
 
@@ -168,6 +169,7 @@ def test_leak_part_gives_every_model_a_correlation_and_a_dose_response_over_ever
     assert set(leak) == set(LEAK_IDEAL) | set(LEAK_MODELS)
     assert all(e["deltas"] == list(LEAK_SHIFTS) and -1 <= e["r"]["mean"] <= 1 for e in leak.values())
     assert leak["flow"]["seeds"] == 2 and leak["ideal_flow"]["seeds"] == 1
+    assert leak["flow"]["slope_seeds"] == 1  # the dose-response at the first training seed only
     # the leak itself: the exact x̂0 at t = T is the data mean whatever x_T is at zero SNR, not on the flawed schedule
     assert leak["ideal_fixed"]["r_first"]["mean"] == 0 == leak["ideal_flow"]["r_first"]["mean"]
     assert leak["ideal_baseline"]["r_first"]["mean"] > 0.3

@@ -35,17 +35,13 @@ def steps_sweep(s: Setup, seeds: int) -> list[dict]:
             for name, seed in models for spacing in SPACINGS for steps in s.p.sweep_steps]
 
 
-# The rescales the claims read (plain CFG, the paper's φ, full rescale): the grid's other φ at the first seed only.
-CLAIM_RESCALES = (0.0, 0.7, 1.0)
-
-
 def guidance_grid(s: Setup, seeds: int) -> list[dict]:
     """The fixed (zero-SNR, v) model under classifier-free guidance w and rescale φ, same noise in every cell.
     w = 1 is the conditional model alone, which φ cannot change: drawn once, as φ = 0."""
     if s.labels is None:
         return []
     cells = [(seed, w, phi) for seed in range(seeds) for w in s.p.guidance_weights for phi in s.p.guidance_rescales
-             if (w != 1 or phi == 0) and (seed == 0 or phi in CLAIM_RESCALES)]
+             if w != 1 or phi == 0]
     return [run_row(s, Row("guidance_grid", "fixed", "trailing", s.p.step_counts[0], seed, guidance=w, rescale=phi), s.labels)
             for seed, w, phi in cells]
 
@@ -134,13 +130,12 @@ def first_step(s: Setup, seeds: int) -> list[dict]:
 
 def quality(s: Setup, seeds: int) -> list[dict]:
     """Baseline (its own leading steps, plain CFG) against fixed (trailing, rescaled CFG) with the yardstick,
-    at each of the preset's quality step counts (seeds beyond the first at the last, the paper's S = 50),
-    without guidance and with the preset's weight."""
+    at each of the preset's quality step counts, without guidance and with the preset's weight."""
     if s.labels is None:
         return []
     return [run_row(s, Row("quality", name, spacing, steps, seed, guidance=w, rescale=rescale if w != 1 else 0.0), s.labels)
             for seed in range(seeds) for name, spacing, rescale in (("baseline", "leading", 0.0), ("fixed", "trailing", 0.7))
-            for steps in (s.p.quality_steps if seed == 0 else s.p.quality_steps[-1:]) for w in (1.0, s.p.guidance)]
+            for steps in s.p.quality_steps for w in (1.0, s.p.guidance)]
 
 
 LEAK_SHIFTS = (-0.2, -0.1, 0.0, 0.1, 0.2)  # δ, in units of the noise std of a channel mean, 1/√(HW)
@@ -155,8 +150,7 @@ def leak(s: Setup, seeds: int) -> list[dict]:
     sample's mean brightness with those means of x_T shifted by δ·σ_m, σ_m = 1/√(HW) their own std
     (the dose-response; its slope is read off over δ); and the leak itself, the correlation of x_T's
     means with those of the first x̂0 at t = T. Trailing steps for every model, so that the schedule
-    alone differs. The exact denoisers come first; `seeds` = 0 runs them alone. Seeds beyond the first give
-    the correlations only: the dose-response, the most rows, at the first seed (the 2-hour budget)."""
+    alone differs. The exact denoisers come first; `seeds` = 0 runs them alone."""
     size = s.data.shape[1:]
     x_T = torch.randn(len(s.data), *size, generator=torch.Generator().manual_seed(0))
     sigma_m = 1 / (size[1] * size[2]) ** 0.5
@@ -166,7 +160,7 @@ def leak(s: Setup, seeds: int) -> list[dict]:
         labels = None if name.startswith("ideal") else s.labels
         first = Row("leak_first", name, seed=seed)
         rows.append(cached(s, first, lambda: {"correlation": mean_correlation(x_T, first_x0(s, first, x_T, labels))}))
-        for delta in LEAK_SHIFTS if seed == 0 else (0.0,):
+        for delta in LEAK_SHIFTS:
             extra = (lambda images: {"correlation": mean_correlation(x_T, images)}) if delta == 0 else None
             row = Row("leak", name, "trailing", s.p.step_counts[0], seed, delta=delta)
             rows.append(run_row(s, row, labels, x_T=x_T + delta * sigma_m, extra=extra))
@@ -183,25 +177,22 @@ def leak_summary(rows: list[dict]) -> list[dict]:
     per_model: dict[str, list[dict]] = {}
     for (model, seed), by_delta in sorted(runs.items(), key=lambda item: item[0][1]):
         deltas = sorted(by_delta)
-        run = {"r": by_delta[0.0]["correlation"], "spread": by_delta[0.0]["spread_ratio"]}
-        if len(deltas) > 1:  # a dose-response
-            run.update(slope=slope(deltas, [by_delta[d]["mean"] for d in deltas]), deltas=deltas,
-                       means=[by_delta[d]["mean"] for d in deltas])
-        per_model.setdefault(model, []).append(run)
+        per_model.setdefault(model, []).append({
+            "r": by_delta[0.0]["correlation"], "slope": slope(deltas, [by_delta[d]["mean"] for d in deltas]),
+            "means": [by_delta[d]["mean"] for d in deltas], "deltas": deltas, "spread": by_delta[0.0]["spread_ratio"]})
     summary = []
     for model, seeds in per_model.items():
-        dosed = [x for x in seeds if "slope" in x]
-        entry = {"model": model, "seeds": len(seeds), "slope_seeds": len(dosed), "deltas": dosed[0]["deltas"],
-                 "r_low": seeds[0]["r"]["low"], "r_high": seeds[0]["r"]["high"]}
+        entry = {"model": model, "seeds": len(seeds), "deltas": seeds[0]["deltas"], "r_low": seeds[0]["r"]["low"],
+                 "r_high": seeds[0]["r"]["high"]}
         first = [r["correlation"] for r in rows if r["kind"] == "leak_first" and r["model"] == model]
         if first:  # the first x̂0's correlation, over seeds, with seed 0's interval
             values = [c["r"] for c in first]
             entry["r_first"] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
             entry["r_first_low"], entry["r_first_high"] = first[0]["low"], first[0]["high"]
-        for key, values in (("r", [x["r"]["r"] for x in seeds]), ("slope", [x["slope"] for x in dosed]),
+        for key, values in (("r", [x["r"]["r"] for x in seeds]), ("slope", [x["slope"] for x in seeds]),
                             ("spread_ratio", [x["spread"] for x in seeds])):
             entry[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-        entry["means"] = [statistics.fmean(x["means"][i] for x in dosed) for i in range(len(entry["deltas"]))]
+        entry["means"] = [statistics.fmean(x["means"][i] for x in seeds) for i in range(len(entry["deltas"]))]
         summary.append(entry)
     return summary
 

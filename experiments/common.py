@@ -64,7 +64,7 @@ class Preset:
 EXPERIMENT_PRESETS = {
     "smoke": Preset("shapes", 16, "tiny", num_samples=64, ideal_data=64, train_steps=4, batch_size=8, lr=1e-3,
                     guidance=6.0, step_counts=(5,), seeds=1, sweep_steps=(1, 3), guidance_weights=(1, 4),
-                    guidance_rescales=(0, 0.7), finetune_steps=(2,), first_step_draws=8, quality_steps=(5,)),
+                    guidance_rescales=(0, 0.7), finetune_steps=(2, 4), first_step_draws=8, quality_steps=(5,)),
     "shapes16": Preset("shapes", 16, "tiny", num_samples=1000, ideal_data=1000, train_steps=2000, batch_size=64, lr=2e-3,
                        guidance=6.0),
     "shapes32": Preset("shapes", 32, "cpu", num_samples=1000, ideal_data=2048, train_steps=2700, batch_size=64, lr=2e-3,

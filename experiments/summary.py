@@ -177,14 +177,12 @@ def leak_claim(results: dict) -> list[str]:
                "rows about 0) does not come out: " + "; ".join(
                    [f"{', '.join(not_zero)} (zero SNR) {'are' if len(not_zero) > 1 else 'is'} not about 0"] * bool(not_zero)
                    + [f"{', '.join(not_positive)} (flawed) not clearly positive"] * bool(not_positive)) + ".")
-    dosed = {leak[m].get("slope_seeds", leak[m]["seeds"]) for m in trained if m in leak}
-    at_seeds = "at the first training seed" if dosed == {1} else "mean over training seeds"
     return [f"**Why the leak squeezes brightness (§3).** Correlation r of x_T's per-channel means with the sample's "
             f"(95% interval, seed 0), trailing steps: exact denoiser, flawed / zero SNR / flow: {r('ideal_baseline')}, "
             f"{r('ideal_fixed')}, {r('ideal_flow')}; trained baseline / fixed / offset noise / flow: {r('baseline')}, "
             f"{r('fixed')}, {r('offset_noise')}, {r('flow')}. Shifting x_T's channel means by δ (in units of their own "
             f"std, 1/√(HW)) moves the mean brightness by {both(exact, 'slope', 3)} per unit δ for the exact denoisers "
-            f"and {both(trained, 'slope', 3)} for the trained models ({at_seeds}). {verdict} The leak itself is in the first "
+            f"and {both(trained, 'slope', 3)} for the trained models. {verdict} The leak itself is in the first "
             f"step: r of x̂0 at t = T with x_T's means, exact denoiser flawed / zero SNR / flow "
             f"{r('ideal_baseline', 'r_first')}, {r('ideal_fixed', 'r_first')}, {r('ideal_flow', 'r_first')}; trained "
             f"baseline / fixed / offset noise / flow {r('baseline', 'r_first')}, {r('fixed', 'r_first')}, "

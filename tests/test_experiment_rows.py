@@ -1,6 +1,7 @@
 """A row of the brightness experiment is declared once, as a `Row`: its name, its cache file and its group over
 training seeds all come from its fields."""
 import json
+import subprocess
 from dataclasses import replace
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from data import make_shapes
 from experiments.brightness import over_seeds, trained_rows
-from experiments.common import EXPERIMENT_PRESETS, MODELS, Row, Setup, cached
+from experiments.common import EXPERIMENT_PRESETS, MODELS, Row, Setup, cached, side_by_side, train_run
 from models import PRESETS
 
 
@@ -111,3 +112,30 @@ def test_a_model_trained_with_other_settings_is_trained_anew(setup, monkeypatch)
     trained_rows(setup, seeds=1)
     config = torch.load(setup.out / "models" / "m" / "checkpoint.pt", weights_only=True)["config"]
     assert config["prediction"] == "v" and config["hold_out_seed"] == setup.split_seed
+
+
+def test_training_jobs_run_side_by_side_on_one_cpu_thread_each(setup, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    calls = []
+    side_by_side(setup, [lambda threads, i=i: calls.append((i, threads)) for i in range(3)])
+    assert sorted(calls) == [(0, 1), (1, 1), (2, 1)]
+
+
+def test_training_jobs_run_one_after_another_with_torchs_threads_on_a_gpu(setup, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    calls = []
+    side_by_side(replace(setup, device=torch.device("cuda")), [lambda threads, i=i: calls.append((i, threads)) for i in range(3)])
+    assert calls == [(0, None), (1, None), (2, None)]
+
+
+def test_a_training_run_is_given_its_cpu_threads(tmp_path, monkeypatch):
+    seen = {}
+
+    def failing_run(command, cwd, env):
+        seen["env"] = env
+        return subprocess.CompletedProcess(command, 2)
+
+    monkeypatch.setattr("experiments.common.subprocess.run", failing_run)
+    with pytest.raises(SystemExit):
+        train_run(tmp_path / "run", {"steps": 2}, 2, threads=1)
+    assert seen["env"]["OMP_NUM_THREADS"] == "1"

@@ -254,7 +254,33 @@ def headline(results: dict) -> str:
             lines.append([kind, title, f"{spacing} {steps}", *cells])
     data = results["data"]
     return markdown(["model", "schedule", "steps", "brightness spread (data: 1)", f"images < 0.1 / > 0.9 (data: "
-                     f"{data['frac_dark']:.2f} / {data['frac_bright']:.2f})", "HF ratio (data: 1)"], lines)
+                     f"{data['frac_dark']:.2f} / {data['frac_bright']:.2f})", "HF ratio (data: 1)"], lines) \
+        + "".join(f"\n\n{s}" for s in headline_flow(results, steps) + headline_leak(results))
+
+
+def headline_flow(results: dict, steps: int) -> list[str]:
+    """Under the README's table: what rectified flow needs of the four fixes, in one sentence."""
+    flow, fixed = ([find(results, "trained", model=model, spacing=sp, steps=steps) for sp in ("leading", "trailing")]
+                   for model in ("flow", "fixed"))
+    if None in flow + fixed:
+        return []
+    return [f"Rectified flow (Stable Diffusion 3's path) reaches zero SNR by construction, yet with {steps} leading "
+            f"steps, which skip its last time, it spreads {num(flow[0])} of the data's brightness against "
+            f"{num(flow[1])} with trailing ones (the zero-SNR v model: {num(fixed[0])} against {num(fixed[1])}): "
+            f"of the four fixes, it needs the trailing steps."]
+
+
+def headline_leak(results: dict) -> list[str]:
+    """Under the README's table: where the leak is, from the leak part's correlations."""
+    leak = {e["model"]: e for e in results.get("leak", [])}
+    if not {"ideal_baseline", "ideal_fixed", "ideal_flow"} <= set(leak):
+        return []
+    samples = [e["r"]["mean"] for e in leak.values()]
+    return [f"Why: at t = T the exact denoiser of the flawed schedule reads brightness off the noise (correlation of "
+            f"x̂0's channel means with x_T's: {num(leak['ideal_baseline'], 'r_first')}), those of zero SNR and of the "
+            f"flow do not ({num(leak['ideal_fixed'], 'r_first')}, {num(leak['ideal_flow'], 'r_first')}). The finished "
+            f"samples follow x_T's mean under every row ({min(samples):.2f} to {max(samples):.2f}), so that "
+            f"correlation alone does not tell the schedules apart."]
 
 
 def block(results: dict) -> str:

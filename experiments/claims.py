@@ -50,51 +50,59 @@ def finetune(s: Setup, seeds: int) -> list[dict]:
     """The trained baseline (ε, flawed schedule) fine-tuned to zero SNR + v for N steps, beside the
     fixed model trained from scratch for the same total number of steps (its run continued). At a constant
     rate a run continued is the same as one trained that long, so each N continues the run of the N before
-    it; the chains of runs train side by side."""
+    it; the two arms' chains of runs, at each seed, train side by side."""
     p, counts = s.p, sorted(s.p.finetune_steps)
 
-    def tuned(seed: int, n: int, threads: int | None = None):
-        run_dir = s.out / "models" / f"finetune_{n}{seed_suffix(seed)}"
-        shorter = [m for m in counts if m < n]
-        if shorter:
-            return continued(s.out / "models" / f"finetune_{shorter[-1]}{seed_suffix(seed)}", run_dir, n, threads)
-        trained_model(s, "baseline", seed, threads)  # the run to start from
-        settings = {**train_settings(s, MODELS["fixed"], seed, n),
-                    "init_from": str(model_dir(s, "baseline", seed) / "checkpoint.pt")}
-        return train_run(run_dir, settings, n, threads)
+    def run_dir(arm: str, seed: int, n: int) -> Path:
+        name = f"finetune_{n}" if arm == "finetuned" else f"scratch_{p.train_steps + n}"
+        return s.out / "models" / f"{name}{seed_suffix(seed)}"
 
-    def scratch(seed: int, n: int, threads: int | None = None):
-        shorter = [m for m in counts if m < n]
-        trained_model(s, "fixed", seed, threads)
-        source = (s.out / "models" / f"scratch_{p.train_steps + shorter[-1]}{seed_suffix(seed)}" if shorter
-                  else model_dir(s, "fixed", seed))
-        return continued(source, s.out / "models" / f"scratch_{p.train_steps + n}{seed_suffix(seed)}", p.train_steps + n, threads)
+    def trained(arm: str, seed: int, n: int, threads: int | None = None) -> tuple[torch.nn.Module, dict]:
+        """The arm's run at N = n, trained or read back: the run at the N before continued; the first
+        fine-tuning starts from the baseline's weights, the first scratch run continues the fixed model."""
+        before = max((m for m in counts if m < n), default=None)
+        steps = n if arm == "finetuned" else p.train_steps + n  # the run's own count
+        if before is not None:
+            return continued(run_dir(arm, seed, before), run_dir(arm, seed, n), steps, threads)
+        if arm == "scratch":
+            trained_model(s, "fixed", seed, threads)
+            return continued(model_dir(s, "fixed", seed), run_dir(arm, seed, n), steps, threads)
+        trained_model(s, "baseline", seed, threads)
+        settings = {**train_settings(s, MODELS["fixed"], seed, n), "init_from": str(model_dir(s, "baseline", seed) / "checkpoint.pt")}
+        return train_run(run_dir(arm, seed, n), settings, n, threads)
 
-    def chain(make, seed: int):
-        return lambda threads: [make(seed, n, threads) for n in counts]
-
-    side_by_side(s, [chain(make, seed) for seed in range(seeds) for make in (tuned, scratch)])
+    arms = ("finetuned", "scratch")
+    side_by_side(s, [lambda threads, arm=arm, seed=seed: [trained(arm, seed, n, threads) for n in counts]
+                     for seed in range(seeds) for arm in arms])
     rows = []
     for seed in range(seeds):
         for n in counts:
-            for name, make in (("finetuned", tuned), ("scratch", scratch)):
-                def load(make=make, seed=seed, n=n):
-                    model, state = make(seed, n)  # trained above: read back
+            for arm in arms:
+                def load(arm=arm, seed=seed, n=n):
+                    model, state = trained(arm, seed, n)  # trained above: read back
                     return model, checkpoint_schedule(state), state["config"]["prediction"]
-                row = Row("finetune", name, "trailing", p.step_counts[0], seed, finetune_steps=n, total_steps=p.train_steps + n)
+                row = Row("finetune", arm, "trailing", p.step_counts[0], seed, finetune_steps=n, total_steps=p.train_steps + n)
                 rows.append(run_row(s, row, s.labels, load=load))
     return rows
 
 
-def continued(source: Path, run_dir: Path, steps: int, threads: int | None = None):
+def continued(source: Path, run_dir: Path, steps: int, threads: int | None = None) -> tuple[torch.nn.Module, dict]:
     """A copy of a trained run, continued to `steps`: at a constant rate, the same as training that long.
-    A copy of another run than the source is now (retrained since) is made again."""
+    A copy made from another run than the source is now (retrained since, or at another rate) is made
+    again, and so is one that has no checkpoint yet."""
     source_config = load_training_checkpoint(source / "checkpoint.pt")["config"]
-    if run_dir.exists() and trained_otherwise(load_training_checkpoint(run_dir / "checkpoint.pt"),
-                                              {k: v for k, v in source_config.items() if k not in RESUMABLE}):
+    if source_config["lr_schedule"] != "constant":
+        raise ValueError(f"{source.name} decays its rate: continuing it is not the same as training it longer")
+    # what a resume may change but a copy must share: the rate and the clipping change the weights
+    shared = {k: v for k, v in source_config.items() if k not in RESUMABLE or k in ("lr", "grad_clip")}
+    path = run_dir / "checkpoint.pt"
+    if run_dir.exists() and (not path.exists() or trained_otherwise(load_training_checkpoint(path), shared)):
         shutil.rmtree(run_dir)
     if not run_dir.exists():
-        shutil.copytree(source, run_dir)
+        partial = run_dir.with_name(run_dir.name + ".copying")  # a killed copy is never mistaken for a run
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial)
+        partial.rename(run_dir)
     return train_run(run_dir, {}, steps, threads)  # resumes: the copy's own config
 
 

@@ -2,6 +2,7 @@
 training seeds all come from its fields."""
 import json
 import subprocess
+import threading
 from dataclasses import replace
 
 import pytest
@@ -9,8 +10,10 @@ import torch
 
 from data import make_shapes
 from experiments.brightness import over_seeds, trained_rows
+from experiments.claims import continued
 from experiments.common import EXPERIMENT_PRESETS, MODELS, Row, Setup, cached, side_by_side, train_run
 from models import PRESETS
+from tests.conftest import TINY, run_script
 
 
 @pytest.fixture
@@ -115,14 +118,19 @@ def test_a_model_trained_with_other_settings_is_trained_anew(setup, monkeypatch)
 
 
 def test_training_jobs_run_side_by_side_on_one_cpu_thread_each(setup, monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    calls = []
-    side_by_side(setup, [lambda threads, i=i: calls.append((i, threads)) for i in range(3)])
-    assert sorted(calls) == [(0, 1), (1, 1), (2, 1)]
+    monkeypatch.setattr("experiments.common.usable_cores", lambda: 2)
+    together, calls = threading.Barrier(2, timeout=10), []
+
+    def job(i: int, threads: int | None) -> None:
+        together.wait()  # in turn, the first would wait alone and fail
+        calls.append((i, threads))
+
+    side_by_side(setup, [lambda threads, i=i: job(i, threads) for i in range(4)])
+    assert sorted(calls) == [(0, 1), (1, 1), (2, 1), (3, 1)]
 
 
 def test_training_jobs_run_one_after_another_with_torchs_threads_on_a_gpu(setup, monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("experiments.common.usable_cores", lambda: 16)
     calls = []
     side_by_side(replace(setup, device=torch.device("cuda")), [lambda threads, i=i: calls.append((i, threads)) for i in range(3)])
     assert calls == [(0, None), (1, None), (2, None)]
@@ -139,3 +147,25 @@ def test_a_training_run_is_given_its_cpu_threads(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         train_run(tmp_path / "run", {"steps": 2}, 2, threads=1)
     assert seen["env"]["OMP_NUM_THREADS"] == "1"
+
+
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory):
+    """A finished 2-step train.py run with a constant rate."""
+    out = tmp_path_factory.mktemp("runs") / "source"
+    result = run_script("train.py", *TINY, "--steps", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_a_training_run_that_stopped_early_is_not_taken_for_finished(two_step_run, monkeypatch):
+    monkeypatch.setattr("experiments.common.subprocess.run", lambda command, cwd, env: subprocess.CompletedProcess(command, 0))
+    with pytest.raises(SystemExit, match="source stopped at step 2 of 4; rerun to resume it"):
+        train_run(two_step_run, {}, 4)  # train.py exits 0 when Ctrl-C stops it early
+
+
+def test_a_continued_copy_without_a_checkpoint_is_copied_again(two_step_run, tmp_path):
+    (tmp_path / "copy").mkdir()  # a copy killed before it was finished
+    model, state = continued(two_step_run, tmp_path / "copy", 2)
+    assert state["step"] == 2 and (tmp_path / "copy" / "checkpoint.pt").is_file()
+    assert not (tmp_path / "copy.copying").exists()

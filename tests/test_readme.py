@@ -22,6 +22,23 @@ def test_the_readmes_headline_table_is_the_committed_results():
     assert headline(_results()) in (ROOT / "README.md").read_text()
 
 
+def test_the_readmes_flow_sentence_says_what_its_rows_say():
+    results = _results()
+    assert "it still needs the trailing steps" in headline(results)
+    for e in results["over_seeds"]:
+        if e["kind"] == "trained" and e["model"] == "flow" and e["spacing"] == "leading":
+            e["spread_ratio"] = dict(e["spread_ratio"], mean=0.9)  # as wide as with trailing steps
+    assert "the step spacing makes no difference to it here" in headline(results)
+
+
+def test_the_readmes_leak_sentence_says_what_the_exact_denoisers_give():
+    results = _results()
+    assert "the fixed paths do not read brightness off the noise" in headline(results)
+    ideal_fixed = next(e for e in results["leak"] if e["model"] == "ideal_fixed")
+    ideal_fixed["r_first_low"] = 0.1  # as if it read x_T at t = T
+    assert "the fixed paths do not read" not in headline(results)
+
+
 def test_the_readme_is_a_front_page_whose_links_all_exist():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 200

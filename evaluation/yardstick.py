@@ -1,8 +1,10 @@
 """The quality yardstick for the embedded shapes: is a set of samples as good as held-out data?
 
-A small feature network, trained on shapes the diffusion model never sees
-(deterministic from its seed, cached under runs/yardstick/), gives three numbers beside the
-pixel-level ones of `evaluation.metrics`:
+A small feature network, trained once on shapes the diffusion model never sees and frozen
+(its weights and their SHA-256 under evaluation/feature_nets/, made by
+`python -m evaluation.train_feature_net`), gives three numbers beside the pixel-level ones of
+`evaluation.metrics`. Frozen, it reads the same on every machine: a network trained on each
+machine trains differently on different CPUs, and so would its distances.
 
 - class accuracy of class-conditional samples, next to the network's accuracy on held-out data
   (the shapes are ambiguous when the contrast is low, so the data's own score is below 1);
@@ -18,6 +20,8 @@ few heavy-tailed units, whose rare large values would make it depend on which re
 (as unbounded ReLU units allow).
 """
 import functools
+import hashlib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +39,7 @@ NET_SEED = 7_000_001  # the feature network's training shapes: never a seed trai
 REFERENCE_SEED = 8_000_001  # held-out reference set k: seeds REFERENCE_SEED + 2k and + 2k + 1
 TRAIN_IMAGES, TRAIN_STEPS, BATCH = 8192, 400, 128
 REFERENCE_COUNT, POOL_COUNT = 20_000, 16_384
+FROZEN_DIR = Path(__file__).resolve().parent / "feature_nets"
 REFERENCE_VERSION = 2  # raised whenever a reference set gains a statistic, so an older cache is rebuilt
 
 
@@ -73,7 +78,7 @@ class FeatureNet(nn.Module):
 
 
 def train_feature_net(image_size: int, seed: int = NET_SEED) -> FeatureNet:
-    """The same network for the same (image size, seed), on any machine with the same torch."""
+    """The same network for the same (image size, seed) on one machine; another CPU may round differently."""
     images, labels, _ = make_shapes(TRAIN_IMAGES, image_size, seed)
     with torch.random.fork_rng(), torch.enable_grad():  # callers may sit under no_grad
         torch.manual_seed(seed)
@@ -88,6 +93,39 @@ def train_feature_net(image_size: int, seed: int = NET_SEED) -> FeatureNet:
     return net.eval().requires_grad_(False)
 
 
+def frozen_hashes() -> dict[str, str]:
+    """file name -> SHA-256, as `sha256sum` writes them in feature_nets/SHA256SUMS."""
+    sums = FROZEN_DIR / "SHA256SUMS"
+    lines = sums.read_text().splitlines() if sums.is_file() else []
+    return {name: digest for digest, name in (line.split(maxsplit=1) for line in lines if line.strip())}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def feature_net_state(image_size: int, cache_dir: str | Path = "runs/yardstick") -> tuple[dict, str]:
+    """The feature network's weights for this image size and a name for them (the frozen file's hash).
+
+    The frozen weights of evaluation/feature_nets/ where they exist, checked against their SHA-256;
+    for any other size a network trained on this machine and cached, with a warning, since its
+    distances hold on this machine only."""
+    name = f"shapes{image_size}.pt"
+    digest = frozen_hashes().get(name)
+    if digest is None:
+        warnings.warn(f"no frozen yardstick for {image_size} px shapes: training one on this machine, whose "
+                      f"feature distances other machines will not reproduce (python -m evaluation.train_feature_net "
+                      f"--image-size {image_size} freezes one)", stacklevel=2)
+        state = _cached(Path(cache_dir) / f"shapes{image_size}_net{NET_SEED}.pt",
+                        lambda: {"net": train_feature_net(image_size).state_dict()})
+        return state["net"], f"trained{NET_SEED}"
+    path = FROZEN_DIR / name
+    if not path.is_file() or sha256(path) != digest:
+        raise CheckpointError(f"{path} is missing or does not match its SHA-256 in {FROZEN_DIR / 'SHA256SUMS'}; "
+                              "restore it from git")
+    return load_checkpoint(path)["net"], digest[:16]
+
+
 def _cached(path: Path, make: Callable[[], dict]) -> dict:
     """`make()`, computed once and then read from `path` (recomputed if the file is unreadable)."""
     try:
@@ -100,12 +138,11 @@ def _cached(path: Path, make: Callable[[], dict]) -> dict:
 
 
 def load_feature_net(image_size: int, cache_dir: str | Path = "runs/yardstick") -> FeatureNet:
-    """The feature network for this image size, trained once and then read from cache_dir."""
-    state = _cached(Path(cache_dir) / f"shapes{image_size}_net{NET_SEED}.pt",
-                    lambda: {"net": train_feature_net(image_size).state_dict()})
+    """The feature network for this image size: frozen where evaluation/feature_nets/ has it."""
+    weights, _ = feature_net_state(image_size, cache_dir)
     with torch.random.fork_rng():  # building it draws initial weights: leave the caller's random stream alone
         net = FeatureNet()
-    net.load_state_dict(state["net"])
+    net.load_state_dict(weights)
     return net.eval().requires_grad_(False)
 
 
@@ -124,7 +161,8 @@ def reference(image_size: int, reference_set: int = 0, cache_dir: str | Path = "
                 "spectrum": power_spectrum(ref), "pool_features": pool_features,
                 "pool_accuracy": (pool_logits.argmax(1) == pool_labels).float().mean().item()}
 
-    return _cached(Path(cache_dir) / f"shapes{image_size}_reference{reference_set}_v{REFERENCE_VERSION}.pt", make)
+    _, net_name = feature_net_state(image_size, cache_dir)  # features are the net's: a cache per net
+    return _cached(Path(cache_dir) / f"shapes{image_size}_reference{reference_set}_v{REFERENCE_VERSION}_{net_name}.pt", make)
 
 
 @functools.lru_cache
@@ -144,9 +182,8 @@ def shapes_quality(samples: Tensor, labels: Tensor | None = None, reference_set:
     `fd_ratio` = FD(samples, R) / mean_i FD(D_i, R): R a large held-out reference set, D_i held-out
     sets of the samples' count. Fréchet distance grows as the count shrinks, so only this ratio
     compares runs: 1 means "as close to R as other data of the same size". The mean runs over
-    every set the pool holds (at least 2, at most 64: 32 at 512 samples): one set's distance alone
-    varies by about 30% between draws, and a mean over 16 still moved the ratio by 22% between the
-    two reference sets, against 8% over 32 (README, "Measuring sample quality").
+    every set the pool holds (at least 2, at most 64: 32 at 512 samples), since one set's distance
+    alone varies from draw to draw (measured in docs/quality.md).
     """
     samples = samples.float().cpu()
     n, size = len(samples), samples.shape[-1]

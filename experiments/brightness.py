@@ -44,7 +44,7 @@ from data import DATASETS, hold_out, load_dataset
 from evaluation.metrics import brightness
 from experiments import claims
 from experiments.common import (EXPERIMENT_PRESETS, HF_CONVERGED, IDEAL, MODELS, Preset, Row, Setup, row_metrics, run_row,
-                                train_models)
+                                train_models, YARDSTICK)
 from experiments.figures import pyplot, save
 from experiments.summary import block as summary_block, markdown, num
 from models import unet_config
@@ -53,7 +53,8 @@ ROW_FIELDS = tuple(f.name for f in fields(Row))
 TABLE_SPACINGS = ("leading", "trailing")
 PARTS = ("table", "steps", "guidance", "finetune", "first_step", "quality", "leak")
 SUMMARY_KEYS = ("spread_ratio", "w1", "hf_ratio", "frac_dark", "frac_bright")
-# The numbers averaged over training seeds (with the yardstick's).
+# The row's own numbers averaged over training seeds, against the experiment's held-out reference; the
+# yardstick's (against its own generated shapes) come beside them under YARDSTICK + their name.
 NUMBERS = SUMMARY_KEYS + ("contrast_ratio", "clip_fraction", "x0_brightness_spread", "rms_to_class_mean",
                           "rms_of_data_to_class_mean")
 
@@ -83,7 +84,9 @@ def trained_rows(s: Setup, seeds: int) -> list[dict]:
 
 def over_seeds(rows: list[dict]) -> list[dict]:
     """Every row but the ideal table's grouped over training seeds: per group, the mean and standard
-    deviation of each number (the yardstick's included). A group is a row's settings, all but its seed."""
+    deviation of each number. A group is a row's settings, all but its seed. The row's own numbers keep
+    their names; the yardstick's, measured against another reference, are named YARDSTICK + key, so that
+    its spread or W1 never stands in for the row's."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["kind"] not in ("ideal", "data"):
@@ -91,7 +94,8 @@ def over_seeds(rows: list[dict]) -> list[dict]:
     summary = []
     for settings, group in groups.items():
         entry = {**{k: v for k, v in settings if v is not None}, "seeds": len(group), "rows": [r["key"] for r in group]}
-        numbers = [{**{k: r[k] for k in NUMBERS if k in r}, **r.get("quality", {})} for r in group]
+        numbers = [{**{k: r[k] for k in NUMBERS if k in r}, **{YARDSTICK + k: v for k, v in r.get("quality", {}).items()}}
+                   for r in group]
         # the numbers every row of the group has; per-band lists stay per row
         for key in (k for k, v in numbers[0].items() if not isinstance(v, list) and all(k in n for n in numbers)):
             values = [n[key] for n in numbers]
@@ -113,9 +117,8 @@ def section(title: str, header: list[str], lines: list[list]) -> str:
     return f"## {title}\n\n{markdown(header, lines)}\n\n"
 
 
-def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
+def report(s: Setup, rows: list[dict], seconds: float, command: str, data_row: dict) -> None:
     """results.json, RESULTS.md and the figures, from every row computed so far."""
-    data_row = {"name": "data", "kind": "data", **row_metrics(s.data, s.data)}
     summary, leak = over_seeds(rows), claims.leak_summary(rows)
     results = {"preset": asdict(s.p), "command": command, "seconds": seconds, "data": data_row, "rows": rows,
                "over_seeds": summary, "leak": leak}
@@ -148,7 +151,8 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str) -> None:
     (s.out / "RESULTS.md").write_text(text)
     (s.out / "SUMMARY.md").write_text(summary_block(results) + "\n")
     plot_histograms(s.out / "histograms.png", data_row, [r for r in rows if r["kind"] in ("ideal", "trained", "guidance")])
-    plot_at_a_glance(s, rows)
+    if s.data is not None:  # a report rewritten from results.json has the numbers, not the images
+        plot_at_a_glance(s, rows)
     claims.plot_leak(s, leak)
     claims.plot_lines(s, [e for e in summary if e["kind"] == "steps"], "steps", "sample steps S (log scale)", "steps.png",
                       "Brightness against sample steps: exact denoiser and trained models, three spacings",
@@ -173,7 +177,8 @@ def claims_tables(summary: list[dict], rows: list[dict]) -> str:
                     ["model", "spacing", "steps", "guidance", "rescale"]),
     }
     numbers = [("spread_ratio", "spread", 2), ("w1", "W1", 3), ("hf_ratio", "HF ratio", 2), ("contrast_ratio", "contrast", 2),
-               ("clip_fraction", "clipped", 3), ("class_accuracy", "class acc.", 3), ("fd_ratio", "FD ratio", 2)]
+               ("clip_fraction", "clipped", 3), (YARDSTICK + "class_accuracy", "class acc. (yardstick)", 3),
+               (YARDSTICK + "fd_ratio", "FD ratio (yardstick)", 2)]
     for kind, (title, header, keys) in parts.items():
         chosen = [e for e in summary if e["kind"] == kind]
         if chosen:
@@ -250,6 +255,8 @@ class ExperimentConfig:
     preset: str = flag("shapes16", "the experiment's size: smoke (tests), shapes16 (16px, 3 training seeds), shapes32 "
                        "(32px, train.py's default model and budget), cifar10-gpu", choices=EXPERIMENT_PRESETS)
     ideal_only: bool = flag(False, "only the exact-denoiser rows, the leak part's included")
+    report_only: bool = flag(False, "rewrite the report (results.json's summaries, RESULTS.md, SUMMARY.md, the figures) "
+                             "from the rows of OUT/results.json, sampling nothing")
     parts: tuple[str, ...] = flag(PARTS, "which parts to run (default: all)", nargs="+", choices=PARTS, type=str)
     seeds: int | None = flag(None, "training seeds of the trained rows (default: the preset's)", type=int)
     out: str | None = flag(None, "output folder (default: runs/brightness-PRESET)", type=str)
@@ -280,9 +287,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[ExperimentConfig, Preset]
     return config, p
 
 
+def rewrite_report(out: Path) -> None:
+    """The report again from the rows that `out`/results.json holds, as the experiment would write it."""
+    try:
+        results = json.loads((out / "results.json").read_text())
+        p = Preset(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["preset"].items()})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{out / 'results.json'} cannot be read back ({type(e).__name__}: {e})") from None
+    s = Setup(out, p, None, None, None, torch.device("cpu"))
+    report(s, results["rows"], results["seconds"], results["command"], results["data"])
+
+
 def main() -> int:
     args, p = parse_args()
     out = Path(args.out or f"runs/brightness-{args.preset}" + (f"-{args.dataset}" if args.dataset else ""))
+    if args.report_only:
+        rewrite_report(out)
+        print(f"wrote {out / 'RESULTS.md'}")
+        return 0
     for sub in ("rows", "grids", "models"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
@@ -312,7 +334,7 @@ def main() -> int:
         for part in args.parts:
             rows += parts[part](s, seeds)
     command = " ".join(["python -m experiments.brightness", *sys.argv[1:]])
-    report(s, rows, time.perf_counter() - tic, command)
+    report(s, rows, time.perf_counter() - tic, command, {"name": "data", "kind": "data", **row_metrics(data, data)})
     print(f"wrote {out / 'RESULTS.md'}")
     return 0
 

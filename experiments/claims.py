@@ -20,7 +20,7 @@ from torch import Tensor
 from diffusion import SPACINGS, predict_x0_eps
 from evaluation.metrics import brightness, mean_correlation, slope
 from experiments.common import (MODELS, Row, Setup, cached, model_dir, row_model, run_row, seed_suffix, side_by_side, train_run,
-                                train_settings, trained_model, trained_otherwise)
+                                train_settings, trained_model, trained_otherwise, YARDSTICK)
 from experiments.figures import pyplot, save
 from models.checkpoint import checkpoint_schedule, load_training_checkpoint
 from train_config import RESUMABLE
@@ -236,8 +236,9 @@ def plot_lines(s: Setup, entries: list[dict], x_key: str, x_label: str, file: st
     if plt is None or not entries:
         return
     metrics = [("spread_ratio", "brightness spread (1 = data)"), ("w1", "brightness W1 to data (0 = data)")]
-    if "fd_ratio" in entries[0]:
-        metrics += [("fd_ratio", "feature distance ratio (1 = data)"), ("hf_ratio", "high-frequency ratio (1 = data)")]
+    if YARDSTICK + "fd_ratio" in entries[0]:
+        metrics += [(YARDSTICK + "fd_ratio", "feature distance ratio, yardstick (1 = data)"),
+                    ("hf_ratio", "high-frequency ratio (1 = data)")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.6))
     models = list(dict.fromkeys(e["model"] for e in entries))
     spacings = list(dict.fromkeys(e["spacing"] for e in entries))
@@ -271,7 +272,7 @@ def plot_guidance(s: Setup, entries: list[dict]) -> None:
     found = {(e["guidance"], e["rescale"]): e for e in entries}
     cell = {(w, phi): found[w, phi if w != 1 else 0.0] for w in ws for phi in phis}  # w = 1: one row for every φ
     panels = [("clip_fraction", "fraction of clipped pixels"), ("contrast_ratio", "per-image contrast / data's"),
-              ("class_accuracy", "class accuracy (yardstick)"), ("spread_ratio", "brightness spread / data's")]
+              (YARDSTICK + "class_accuracy", "class accuracy (yardstick)"), ("spread_ratio", "brightness spread / data's")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (key, label) in zip(axes, panels):
         values = [[cell[w, phi].get(key, {"mean": float("nan")})["mean"] for w in ws] for phi in phis]
@@ -289,6 +290,8 @@ def plot_guidance(s: Setup, entries: list[dict]) -> None:
     fig.suptitle("Rescaled classifier-free guidance on the zero-SNR v-prediction model"
                  + (f" (means over {seeds} training seeds)" if seeds > 1 else ""), fontsize=11)
     save(fig, s.out / "guidance.png")
+    if s.data is None:  # a report rewritten from results.json: the images are not there to draw
+        return
     fig, axes = plt.subplots(len(phis), len(ws), figsize=(1.6 * len(ws), 1.6 * len(phis)), squeeze=False)
     for i, phi in enumerate(phis):
         for j, w in enumerate(ws):

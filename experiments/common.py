@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # toward the middle has more of them, and even the exact denoiser's squeezed rows read above 1
 # there (docs/brightness.md).
 HF_CONVERGED = 2.0
+YARDSTICK = "yardstick."  # prefix of the yardstick's numbers in a row group, beside the row's own
 
 
 @dataclass(frozen=True)

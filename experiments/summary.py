@@ -1,16 +1,18 @@
 """The brightness experiment's findings as sentences, generated from its results.json, so that every
 number the README states about them is the one the run measured.
 
-    python -m experiments.summary docs/brightness/results.json   # prints the sentences
+    python -m experiments.summary docs/brightness/results.json            # prints the sentences
+    python -m experiments.summary docs/brightness/results.json --write    # rewrites the pages' blocks
 
-The README holds them between `<!-- summary:begin -->` and `<!-- summary:end -->`; a test checks
-that they still match the committed results.
+docs/brightness.md holds them between `<!-- summary:begin -->` and `<!-- summary:end -->`, the README
+its headline table between `<!-- headline:begin -->` and `<!-- headline:end -->`; a test checks that
+both still match the committed results.
 """
 import json
 import sys
 from pathlib import Path
 
-from experiments.common import HF_CONVERGED
+from experiments.common import HF_CONVERGED, YARDSTICK
 
 BEGIN, END = "<!-- summary:begin -->", "<!-- summary:end -->"
 
@@ -89,8 +91,8 @@ def guidance_claim(results: dict) -> list[str]:
 
     return [f"**Rescaled guidance (Fig. 6).** At w = {w:g} with φ = {' / '.join(f'{p:g}' for p in phis)}: clipped pixels "
             f"(%) {across('clip_fraction', 1, 100)}; per-image contrast {across('contrast_ratio')} of the data's; class "
-            f"accuracy {across('class_accuracy')}; brightness spread {across('spread_ratio')} (unguided: "
-            f"{num(unguided, 'class_accuracy')} class accuracy, {num(unguided, 'clip_fraction', 1, 100)} % clipped, spread "
+            f"accuracy {across(YARDSTICK + 'class_accuracy')}; brightness spread {across('spread_ratio')} (unguided: "
+            f"{num(unguided, YARDSTICK + 'class_accuracy')} class accuracy, {num(unguided, 'clip_fraction', 1, 100)} % clipped, spread "
             f"{num(unguided)})."]
 
 
@@ -139,7 +141,7 @@ def offset_noise_claim(results: dict, steps: int) -> list[str]:
 
 
 def quality_claim(results: dict) -> list[str]:
-    quality = [e for e in results["over_seeds"] if e["kind"] == "quality" and "fd_ratio" in e]  # the yardstick: shapes only
+    quality = [e for e in results["over_seeds"] if e["kind"] == "quality" and YARDSTICK + "fd_ratio" in e]  # the yardstick: shapes only
     if not quality:
         return []
     s = max(e["steps"] for e in quality)
@@ -149,10 +151,10 @@ def quality_claim(results: dict) -> list[str]:
                    key, digits)
 
     return [f"**Quality (Table 3), S = {s}.** Feature-distance ratio, baseline against fixed: "
-            f"{q('baseline', False, 'fd_ratio', 1)} against {q('fixed', False, 'fd_ratio', 1)} unguided, "
-            f"{q('baseline', True, 'fd_ratio', 1)} against {q('fixed', True, 'fd_ratio', 1)} guided; class accuracy "
-            f"{q('baseline', False, 'class_accuracy', 2)} against {q('fixed', False, 'class_accuracy', 2)} unguided, "
-            f"{q('baseline', True, 'class_accuracy', 2)} against {q('fixed', True, 'class_accuracy', 2)} guided."]
+            f"{q('baseline', False, YARDSTICK + 'fd_ratio', 1)} against {q('fixed', False, YARDSTICK + 'fd_ratio', 1)} unguided, "
+            f"{q('baseline', True, YARDSTICK + 'fd_ratio', 1)} against {q('fixed', True, YARDSTICK + 'fd_ratio', 1)} guided; class accuracy "
+            f"{q('baseline', False, YARDSTICK + 'class_accuracy', 2)} against {q('fixed', False, YARDSTICK + 'class_accuracy', 2)} unguided, "
+            f"{q('baseline', True, YARDSTICK + 'class_accuracy', 2)} against {q('fixed', True, YARDSTICK + 'class_accuracy', 2)} guided."]
 
 
 def leak_claim(results: dict) -> list[str]:
@@ -205,8 +207,8 @@ def flow_claim(results: dict, steps: int) -> list[str]:
             f"{num(find(results, 'trained', model='fixed', spacing='trailing', steps=steps))}, baseline with leading steps "
             f"{num(find(results, 'trained', model='baseline', spacing='leading', steps=steps))}), W1 {num(flow, 'w1', 3)}."
             + (f" At S = {' / '.join(map(str, few))}: spread {sweep('trailing', 'spread_ratio', 2)} with trailing steps and "
-               f"{sweep('leading', 'spread_ratio', 2)} with leading ones; FD ratio {sweep('trailing', 'fd_ratio', 1)}, "
-               f"class accuracy {sweep('trailing', 'class_accuracy', 2)} (trailing)." if few else "")]
+               f"{sweep('leading', 'spread_ratio', 2)} with leading ones; FD ratio {sweep('trailing', YARDSTICK + 'fd_ratio', 1)}, "
+               f"class accuracy {sweep('trailing', YARDSTICK + 'class_accuracy', 2)} (trailing)." if few else "")]
 
 
 def sentences(results: dict) -> list[str]:
@@ -295,8 +297,22 @@ def block(results: dict) -> str:
     return "\n".join([BEGIN, table(results), "", *(f"- {s}" for s in sentences(results)), END])
 
 
+def replace_between(path: Path, begin: str, end: str, text: str) -> None:
+    """Put `text` between the markers `begin` and `end` of the page at `path`."""
+    page = path.read_text()
+    before, rest = page.split(begin, 1)
+    path.write_text(before + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+
+
 def main() -> int:
-    print(block(json.loads(Path(sys.argv[1]).read_text())))
+    results = json.loads(Path(sys.argv[1]).read_text())
+    if "--write" not in sys.argv:
+        print(block(results))
+        return 0
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "brightness.md").read_text()
+    (root / "docs" / "brightness.md").write_text(page[:page.index(BEGIN)] + block(results) + page[page.index(END) + len(END):])
+    replace_between(root / "README.md", "<!-- headline:begin -->", "<!-- headline:end -->", headline(results))
     return 0
 
 

@@ -163,7 +163,7 @@ def test_trained_rows_are_summarised_as_mean_and_std_over_seeds(tiny_experiment)
     rows = [r for r in results["rows"] if r["key"] in entry["rows"]]
     assert entry["seeds"] == 2 and sorted(r["seed"] for r in rows) == [0, 1]
     assert entry["clip_fraction"]["mean"] == pytest.approx(sum(r["clip_fraction"] for r in rows) / 2)
-    assert entry["class_accuracy"]["std"] >= 0
+    assert entry["yardstick.class_accuracy"]["std"] >= 0
     spread = entry["spread_ratio"]
     assert f"| 4 | 0 | 2 | {spread['mean']:.2f} ± {spread['std']:.2f} |" in (tiny_experiment / "RESULTS.md").read_text()
 

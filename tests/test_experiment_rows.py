@@ -169,3 +169,37 @@ def test_a_continued_copy_without_a_checkpoint_is_copied_again(two_step_run, tmp
     model, state = continued(two_step_run, tmp_path / "copy", 2)
     assert state["step"] == 2 and (tmp_path / "copy" / "checkpoint.pt").is_file()
     assert not (tmp_path / "copy.copying").exists()
+
+
+def two_seeds_of_one_row(own_spread: tuple[float, float], yardstick_spread: tuple[float, float]) -> list[dict]:
+    """The fixed model's trailing row at two training seeds, whose own spread and the yardstick's differ."""
+    numbers = {"mean": 0.5, "std": 0.2, "w1": 0.03, "hf_ratio": 1.2, "frac_dark": 0.06, "frac_bright": 0.06,
+               "clip_fraction": 0.0, "contrast_ratio": 1.0, "brightness": [0.5]}
+    return [{**Row("trained", "fixed", "trailing", 25, seed).__dict__, "name": f"fixed_trailing_25_seed{seed}",
+             "key": f"k{seed}", **numbers, "spread_ratio": own,
+             "quality": {"spread_ratio": theirs, "w1": 0.5, "hf_ratio": 9.0, "fd_ratio": 3.0, "class_accuracy": 0.8}}
+            for seed, own, theirs in zip((0, 1), own_spread, yardstick_spread)]
+
+
+def test_a_groups_numbers_are_its_rows_own_and_the_yardsticks_keep_their_own_names():
+    (entry,) = over_seeds(two_seeds_of_one_row((0.90, 0.92), (0.40, 0.42)))
+    assert entry["spread_ratio"]["mean"] == pytest.approx(0.91) and entry["w1"]["mean"] == pytest.approx(0.03)
+    assert entry["yardstick.spread_ratio"]["mean"] == pytest.approx(0.41)
+    assert entry["yardstick.fd_ratio"]["mean"] == pytest.approx(3.0)
+
+
+def test_the_report_and_the_readme_headline_show_a_rows_own_spread_not_the_yardsticks(tmp_path):
+    from dataclasses import asdict
+
+    from experiments.brightness import rewrite_report
+    from experiments.summary import headline
+
+    data = {"name": "data", "kind": "data", "mean": 0.5, "std": 0.25, "frac_dark": 0.09, "frac_bright": 0.09,
+            "spread_ratio": 1.0, "w1": 0.0, "hf_ratio": 1.0, "clip_fraction": 0.0, "brightness": [0.5]}
+    results = {"preset": asdict(replace(EXPERIMENT_PRESETS["smoke"], step_counts=(25,))), "command": "test",
+               "seconds": 1.0, "data": data, "rows": two_seeds_of_one_row((0.90, 0.92), (0.40, 0.42))}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    rewrite_report(tmp_path)
+    written = json.loads((tmp_path / "results.json").read_text())
+    for page in (tmp_path / "RESULTS.md").read_text(), (tmp_path / "SUMMARY.md").read_text(), headline(written):
+        assert ("0.91 ± 0.01" in page or "0.910 ± 0.014" in page) and "0.41" not in page

@@ -11,9 +11,10 @@ machine trains differently on different CPUs, and so would its distances.
 - the Fréchet distance between samples and held-out data in its feature space, divided by the
   distance between two held-out sets of the same size. Fréchet distance is biased upwards at a
   finite count, so only this ratio compares runs: 1 is "as close as other data".
-- the brightness spread, W1 and high-frequency ratio against the same held-out images, and the
+- the brightness spread, W1 and high-frequency ratio against the same held-out images, the
   power spectrum's ratio to theirs in 8 frequency bands, which tells blur (upper bands below 1)
-  from grain (above 1).
+  from grain (above 1), and the ratio of their mean chroma (whole image, and background corners),
+  which sees washed-out colour that neither the spectrum nor the classifier sees.
 
 Its pattern features are a tanh layer of 32 units: bounded, so the distance is not dominated by a
 few heavy-tailed units, whose rare large values would make it depend on which reference set is drawn
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 from data import SHAPE_CLASSES, make_shapes
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-from .metrics import brightness, frechet_distance, hf_residual, power_spectrum, spectrum_ratio, spread_ratio, wasserstein1
+from .metrics import brightness, chroma, frechet_distance, hf_residual, power_spectrum, spectrum_ratio, spread_ratio, wasserstein1
 
 FEATURES = 32
 NET_SEED = 7_000_001  # the feature network's training shapes: never a seed train.py uses
@@ -40,7 +41,7 @@ REFERENCE_SEED = 8_000_001  # held-out reference set k: seeds REFERENCE_SEED + 2
 TRAIN_IMAGES, TRAIN_STEPS, BATCH = 8192, 400, 128
 REFERENCE_COUNT, POOL_COUNT = 20_000, 16_384
 FROZEN_DIR = Path(__file__).resolve().parent / "feature_nets"
-REFERENCE_VERSION = 2  # raised whenever a reference set gains a statistic, so an older cache is rebuilt
+REFERENCE_VERSION = 3  # raised whenever a reference set gains a statistic, so an older cache is rebuilt
 
 
 class FeatureNet(nn.Module):
@@ -158,7 +159,8 @@ def reference(image_size: int, reference_set: int = 0, cache_dir: str | Path = "
         ref_features, pool_features = (torch.cat([net.features(c) for c in x.split(1000)]) for x in (ref, pool))
         pool_logits = net.head(pool_features[:, :FEATURES])  # forward() without computing the pattern again
         return {"features": ref_features, "brightness": brightness(ref), "hf": hf_residual(ref),
-                "spectrum": power_spectrum(ref), "pool_features": pool_features,
+                "spectrum": power_spectrum(ref), "chroma": chroma(ref), "background_chroma": chroma(ref, background=True),
+                "pool_features": pool_features,
                 "pool_accuracy": (pool_logits.argmax(1) == pool_labels).float().mean().item()}
 
     _, net_name = feature_net_state(image_size, cache_dir)  # features are the net's: a cache per net
@@ -197,6 +199,8 @@ def shapes_quality(samples: Tensor, labels: Tensor | None = None, reference_set:
         "hf_ratio": hf_residual(samples) / ref["hf"],
         "spectrum_ratio": bands, "spectrum_min": min(bands), "spectrum_max": max(bands),
         "spread_ratio": spread_ratio(b, ref["brightness"]), "w1": wasserstein1(b, ref["brightness"]),
+        "chroma_ratio": chroma(samples) / ref["chroma"],
+        "background_chroma_ratio": chroma(samples, background=True) / ref["background_chroma"],
         "data_class_accuracy": ref["pool_accuracy"],
     }
     if labels is not None:

@@ -3,16 +3,17 @@
     python -m experiments.error_by_t runs/default/checkpoint.pt [OTHER.pt ...]
 
 For each checkpoint and timestep t: x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε from held-out shapes, the EMA model's
-x̂0, and three numbers: the RMS error ‖x̂0 − x0‖, the high-frequency ratio of
-x̂0 against x0 (above 1: the model leaves noise in x̂0, grain; below 1: blur), and the power ratio of the
-top spectrum band. A sampler's last steps hand x̂0 at small t straight to the image, so grain that shows
-there shows in the samples; errors at large t show as wrong shapes, classes and brightness.
+x̂0, the RMS error ‖x̂0 − x0‖, the high-frequency ratio of x̂0 against x0 (above 1: the model leaves
+noise in x̂0, grain; below 1: blur), and the power ratio in each of the 8 spectrum bands. The timesteps
+include the sampler's last two (19 and 39 for 50 trailing steps of 1,000, sample.py's default): DDIM's
+last step hands x̂0 at its last timestep straight to the image, so grain there is grain in the samples;
+errors at large t show as wrong shapes, classes and brightness.
 """
 import torch
 
 from cli import Parser, UsageError, run
 from data import make_shapes
-from diffusion import predict_x0_eps
+from diffusion import get_timesteps, predict_x0_eps
 from evaluation.metrics import hf_residual, spectrum_ratio
 from evaluation.yardstick import REFERENCE_SEED
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
@@ -21,9 +22,12 @@ TIMESTEPS = (0, 10, 25, 50, 100, 200, 400, 600, 800, 999)
 
 
 @torch.no_grad()
-def error_by_t(path: str, num_images: int, timesteps: tuple[int, ...]) -> list[dict]:
+def error_by_t(path: str, num_images: int, sample_steps: int) -> list[dict]:
+    """One row per timestep of TIMESTEPS and the last two of `sample_steps` trailing steps."""
     state = load_training_checkpoint(path)
     config = state["config"]
+    last_two = get_timesteps(config["timesteps"], sample_steps, "trailing")[-2:].tolist()
+    timesteps = sorted({t for t in TIMESTEPS if t < config["timesteps"]} | set(last_two))
     if config["dataset"] != "shapes":
         raise UsageError(f"{path}: this diagnostic uses held-out shapes; the model was trained on {config['dataset']}")
     model, schedule = load_ema_model(state, path), checkpoint_schedule(state)
@@ -36,7 +40,7 @@ def error_by_t(path: str, num_images: int, timesteps: tuple[int, ...]) -> list[d
         output = model(x_t, t_batch, labels if model.config.num_classes else None).float()
         x0_hat = predict_x0_eps(x_t, output, alpha_bar, config["prediction"])[0]
         rows.append({"t": t, "alpha_bar": alpha_bar[0].item(), "rms": (x0_hat - x0).square().mean().sqrt().item(),
-                     "hf_ratio": hf_residual(x0_hat) / hf_residual(x0), "top_band": spectrum_ratio(x0_hat, x0)[-1]})
+                     "hf_ratio": hf_residual(x0_hat) / hf_residual(x0), "bands": spectrum_ratio(x0_hat, x0)})
     return rows
 
 
@@ -44,13 +48,16 @@ def main() -> int:
     p = Parser(description="A model's x̂0 error, grain and blur at each of a few timesteps, on held-out shapes.")
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--num-images", type=int, default=256, help="held-out shapes per timestep (default: 256)")
+    p.add_argument("--num-steps", type=int, default=50,
+                   help="trailing sampling steps whose last two timesteps to include (default: 50, sample.py's)")
     a = p.parse_args()
-    if a.num_images < 2:
-        p.error("--num-images must be at least 2")
-    print("| checkpoint | t | ᾱ_t | RMS of x̂0 − x0 | HF ratio of x̂0 | top band of x̂0 |\n|---|---|---|---|---|---|")
+    if a.num_images < 2 or a.num_steps < 2:
+        p.error("--num-images and --num-steps must be at least 2")
+    print("| checkpoint | t | ᾱ_t | RMS of x̂0 − x0 | HF ratio of x̂0 | spectrum bands 1-8 of x̂0 |\n|---|---|---|---|---|---|")
     for path in a.checkpoints:
-        for r in error_by_t(path, a.num_images, TIMESTEPS):
-            print(f"| {path} | {r['t']} | {r['alpha_bar']:.4f} | {r['rms']:.4f} | {r['hf_ratio']:.2f} | {r['top_band']:.2f} |")
+        for r in error_by_t(path, a.num_images, a.num_steps):
+            bands = " / ".join(f"{b:.2f}" for b in r["bands"])
+            print(f"| {path} | {r['t']} | {r['alpha_bar']:.4f} | {r['rms']:.4f} | {r['hf_ratio']:.2f} | {bands} |")
     return 0
 
 

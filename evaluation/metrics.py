@@ -155,3 +155,14 @@ def kernel_distance(a: Tensor, b: Tensor) -> float:
     within_a = (k_aa.sum() - k_aa.diagonal().sum()) / (m * (m - 1))
     within_b = (k_bb.sum() - k_bb.diagonal().sum()) / (n * (n - 1))
     return (within_a + within_b - 2 * k_ab.mean()).item()
+
+
+def chroma(images: Tensor, background: bool = False) -> float:
+    """Mean colourfulness: each pixel's standard deviation over its RGB values, averaged over pixels and
+    images (0 for grey). With `background`, only the four corner squares of side H/8, where the shapes'
+    backgrounds are: washed-out colour shows there even when the shapes keep theirs."""
+    x = images.float()
+    if background:
+        k = max(1, x.shape[-1] // 8)
+        x = torch.cat([x[..., :k, :k], x[..., :k, -k:], x[..., -k:, :k], x[..., -k:, -k:]], dim=-1)
+    return x.std(dim=1).mean().item()

@@ -76,6 +76,37 @@ def test_flow_loss_regresses_the_velocity_of_the_straight_path():
     assert loss.item() == pytest.approx((eps - x0).square().mean().item(), rel=1e-5)
 
 
+class ExactFlow(torch.nn.Module):
+    """Knows x0, so reads ε back from its input x_t = (1 − t)·x0 + t·ε, and answers the velocity
+    `sign`·(ε − x0): +1 is the straight path's dx_t/dt, −1 the same written with the wrong sign."""
+
+    def __init__(self, x0, sign):
+        super().__init__()
+        self.x0, self.sign = x0, sign
+
+    def forward(self, x, time, labels=None):
+        t = (time.double() / 1000).view(-1, 1, 1, 1)
+        self.eps = (x.double() - (1 - t) * self.x0) / t
+        return (self.sign * (self.eps - self.x0)).float()
+
+
+@pytest.mark.parametrize("time_sampling", ["logit-normal", "uniform"])
+def test_flow_loss_is_zero_for_the_velocity_eps_minus_x0(time_sampling):
+    torch.manual_seed(0)
+    x0 = torch.rand(64, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    assert flow_loss(ExactFlow(x0, +1), x0, time_sampling=time_sampling).item() < 1e-8
+
+
+def test_flow_loss_of_the_reversed_velocity_x0_minus_eps_is_four_times_the_velocity_squared():
+    # û = x0 − ε misses u = ε − x0 by 2u: the loss is the mean of 4·(ε − x0)², far from 0.
+    torch.manual_seed(0)
+    x0 = torch.rand(64, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    net = ExactFlow(x0, -1)
+    loss = flow_loss(net, x0)
+    assert loss.item() == pytest.approx(4 * (net.eps - x0).square().mean().item(), rel=1e-4)
+    assert loss.item() > 1
+
+
 @pytest.mark.parametrize("time_sampling, logit_mean, logit_std", [("logit-normal", 0.0, 1.0), ("uniform", 0.0, math.pi / 3**0.5)])
 def test_flow_training_draws_t_logit_normal_as_sd3_or_uniform(time_sampling, logit_mean, logit_std):
     torch.manual_seed(0)

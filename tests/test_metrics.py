@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from data import make_shapes
 from evaluation.metrics import (
     brightness,
+    chroma,
     clip_fraction,
     frechet_distance,
     hf_residual,
@@ -120,6 +121,19 @@ def test_mean_correlation_is_about_one_for_samples_that_copy_the_noise_mean():
     assert c["r"] == pytest.approx(1, abs=1e-6) and c["low"] > 0.99
 
 
+@pytest.mark.parametrize("copies", [True, False])
+def test_mean_correlation_is_unchanged_by_channel_means_far_from_zero(copies):
+    # Colour: per-channel offsets shared by every noise and every sample. They are no agreement between
+    # a sample and its own noise, so r must stay what it is without them: 1 for copies, about 0 otherwise.
+    x_T, images = _noise_and_images()
+    if copies:
+        images = images - images.mean((2, 3), keepdim=True) + 0.5 * x_T.mean((2, 3), keepdim=True)
+    offset = torch.tensor([3.0, -2.0, 5.0]).view(1, 3, 1, 1)
+    r = mean_correlation(x_T + offset, images + offset)["r"]
+    assert r == pytest.approx(mean_correlation(x_T, images)["r"], abs=1e-6)  # float32 rounding of the offsets
+    assert r == pytest.approx(1, abs=1e-6) if copies else abs(r) < 0.05
+
+
 def test_mean_correlation_is_zero_for_samples_that_do_not_vary():
     x_T, _ = _noise_and_images(100)
     assert mean_correlation(x_T, torch.zeros_like(x_T))["r"] == 0
@@ -159,3 +173,15 @@ def test_power_spectrum_of_a_single_frequency_lands_in_its_band():
     n = torch.arange(32.0)
     wave = torch.cos(2 * math.pi * 0.25 * n).view(1, 1, 1, 32).expand(1, 1, 32, 32)  # 0.25 cycles/pixel: band 3 of 8
     assert power_spectrum(wave).argmax().item() == 3
+
+
+def test_chroma_is_zero_for_grey_and_the_rgb_std_for_a_pure_colour():
+    assert chroma(torch.rand(2, 1, 8, 8).expand(2, 3, 8, 8) * 2 - 1) == 0
+    red = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1).expand(2, 3, 8, 8)
+    assert chroma(red) == pytest.approx((4 / 3) ** 0.5)
+
+
+def test_background_chroma_reads_only_the_corners():
+    image = torch.zeros(1, 3, 16, 16)
+    image[:, 0, 4:12, 4:12] = 1  # a red square in the middle of a grey background
+    assert chroma(image, background=True) == 0 < chroma(image)

@@ -110,3 +110,16 @@ def test_loss_equals_the_mean_squared_error_to_the_target_computed_by_hand(predi
     x_t, t = seen[0]
     target = hand_target(x_t, x0, schedule.alpha_bar[t].view(-1, 1, 1, 1), prediction_type)
     assert loss.item() == pytest.approx((0.5 * x_t - target).square().mean().item(), rel=1e-6)
+
+
+def test_loss_draws_every_timestep_including_the_last_one_t_minus_1():
+    # T = 10 and 2000 draws: a timestep the loss never draws is missed with probability 0.9^2000 ≈ 1e-92.
+    schedule, seen = make_schedule("cosine", num_train_steps=10, zero_snr=True), []
+
+    def record(x_t, t, labels):
+        seen.append(t)
+        return torch.zeros_like(x_t)
+
+    torch.manual_seed(0)
+    diffusion_loss(record, torch.zeros(2000, 1, 1, 1), schedule, "v")
+    assert sorted(set(seen[0].tolist())) == list(range(10))

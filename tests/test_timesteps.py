@@ -8,6 +8,23 @@ def test_trailing_1000_50_matches_paper_table_2():
     assert get_timesteps(1000, 50, "trailing").tolist() == list(range(999, 0, -20))
 
 
+# round(arange(T, 0, −T/S)) − 1 (paper Table 2), worked out by hand: for these S the fractional part of
+# T − k·T/S is a multiple of 1/3 or of 1/7, never 1/2, so the rounding has no ties. An integer stride
+# T // S (333, 142, 33) drifts from these after the first step; the shared snippet arange(gap, T + 1, gap)
+# misses 999 itself.
+TRAILING_BY_HAND = {
+    3: [999, 666, 332],  # 1000, 666.67, 333.33
+    7: [999, 856, 713, 570, 428, 285, 142],  # 1000, 857.14, 714.29, 571.43, 428.57, 285.71, 142.86
+    30: [999, 966, 932, 899, 866, 832, 799, 766, 732, 699, 666, 632, 599, 566, 532,  # 1000 − k·33.33…
+         499, 466, 432, 399, 366, 332, 299, 266, 232, 199, 166, 132, 99, 66, 32],
+}
+
+
+@pytest.mark.parametrize("steps", TRAILING_BY_HAND)
+def test_trailing_uses_the_float_stride_t_over_s_when_s_does_not_divide_t(steps):
+    assert get_timesteps(1000, steps, "trailing").tolist() == TRAILING_BY_HAND[steps]
+
+
 def test_leading_with_offset_1_matches_stable_diffusion():
     assert get_timesteps(1000, 50, "leading", offset=1).tolist() == list(range(981, 0, -20))
 

@@ -115,3 +115,13 @@ def test_sample_evaluate_prints_one_parsable_quality_line(tiny_run):
     assert len(lines) == 1
     quality = json.loads(lines[0].removeprefix("quality "))
     assert quality["num_samples"] == 16 and {"fd_ratio", "hf_ratio", "class_accuracy", "w1"} <= set(quality)
+
+
+def test_yardstick_reads_washed_out_colour_as_a_chroma_ratio_below_one(cache, held_out):
+    images, labels = held_out
+    grey = images.mean(1, keepdim=True)
+    washed_out = 0.5 * images + 0.5 * grey
+    data, faded = shapes_quality(images, labels, cache_dir=cache), shapes_quality(washed_out, labels, cache_dir=cache)
+    assert 0.9 < data["chroma_ratio"] < 1.1 and 0.9 < data["background_chroma_ratio"] < 1.1
+    assert faded["chroma_ratio"] == pytest.approx(0.5 * data["chroma_ratio"], rel=1e-4)
+    assert faded["background_chroma_ratio"] == pytest.approx(0.5 * data["background_chroma_ratio"], rel=1e-4)

@@ -1,7 +1,7 @@
 """What is learnt here is what diffusers does: each fix against its diffusers setting.
 
-Skipped without diffusers (`pip install -e ".[diffusers]"`), except in CI (`CI` set), which installs it. The mapping, and where the two differ
-on purpose, is in the README's "Using the fixes in diffusers".
+Skipped without diffusers (`pip install -e ".[diffusers]"`), except in CI (`CI` set), which installs
+it. The mapping, and where the two differ on purpose, is in docs/diffusers.md.
 """
 import os
 

@@ -33,7 +33,7 @@ from evaluation.metrics import brightness, brightness_summary, summarize, summar
 from evaluation.yardstick import shapes_quality
 from models import UNet, unet_config
 from models.checkpoint import load_weights
-from train_config import RESUMABLE, TrainConfig, check_config, parse_args, recipe_defaults
+from train_config import RESUMABLE, TrainConfig, check_config, detail_skip_default, parse_args, recipe_defaults
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -104,10 +104,12 @@ def train(config: TrainConfig, state: dict | None = None) -> Path:
     # loader workers on CUDA so that the GPU does not wait on the batches.
     config = replace(config, hflip=config.dataset != "folder" if config.hflip is None else config.hflip,
                      label_dropout=config.label_dropout if num_classes else 0.0,
-                     workers=(4 if device.type == "cuda" else 0) if config.workers is None else config.workers)
+                     workers=(4 if device.type == "cuda" else 0) if config.workers is None else config.workers,
+                     detail_skip=detail_skip_default(config) if config.detail_skip is None else config.detail_skip)
     channels, size = dataset[0][0].shape[:2]
     try:
-        model = UNet(unet_config(config.model, size, num_classes, channels)).to(device)
+        model = UNet(replace(unet_config(config.model, size, num_classes, channels), detail_skip=config.detail_skip),
+                     schedule.alpha_bar).to(device)
     except ValueError as e:  # an image size this UNet cannot cut: the flags' fault, not a bug
         raise UsageError(f"--image-size {size}: {e}") from None
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -220,7 +222,7 @@ def train(config: TrainConfig, state: dict | None = None) -> Path:
 def resolve(given: dict, state: dict | None) -> TrainConfig:
     """The run's recipe: TrainConfig's defaults, under the model preset's recipe, under the config of the
     checkpoint being resumed, under the flags given."""
-    saved = state["config"] if state else None
+    saved = {"detail_skip": False, **state["config"]} if state else None  # a checkpoint from before the flag has none
     model = given.get("model") or (saved["model"] if saved else TrainConfig.model)
     return runtime.resolve_config(recipe_defaults(model), given, saved, RESUMABLE)
 

@@ -18,6 +18,11 @@ OBJECTIVES = ("diffusion", "flow")
 NOT_FOR_FLOW = ("schedule", "zero_snr", "prediction", "loss_space", "offset_noise")
 
 
+def detail_skip_default(c: "TrainConfig") -> bool:
+    """The detail skip where it is needed: a v-predicting UNet that sees 2×2 patches as channels."""
+    return c.objective == "diffusion" and c.prediction == "v" and PRESETS[c.model].get("patch_size", 1) > 1
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = flag("shapes", "training data; 'shapes' is embedded and needs no download", choices=DATASETS)
@@ -58,6 +63,10 @@ class TrainConfig:
                            choices=PREDICTION_TYPES)
     loss_space: str = flag("", "regress in this space, e.g. v: the paper's v-loss for any --prediction "
                            "(default: the prediction's own, so the v-loss for v)", choices=PREDICTION_TYPES)
+    detail_skip: bool | None = flag(None, "add (√ᾱ_t/σ_t)·D(x_t) to the network's v, D(x) = x − upsample(avgpool₂(x)): "
+                                    "the finest scale's fixed pass-through, which v needs at small t (default: on for a "
+                                    "v-predicting UNet that folds 2×2 patches, the cpu preset)",
+                                    action=argparse.BooleanOptionalAction)
     timesteps: int = flag(1000, "training timesteps T")
     offset_noise: float = flag(0.0, "add S·N(0, 1) per image and channel to the noise: the older workaround")
     label_dropout: float = flag(0.1, "probability of the null label, which guidance needs (unconditional models: none)")
@@ -125,6 +134,8 @@ def check_config(c: TrainConfig, given: dict) -> None:
         raise UsageError(str(e)) from None
     if c.objective == "flow" and (fixed := [k for k in NOT_FOR_FLOW if k in given]):
         raise UsageError(f"--{fixed[0].replace('_', '-')} does nothing with --objective flow, whose path and target are fixed")
+    if c.detail_skip and (c.objective == "flow" or c.prediction != "v"):
+        raise UsageError("--detail-skip is v's pass-through: it needs --prediction v and --objective diffusion")
     if c.objective != "flow" and "flow_time" in given:
         raise UsageError("--flow-time needs --objective flow")
     for_files = sorted({"data_dir", "download"} & set(given))

@@ -75,7 +75,7 @@ def load_ema_model(state: dict, path: str | Path) -> UNet | FlowAsV:
     """The EMA weights of a train.py checkpoint, the ones to sample with, in eval mode. A flow model
     comes as a v-predicting model of its VP path (`FlowAsV`), which every sampler takes."""
     try:
-        model = UNet(UNetConfig(**state["model_config"]))
+        model = UNet(UNetConfig(**state["model_config"]), checkpoint_schedule(state).alpha_bar)
         model.load_state_dict(state["ema"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path} does not hold a model this code can build ({type(e).__name__})") from None

@@ -28,6 +28,7 @@ class UNetConfig:
     patch_size: int = 1  # >1: fold p×p pixel patches into channels first, so every level runs p² times cheaper
     scale_shift: bool = False  # time/class embedding scales and shifts the normalised features (ADM), not just adds
     input_skip: bool = False  # add g(t, class)·x_t to the output, a learned per-channel gain (see UNet.forward)
+    detail_skip: bool = False  # add (√ᾱ_t/σ_t)·D(x_t), v's pass-through of x_t's finest scale (see detail_skip)
 
 
 PRESETS = {
@@ -63,6 +64,24 @@ def check_image_size(config: UNetConfig) -> None:
             f"image size {config.image_size} cannot be cut into {config.patch_size}-pixel patches and halved {halvings} "
             f"times by this UNet; use a multiple of {multiple}"
         )
+
+
+def detail(x: Tensor) -> Tensor:
+    """D(x) = x − upsample₂(avgpool₂(x)): what each 2×2 patch holds beyond its mean, the finest scale."""
+    return x - F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest")
+
+
+def detail_skip_gain(alpha_bar: Tensor) -> Tensor:
+    """c_skip of the finest scale for a v-predicting network, per timestep: √ᾱ_t/σ_t.
+
+    v = (√ᾱ_t·x_t − x0)/σ_t, and where the data has no power (the fine scales of flat shapes) D(x0) ≈ 0,
+    so D(v) = (√ᾱ_t/σ_t)·D(x_t): the target there is x_t's own noise amplified, up to 1/σ_t at small t.
+    A network that folds 2×2 patches into channels sees that scale only as within-patch detail, where a
+    learned per-channel gain cannot single it out. Given as a fixed preconditioning (EDM's c_skip, per
+    band), v̂ = F(x_t) + (√ᾱ_t/σ_t)·D(x_t), the network learns only the residual. 0 at zero terminal SNR
+    (ᾱ_T = 0), so the first step is the network's alone.
+    """
+    return (alpha_bar / (1 - alpha_bar)).sqrt().float()
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -152,9 +171,17 @@ class UNet(nn.Module):
     first, and the output unfolded at the end.
     """
 
-    def __init__(self, config: UNetConfig):
+    def __init__(self, config: UNetConfig, alpha_bar: Tensor | None = None):
+        """`alpha_bar`: the noise schedule's ᾱ_t, needed by the detail skip (and only by it)."""
         super().__init__()
         check_image_size(config)
+        if config.detail_skip:
+            if alpha_bar is None:
+                raise ValueError("a UNet with the detail skip needs its schedule's alpha_bar")
+            if config.image_size % 2:
+                raise ValueError(f"the detail skip needs an even image size, got {config.image_size}")
+            # Not saved with the weights: the schedule a checkpoint records rebuilds it (fine-tuning may change it).
+            self.register_buffer("detail_gain", detail_skip_gain(alpha_bar), persistent=False)
         self.config = config
         ch, emb_dim = config.base_channels, 4 * config.base_channels
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -229,7 +256,10 @@ class UNet(nn.Module):
         out = self.conv_out(F.silu(self.norm_out(h)))
         if self.skip_gain is not None:
             out = out + rearrange(self.skip_gain(F.silu(emb)), "b c -> b c 1 1") * patches
-        return rearrange(out, "b (c p1 p2) h w -> b c (h p1) (w p2)", p1=p, p2=p)
+        out = rearrange(out, "b (c p1 p2) h w -> b c (h p1) (w p2)", p1=p, p2=p)
+        if self.config.detail_skip:
+            out = out + rearrange(self.detail_gain[t], "b -> b 1 1 1") * detail(x.float())
+        return out
 
     def config_dict(self) -> dict:
         return asdict(self.config)

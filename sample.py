@@ -1,7 +1,8 @@
 """Sample from a checkpoint written by train.py, with the paper's sampling-time fixes.
 
-    python sample.py runs/default/checkpoint.pt                                  # 50 trailing steps (fix #3)
-    python sample.py runs/default/checkpoint.pt --class disc --guidance 5       # rescaled CFG (fix #4)
+    python sample.py runs/default/checkpoint.pt                 # 50 trailing steps (fix #3), a row per class, guided (fix #4)
+    python sample.py runs/default/checkpoint.pt --class disc --guidance 5       # one class, stronger guidance
+    python sample.py runs/default/checkpoint.pt --unconditional                 # no class, no guidance
     python sample.py runs/default/checkpoint.pt --spacing leading --offset 1    # Stable Diffusion's steps
 
 Everything about the model (schedule, prediction type, size, classes) comes from the
@@ -24,6 +25,10 @@ from evaluation.yardstick import shapes_quality
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
 REAL_IMAGES = 10_000  # training images FID compares with (the whole set when smaller)
+# The default guidance of a class-conditional model, with the paper's rescale φ = 0.7: the weight that measured
+# best on the main job's models (docs/main_job.md, "Guidance").
+GUIDANCE = 1.5
+GRID_ROW = 8  # images a row of the grid
 
 
 @dataclass(frozen=True)
@@ -33,9 +38,12 @@ class SampleConfig:
     num_steps: int = flag(50, "sampling steps (default: 50, as the paper's Table 3)")
     spacing: str = flag("trailing", "fix #3: which timesteps to visit", choices=SPACINGS)
     offset: int | None = flag(None, "added to leading timesteps; Stable Diffusion uses 1 (default: 1)", type=int)
-    guidance: float = flag(1.0, "classifier-free guidance weight w; 1 is no guidance")
+    guidance: float | None = flag(None, f"classifier-free guidance weight w; 1 is no guidance (default: {GUIDANCE} for "
+                                  "a class-conditional model, 1 for an unconditional one)", type=float)
     guidance_rescale: float = flag(0.7, "fix #4: rescale phi in [0, 1]; 0 is plain CFG")
-    class_: str | None = flag(None, "class name or index to generate (default: unconditional)", type=str)
+    class_: str | None = flag(None, "class name or index to generate (default: a class-conditional model draws one row "
+                              "of the grid per class, in turn)", type=str)
+    unconditional: bool = flag(False, "draw without a class and without guidance (the null label)")
     num_samples: int | None = flag(None, "how many images (default: 64, or 512 with --evaluate)", type=int)
     batch_size: int = flag(256, "images per forward pass")
     seed: int = flag(0, "seed of the initial noise")
@@ -46,7 +54,7 @@ class SampleConfig:
     out: str | None = flag(None, "grid PNG to write (default: grid.png next to the checkpoint)", type=str)
     out_dir: str | None = flag(None, "also write one PNG per sample here, e.g. for FID tools (default: none)", type=str)
     evaluate: bool = flag(False, "also print `quality {json}`: the shapes yardstick, or FID/KID for real data (needs "
-                          ".[fid]); without --class a class-conditional model then draws the classes in turn")
+                          ".[fid]), of what the other flags draw")
     precision: str = flag("auto", PRECISION_HELP, choices=PRECISIONS)
     device: str = flag("auto", DEVICE_HELP)
 
@@ -59,7 +67,9 @@ def check_sample_config(config: SampleConfig) -> None:
     if config.eta and config.sampler != "ddim":
         raise UsageError(f"--eta is a DDIM option; {config.sampler} is deterministic")
     positive = {"num-samples": config.num_samples, "batch-size": config.batch_size}
-    non_negative = {"guidance": config.guidance, "offset-noise": config.offset_noise}
+    if config.unconditional and (config.class_ is not None or config.guidance not in (None, 1)):
+        raise UsageError("--unconditional draws without a class and without guidance; drop --class and --guidance")
+    non_negative = {"guidance": config.guidance or 0.0, "offset-noise": config.offset_noise}
     unit_interval = {"guidance-rescale": config.guidance_rescale, "eta": config.eta}
     for name, value in positive.items():
         if value is not None and not value > 0:  # num_samples None: the default, 64 or 512
@@ -95,13 +105,20 @@ def class_label(name: str, classes: list[str]) -> int:
     raise UsageError(f"unknown class {name!r}; this model knows {', '.join(classes)} (or 0-{len(classes) - 1})")
 
 
+def grid_labels(num_samples: int, num_classes: int) -> torch.Tensor:
+    """The classes in turn, one row of the grid each: every class drawn equally often (to one row)."""
+    return torch.arange(num_samples) // GRID_ROW % num_classes
+
+
 def main() -> int:
     config = parse_args()
     state = load_training_checkpoint(config.checkpoint)
     trained, classes = state["config"], state.get("classes", [])
     label = class_label(config.class_, classes) if config.class_ is not None else None
-    if config.guidance != 1 and label is None and not (config.evaluate and classes):
-        raise UsageError("--guidance needs --class (or --evaluate on a class-conditional model): guidance pushes toward a class")
+    conditional = bool(classes) and not config.unconditional
+    guidance = config.guidance if config.guidance is not None else (GUIDANCE if conditional else 1.0)
+    if guidance != 1 and not conditional:
+        raise UsageError("--guidance needs a class-conditional model drawn with its classes: guidance pushes toward a class")
     offset = config.offset if config.offset is not None else spacing_offset(config.spacing)
     try:
         timesteps = get_timesteps(trained["timesteps"], config.num_steps, config.spacing, offset)
@@ -117,22 +134,23 @@ def main() -> int:
     size, channels = model.config.image_size, model.config.in_channels
     if label is not None:
         labels = torch.full((config.num_samples,), label)
-    elif config.evaluate and classes:
-        labels = torch.arange(config.num_samples) % len(classes)
+    elif conditional:
+        labels = grid_labels(config.num_samples, len(classes))
     else:
         labels = None
     images = sample_in_batches(model, config.num_samples, (channels, size, size), checkpoint_schedule(state), timesteps,
                                trained["prediction"], labels=labels, batch_size=config.batch_size, seed=config.seed,
-                               device=device, guidance=config.guidance, rescale=config.guidance_rescale, eta=config.eta,
+                               device=device, guidance=guidance, rescale=config.guidance_rescale, eta=config.eta,
                                sampler=config.sampler, offset_noise=config.offset_noise,
                                amp_dtype=amp_dtype(device, config.precision))
-    save_image((images + 1) / 2, out, nrow=8)
+    save_image((images + 1) / 2, out, nrow=GRID_ROW)
     if config.out_dir:
         for i, image in enumerate(images):
             save_image((image + 1) / 2, Path(config.out_dir) / f"{i:06d}.png")
     summary = summarize(brightness(images))
+    drawn = f"guidance w = {guidance:g}, φ = {config.guidance_rescale:g}" if guidance != 1 else "unguided"
     print(f"wrote {out} ({config.num_samples} samples, step {state['step']}, "
-          f"{config.num_steps} {config.spacing} {config.sampler} steps)")
+          f"{config.num_steps} {config.spacing} {config.sampler} steps, {drawn})")
     print(summary_line("brightness", summary))
     if "data_brightness" in state:
         print(summary_line("data brightness", state["data_brightness"]))

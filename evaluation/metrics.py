@@ -70,7 +70,8 @@ def channel_means(images: Tensor) -> Tensor:
 
 def mean_correlation(x_T: Tensor, samples: Tensor) -> dict[str, float]:
     """Pearson's r, over samples and channels, between each channel mean of the starting noise x_T and
-    the same mean of the image sampled from it, with a 95% interval (Fisher's z: atanh r ± 1.96/√(n − 3)).
+    the same mean of the image sampled from it, with a 95% interval (Fisher's z: atanh r ± 1.96/√(n − 3),
+    n the number of images: an image's channels are not independent draws).
 
     Each channel is centred on its own mean over the samples first, so that the data's colour does
     not count as agreement. The leak predicts r > 0 for a model that learnt to read brightness off x_T.
@@ -79,7 +80,7 @@ def mean_correlation(x_T: Tensor, samples: Tensor) -> dict[str, float]:
     a, b = (a - a.mean(0)).flatten(), (b - b.mean(0)).flatten()
     scale = a.norm() * b.norm()  # 0 when either side does not vary: no linear relation to find
     r = ((a * b).sum() / scale).clamp(-1, 1).item() if scale > 0 else 0.0
-    half_width = 1.96 / math.sqrt(len(a) - 3)
+    half_width = 1.96 / math.sqrt(len(x_T) - 3)
     z = math.atanh(max(min(r, 1 - 1e-12), -1 + 1e-12))
     return {"r": r, "low": math.tanh(z - half_width), "high": math.tanh(z + half_width)}
 
@@ -166,3 +167,46 @@ def chroma(images: Tensor, background: bool = False) -> float:
         k = max(1, x.shape[-1] // 8)
         x = torch.cat([x[..., :k, :k], x[..., :k, -k:], x[..., -k:, :k], x[..., -k:, -k:]], dim=-1)
     return x.std(dim=1).mean().item()
+
+
+def first_step_gain(x_T: Tensor, x0_hat: Tensor, resamples: int = 1000) -> dict[str, float]:
+    """The leak where it acts: the least-squares slope of x̂0's mean on x_T's mean (each image's mean
+    over all its values, in [−1, 1] units: a brightness) at t = T, with a 95% interval from resampling
+    images.
+
+    The exact denoiser's slope is `leak_prediction`'s `exact_gain`; a network that reads nothing off x_T's
+    mean has slope 0."""
+    a, b = x_T.double().flatten(1).mean(1), x0_hat.double().flatten(1).mean(1)
+
+    def gain(pick: Tensor) -> float:
+        x = a[pick] - a[pick].mean()
+        return ((x * (b[pick] - b[pick].mean())).sum() / x.square().sum()).item()
+
+    picks = torch.randint(len(a), (resamples, len(a)), generator=torch.Generator().manual_seed(0))
+    spread = sorted(gain(p) for p in picks)
+    return {"gain": gain(torch.arange(len(a))), "low": spread[int(0.025 * resamples)],
+            "high": spread[int(0.975 * resamples) - 1]}
+
+
+def leak_prediction(data: Tensor, alpha_bar: float) -> dict[str, float]:
+    """What the data alone predicts of the leak at a first timestep with ᾱ = `alpha_bar` (Gaussian
+    approximation, on each image's mean over its n = C·H·W values, a brightness in [−1, 1] units).
+
+    In training, x_t's mean is m = a·μ + √(1 − a²)·e, a = √ᾱ, μ the image's mean (variance V over the
+    data) and e ~ N(0, 1/n). The best guess of μ from m is E[μ | m] = a·V·m / Var(m) with
+    Var(m) = a²·V + (1 − a²)/n. Sampling starts from pure noise, m ~ N(0, 1/n), so:
+    - `signal_share` = a²·V / Var(m): how much of m is the image's brightness;
+    - `exact_gain` = a·V / Var(m): the slope of the exact denoiser's first x̂0 on m;
+    - `x_T_std_ratio` = √((1/n) / Var(m)): the std of m when sampling against in training, below 1 where
+      the leak is: what the model reads off x_T is squeezed by this much;
+    - `leak_only_spread` = exact_gain·√(1/n)/√V = a·√(V·n) / (a²·V·n + 1 − a²): the spread of E[μ | m] from
+      pure noise against the data's, the brightness the first step alone allows (the later steps add
+      some back, most where the leak is weak).
+    All but the std ratio are 0 at zero SNR (a = 0: no leak, the later steps set the brightness freely).
+    """
+    mu = data.double().flatten(1).mean(1)
+    var_mu, noise = mu.var().item(), 1 / mu.new_tensor(data[0].numel()).item()
+    var_m = alpha_bar * var_mu + (1 - alpha_bar) * noise
+    gain = alpha_bar**0.5 * var_mu / var_m
+    return {"signal_share": alpha_bar * var_mu / var_m, "exact_gain": gain, "x_T_std_ratio": (noise / var_m) ** 0.5,
+            "leak_only_spread": gain * (noise / var_mu) ** 0.5}

@@ -1,30 +1,50 @@
 """The main job measured: sample.py's yardstick over training seeds × sampling seeds, as a table.
 
-    python -m experiments.main_job runs/default/checkpoint.pt runs/seed1/checkpoint.pt --write
+    python -m experiments.main_job runs/default/checkpoint.pt runs/seed1/checkpoint.pt --page docs/main_job.md
 
 Each row is one `python sample.py CHECKPOINT --evaluate --seed S [FLAGS]`, run as a user runs it, for
 every checkpoint, every sampling seed and every flag set of --settings (sample.py's defaults, and
-unguided). Writes OUT/results.json (the commands and the numbers) and, with --write, the table of
-docs/main_job.md between its markers; a test checks that page against the file.
+unguided). Writes --out (the commands, each model's train.py flags and the numbers as JSON) and,
+with --page, the table between that page's markers; a test checks the page against the file.
 """
 import json
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from cli import Parser, UsageError, run
-from experiments.summary import markdown
+from experiments.summary import markdown, replace_between
+from models.checkpoint import load_training_checkpoint
+from train_config import TrainConfig, detail_skip_default
 
 ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- main_job:begin -->", "<!-- main_job:end -->"
 # What the targets ask of every row (issue text in docs/main_job.md): a band of the spectrum, the
 # colour and the brightness within these, the class accuracy no lower than held-out data's by more.
 TARGETS = {"spectrum": (0.7, 1.4), "chroma_ratio": (0.8, 1.25), "spread_ratio": (0.9, None), "w1": (None, 0.03),
            "fd_ratio": (None, 5.0), "class_accuracy_gap": (None, 0.05)}
 
 
+# The recipe's flags that a row may differ in (the run's place, device and logging are not the recipe).
+NOT_RECIPE = {"out", "device", "precision", "workers", "ckpt_every", "log_every", "download", "data_dir", "hflip",
+              "label_dropout"}
+
+
+def train_flags(checkpoint: str) -> str:
+    """The train.py flags, against today's defaults, of the recipe the checkpoint was trained with."""
+    trained = {"detail_skip": False, **load_training_checkpoint(checkpoint)["config"]}  # older checkpoints: none
+    default = TrainConfig(**{k: v for k, v in trained.items() if k in ("model", "prediction", "objective")})
+    default = {**{f.name: getattr(default, f.name) for f in fields(TrainConfig)}, "detail_skip": detail_skip_default(default)}
+    flags = []
+    for key, value in trained.items():
+        if key in default and key not in NOT_RECIPE and value != default[key]:
+            name = "--" + key.replace("_", "-")
+            flags.append(name if value is True else f"--no-{name[2:]}" if value is False else f"{name} {value}")
+    return " ".join(flags)
+
+
 def evaluate(checkpoint: str, seed: int, flags: str) -> dict:
-    """One `sample.py --evaluate` run: its command and the quality it prints."""
+    """One `sample.py --evaluate` run: its command, the train.py flags of its model and the quality it prints."""
     command = [sys.executable, str(ROOT / "sample.py"), checkpoint, "--evaluate", "--seed", str(seed), *flags.split(),
                "--out", str(Path(checkpoint).parent / f"evaluated_seed{seed}.png")]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
@@ -32,7 +52,7 @@ def evaluate(checkpoint: str, seed: int, flags: str) -> dict:
     if result.returncode or not lines:
         raise UsageError(f"sample.py failed on {checkpoint}: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
     shown = " ".join(["python sample.py", checkpoint, "--evaluate", "--seed", str(seed), *flags.split()])
-    return {"checkpoint": checkpoint, "seed": seed, "flags": flags, "command": shown,
+    return {"checkpoint": checkpoint, "seed": seed, "flags": flags, "command": shown, "trained": train_flags(checkpoint),
             **json.loads(lines[0].removeprefix("quality "))}
 
 
@@ -52,22 +72,21 @@ def misses(row: dict) -> list[str]:
 
 def table(results: dict) -> str:
     """The page's table: one line per row, its command and numbers."""
-    lines = [[f"`{r['command']}`", f"{r.get('class_accuracy', float('nan')):.3f} ({r['data_class_accuracy']:.3f})",
+    lines = [[f"`{r['command']}`", f"`{r['trained'] or 'defaults'}`", f"{r.get('class_accuracy', float('nan')):.3f} ({r['data_class_accuracy']:.3f})",
               f"{r['fd_ratio']:.1f}", f"{r['spectrum_min']:.2f} / {r['spectrum_max']:.2f}",
               f"{r['chroma_ratio']:.2f}" if "chroma_ratio" in r else "", f"{r['spread_ratio']:.2f}", f"{r['w1']:.3f}",
               ", ".join(misses(r)) or "none"] for r in results["rows"]]
     bands = [[f"`{r['command']}`", *(f"{b:.2f}" for b in r["spectrum_ratio"])] for r in results["rows"]]
     return "\n\n".join([
-        markdown(["command", "class accuracy (held-out data)", "FD ratio (≤ 5)", "spectrum bands, lowest / highest "
+        markdown(["command", "train.py flags", "class accuracy (held-out data)", "FD ratio (≤ 5)", "spectrum bands, lowest / highest "
                   "([0.7, 1.4])", "chroma ratio ([0.8, 1.25])", "spread (≥ 0.9)", "W1 (≤ 0.03)", "targets missed"], lines),
         "The spectrum ratio in each of its 8 bands (lowest frequency first):",
         markdown(["command", *map(str, range(1, 9))], bands)])
 
 
-def write_page(results: dict, page: Path = ROOT / "docs" / "main_job.md") -> None:
-    text = page.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    page.write_text(text[:start] + "\n" + table(results) + "\n" + text[end:])
+def write_page(results: dict, page: Path, name: str) -> None:
+    """Put the table between the page's markers <!-- NAME:begin --> and <!-- NAME:end -->."""
+    replace_between(page, f"<!-- {name}:begin -->", f"<!-- {name}:end -->", table(results))
 
 
 def main() -> int:
@@ -76,17 +95,18 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds 0 … N − 1 (default: 3)")
     p.add_argument("--settings", nargs="+", default=["", "--guidance 1"],
                    help="sample.py flag sets, one row each ('' : its defaults; default: defaults and unguided)")
-    p.add_argument("--out", default="docs/main_job", help="folder of results.json (default: docs/main_job)")
-    p.add_argument("--write", action="store_true", help="also rewrite the table of docs/main_job.md")
+    p.add_argument("--out", default="docs/main_job/results.json", help="the rows as JSON (default: %(default)s)")
+    p.add_argument("--page", default="", help="also put the table between this page's <!-- NAME:begin --> and "
+                                              "<!-- NAME:end --> markers, NAME the --out file's name without .json")
     a = p.parse_args()
     if a.seeds < 1:
         p.error("--seeds must be at least 1")
     rows = [evaluate(c, seed, flags) for flags in a.settings for c in a.checkpoints for seed in range(a.seeds)]
     results = {"rows": rows}
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out) / "results.json").write_text(json.dumps(results, indent=1))
-    if a.write:
-        write_page(results)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(results, indent=1))
+    if a.page:
+        write_page(results, Path(a.page), Path(a.out).stem)
     print(table(results))
     return 0
 

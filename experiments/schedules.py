@@ -9,7 +9,7 @@
    the same ᾱ_T tells a network more about an image's brightness the more pixels it has, and pure
    noise (whose mean is ≈ 0) pins the samples' brightness harder. Rows of the ideal denoiser at
    16, 32 and 64 px, baseline (leading steps) against fixed (trailing), next to the spread that
-   the first step alone predicts (`first_step_spread`).
+   the first step alone predicts (`evaluation.metrics.leak_prediction`).
 """
 import itertools
 import json
@@ -23,7 +23,7 @@ import torch
 from cli import Parser, pick_device, run
 from data import make_shapes
 from diffusion import SCHEDULES, IdealDenoiser, get_timesteps, make_schedule, sample
-from evaluation.metrics import brightness, spread_ratio, wasserstein1
+from evaluation.metrics import brightness, leak_prediction, spread_ratio, wasserstein1
 from experiments.figures import pyplot, save
 from experiments.summary import markdown
 
@@ -48,30 +48,12 @@ def terminal_values() -> list[dict]:
     return rows
 
 
-def first_step_spread(sqrt_alpha_bar: float, brightness_std: float, num_values: int) -> float:
-    """The brightness spread the leak alone allows, as a ratio to the data's.
-
-    Let m be an image's mean (in [−1, 1], std s over the data) and y the mean of x_t over its
-    n = 3·H·W values: y = a·m + noise of std √(1 − a²)/√n, a = √ᾱ_t. The best guess of m from y is
-    E[m | y] = a·s²·y / (a²s² + (1 − a²)/n). Sampling starts from pure noise, y ~ N(0, 1/n), so
-    the guesses spread by std a·s²/√n / (a²s² + (1 − a²)/n), that is, against s:
-
-        spread = a·s·√n / (a²·s²·n + 1 − a²),
-
-    which is 0 at zero SNR (a = 0: no leak, the later steps set the brightness freely) and falls
-    like 1/(a·s·√n) once a²s²n ≫ 1: the more pixels, the narrower.
-    """
-    a, s, n = sqrt_alpha_bar, brightness_std, num_values
-    return a * s * math.sqrt(n) / (a * a * s * s * n + 1 - a * a)
-
-
 def resolution_rows(sizes: list[int], num_samples: int, num_known: int, step_counts: list[int], seed: int,
                     device: torch.device) -> list[dict]:
     rows = []
     for size in sizes:
         known = make_shapes(num_known, size, seed)[0]
         data = make_shapes(num_samples, size, seed + 1)[0]  # held out: the denoiser never saw these
-        brightness_std = (2 * brightness(data)).std().item()  # in [−1, 1] units, as x0
         for (name, (zero_snr, spacing, offset)), steps in itertools.product(RESOLUTION_ROWS.items(), step_counts):
             schedule = make_schedule("scaled_linear", zero_snr=zero_snr)
             timesteps = get_timesteps(1000, steps, spacing, offset)
@@ -80,13 +62,14 @@ def resolution_rows(sizes: list[int], num_samples: int, num_known: int, step_cou
                             generator=torch.Generator().manual_seed(seed), device=device, progress=False).cpu()
             b, b_data = brightness(images), brightness(data)
             first = schedule.sqrt_alpha_bar[timesteps[0]].item()
+            predicted = leak_prediction(data, first**2)
             rows.append({"size": size, "row": name, "steps": steps, "first_timestep": timesteps[0].item(), "sqrt_alpha_bar_first": first,
                          "noise_mean_std": 1 / math.sqrt(size * size), "spread_ratio": spread_ratio(b, b_data),
                          "w1": wasserstein1(b, b_data),
-                         "first_step_spread": first_step_spread(first, brightness_std, 3 * size * size),
+                         **predicted,
                          "seconds": time.perf_counter() - tic})
             r = rows[-1]
-            print(f"{size}px {name} {steps} steps: spread {r['spread_ratio']:.2f} (first step predicts {r['first_step_spread']:.2f}), "
+            print(f"{size}px {name} {steps} steps: spread {r['spread_ratio']:.2f} (the leak alone allows {r['leak_only_spread']:.2f}), "
                   f"W1 {r['w1']:.3f} ({r['seconds']:.0f}s)")
     return rows
 
@@ -118,11 +101,13 @@ def report(out: Path, table: list[dict], rows: list[dict], seconds: float, comma
     table_1 = markdown(["schedule", "zero SNR", "√ᾱ_T", "SNR_T", "paper √ᾱ_T", "paper SNR_T"],
                        [[r["schedule"], "yes" if r["zero_snr"] else "no", f"{r['sqrt_alpha_bar_T']:.6g}", f"{r['snr_T']:.6g}",
                          f"{r['paper_sqrt_alpha_bar_T']:.6g}", f"{r['paper_snr_T']:.6g}"] for r in table])
-    resolution = markdown(["size", "row", "steps", "first t", "√ᾱ at first t", "std of the noise's mean 1/√(HW)", "spread",
-                           "leak-only spread (first step)", "W1"],
+    resolution = markdown(["size", "row", "steps", "first t", "√ᾱ at first t", "std of the noise's mean 1/√(HW)",
+                           "signal's share of x_T's mean", "std of x_T's mean, sampling / training", "spread",
+                           "leak-only spread", "W1"],
                           [[f"{r['size']} px", r["row"], r["steps"], r["first_timestep"], f"{r['sqrt_alpha_bar_first']:.4f}",
-                            f"{r['noise_mean_std']:.4f}", f"{r['spread_ratio']:.2f}",
-                            f"{r['first_step_spread']:.2f}" if r["sqrt_alpha_bar_first"] > 0 else "none: no leak", f"{r['w1']:.3f}"]
+                            f"{r['noise_mean_std']:.4f}", f"{r['signal_share']:.2f}", f"{r['x_T_std_ratio']:.2f}",
+                            f"{r['spread_ratio']:.2f}",
+                            f"{r['leak_only_spread']:.2f}" if r["sqrt_alpha_bar_first"] > 0 else "none: no leak", f"{r['w1']:.3f}"]
                            for r in rows])
     lines = ["## Table 1: the last timestep of common schedules (T = 1000)", "", table_1, "",
              "## The leak against resolution (ideal denoiser, embedded shapes, scaled_linear)", "", resolution]

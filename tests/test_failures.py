@@ -173,7 +173,7 @@ BAD_INPUTS = [
     ("sample.py", ["{root}/good/checkpoint.pt", "--guidance-rescale", "1.5"], "--guidance-rescale"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--class", "hexagon"], "unknown class"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--class", "9"], "unknown class"),
-    ("sample.py", ["{root}/good/checkpoint.pt", "--guidance", "5"], "needs --class"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--unconditional", "--guidance", "5"], "without guidance"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--spacing", "random"], "invalid choice"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--num-samples", "-1"], "--num-samples"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--offset", "2"], "leading timesteps only"),

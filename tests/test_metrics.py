@@ -9,9 +9,11 @@ from evaluation.metrics import (
     brightness,
     chroma,
     clip_fraction,
+    first_step_gain,
     frechet_distance,
     hf_residual,
     kernel_distance,
+    leak_prediction,
     mean_correlation,
     power_spectrum,
     slope,
@@ -139,11 +141,11 @@ def test_mean_correlation_is_zero_for_samples_that_do_not_vary():
     assert mean_correlation(x_T, torch.zeros_like(x_T))["r"] == 0
 
 
-def test_mean_correlation_interval_is_fishers_for_its_count():
-    x_T, images = _noise_and_images(403)  # 403 · 3 channels = 1209 pairs: half-width 1.96/√1206 in z
+def test_mean_correlation_interval_is_fishers_for_its_count_of_images_not_channels():
+    x_T, images = _noise_and_images(403)  # 403 images (1209 image-channels): half-width 1.96/√400 in z
     c = mean_correlation(x_T, images)
     z = math.atanh(c["r"])
-    assert (math.atanh(c["low"]), math.atanh(c["high"])) == pytest.approx((z - 1.96 / 1206**0.5, z + 1.96 / 1206**0.5))
+    assert (math.atanh(c["low"]), math.atanh(c["high"])) == pytest.approx((z - 1.96 / 400**0.5, z + 1.96 / 400**0.5))
 
 
 def test_slope_of_a_line_is_its_gradient():
@@ -185,3 +187,32 @@ def test_background_chroma_reads_only_the_corners():
     image = torch.zeros(1, 3, 16, 16)
     image[:, 0, 4:12, 4:12] = 1  # a red square in the middle of a grey background
     assert chroma(image, background=True) == 0 < chroma(image)
+
+
+def test_first_step_gain_is_the_slope_of_x0_hats_channel_means_on_x_ts_with_its_interval():
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(500, 3, 8, 8, generator=g) + 4.0  # means far from 0 do not matter
+    x0_hat = 0.3 * x_T.mean((1, 2, 3), keepdim=True) + 0.002 * torch.randn(500, 3, 1, 1, generator=g) - 1.0
+    gain = first_step_gain(x_T, x0_hat)
+    assert gain["gain"] == pytest.approx(0.3, abs=0.02) and gain["low"] < 0.3 < gain["high"]
+    assert gain["high"] - gain["low"] < 0.1
+
+
+def test_first_step_gain_of_an_x0_that_ignores_x_t_is_about_zero_with_an_interval_around_it():
+    g = torch.Generator().manual_seed(1)
+    gain = first_step_gain(torch.randn(500, 3, 8, 8, generator=g), 0.002 * torch.randn(500, 3, 1, 1, generator=g))
+    assert gain["low"] < 0 < gain["high"] and abs(gain["gain"]) < 0.02
+
+
+def test_leak_prediction_is_the_gaussian_closed_form():
+    # image means ±1 in equal numbers: Var(μ) = 1 (unbiased over 4 images: 4/3); 3×4×4 values: noise 1/48
+    data = torch.tensor([1.0, -1.0, 1.0, -1.0]).view(4, 1, 1, 1).expand(4, 3, 4, 4)
+    var_mu, noise, ab = 4 / 3, 1 / 48, 0.01
+    var_m = ab * var_mu + (1 - ab) * noise
+    p = leak_prediction(data, ab)
+    assert p["signal_share"] == pytest.approx(ab * var_mu / var_m)
+    assert p["exact_gain"] == pytest.approx(ab**0.5 * var_mu / var_m)
+    assert p["x_T_std_ratio"] == pytest.approx((noise / var_m) ** 0.5)
+    assert p["leak_only_spread"] == pytest.approx(ab**0.5 * (var_mu / noise) ** 0.5 / (ab * var_mu / noise + 1 - ab))
+    assert leak_prediction(data, 0.0) == {"signal_share": 0.0, "exact_gain": 0.0, "x_T_std_ratio": 1.0,
+                                          "leak_only_spread": 0.0}

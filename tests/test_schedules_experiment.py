@@ -4,7 +4,9 @@ import sys
 
 import pytest
 
-from experiments.schedules import PAPER_TABLE_1, first_step_spread, terminal_values
+from data import make_shapes
+from evaluation.metrics import leak_prediction
+from experiments.schedules import PAPER_TABLE_1, terminal_values
 from tests.conftest import ROOT
 
 
@@ -19,10 +21,11 @@ def test_table_1_fixed_schedules_end_at_exactly_zero():
     assert all(r["sqrt_alpha_bar_T"] == 0 and r["snr_T"] == 0 for r in terminal_values() if r["zero_snr"])
 
 
-def test_leak_only_spread_is_zero_at_zero_snr_and_narrows_with_more_pixels():
-    assert first_step_spread(0.0, 0.58, 768) == 0
-    spreads = [first_step_spread(0.085, 0.58, 3 * size * size) for size in (16, 32, 64)]
-    assert spreads[0] > spreads[1] > spreads[2]
+def test_the_leak_grows_with_resolution_as_predicted_from_the_data_alone():
+    predicted = [leak_prediction(make_shapes(512, size, 0)[0], 0.068**2) for size in (16, 32, 64)]
+    assert predicted[0]["signal_share"] < predicted[1]["signal_share"] < predicted[2]["signal_share"]
+    assert predicted[0]["x_T_std_ratio"] > predicted[1]["x_T_std_ratio"] > predicted[2]["x_T_std_ratio"]
+    assert leak_prediction(make_shapes(512, 16, 0)[0], 0.0)["leak_only_spread"] == 0
 
 
 def test_schedules_experiment_writes_table_figure_data_and_resolution_rows(tmp_path):

@@ -48,6 +48,30 @@ def test_sample_with_a_class_and_rescaled_guidance_runs(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_sample_draws_a_class_conditional_model_guided_a_row_per_class_by_default(tiny_run, tmp_path):
+    from sample import GUIDANCE
+
+    result = run_script("sample.py", str(tiny_run / "checkpoint.pt"), "--num-samples", "8", "--num-steps", "2",
+                        "--out", str(tmp_path / "g.png"))
+    assert result.returncode == 0, result.stderr
+    assert f"guidance w = {GUIDANCE:g}, φ = 0.7" in result.stdout and GUIDANCE > 1
+
+
+def test_sample_unconditional_draws_without_class_or_guidance(tiny_run, tmp_path):
+    result = run_script("sample.py", str(tiny_run / "checkpoint.pt"), "--unconditional", "--num-samples", "2",
+                        "--num-steps", "2", "--out", str(tmp_path / "u.png"))
+    assert result.returncode == 0, result.stderr
+    assert "unguided" in result.stdout
+
+
+def test_the_default_grid_gives_each_row_one_class_and_every_class_equal_rows():
+    from sample import GRID_ROW, grid_labels
+
+    labels = grid_labels(8 * GRID_ROW, 4)
+    rows = labels.view(8, GRID_ROW)
+    assert (rows == rows[:, :1]).all() and rows[:, 0].tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+
+
 def test_same_seed_gives_the_same_samples(tiny_run, tmp_path):
     for name in ("a", "b"):
         run_script("sample.py", str(tiny_run / "checkpoint.pt"), "--num-samples", "2", "--num-steps", "2",

@@ -142,8 +142,16 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str, data_row: d
                          + list(SUMMARY_KEYS), [[e["model"], e["spacing"], e["steps"], e["seeds"]]
                                                 + [num(e, k, 3, missing="") for k in SUMMARY_KEYS] for e in trained])
     text += claims_tables(summary, rows)
+    gains = [e for e in leak if "gain" in e]
+    if gains:
+        text += section("The leak where it acts: x̂0 at t = T from x_T drawn as in training (paper §3)",
+                         ["model", "seeds", "slope of x̂0's mean on x_T's", "its 95% interval (seed 0)",
+                          "exact denoiser's, predicted from the data (Gaussian)"],
+                         [[e["model"], e["seeds"], num(e, "gain", 3), interval(e, "gain"), f"{e['predicted_gain']:.3f}"]
+                          for e in gains])
     if leak:
-        text += section("Does the sample follow its noise's mean? (paper §3; trailing steps)",
+        text += section("The sampler's map from noise to image: does the sample follow x_T's mean? (trailing steps; any "
+                        "deterministic sampler carries x_T's mean into the image, leak or not)",
                          ["model", "seeds", "r of x̂0 at t = T", "its 95% interval (seed 0)", "r of the sample",
                           "its 95% interval (seed 0)", "slope: brightness per unit δ", "spread at δ = 0"],
                          [[e["model"], e["seeds"], num(e, "r_first", 3), interval(e, "r_first"), num(e, "r", 3),

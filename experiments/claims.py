@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from diffusion import SPACINGS, predict_x0_eps
-from evaluation.metrics import brightness, mean_correlation, slope
+from evaluation.metrics import brightness, first_step_gain, leak_prediction, mean_correlation, slope
 from experiments.common import (MODELS, Row, Setup, cached, model_dir, row_model, run_row, seed_suffix, side_by_side, train_run,
                                 train_settings, trained_model, trained_otherwise, YARDSTICK)
 from experiments.figures import pyplot, save
@@ -168,11 +168,24 @@ def leak(s: Setup, seeds: int) -> list[dict]:
         labels = None if name.startswith("ideal") else s.labels
         first = Row("leak_first", name, seed=seed)
         rows.append(cached(s, first, lambda: {"correlation": mean_correlation(x_T, first_x0(s, first, x_T, labels))}))
+        gain = Row("first_step_gain", name, seed=seed)
+        rows.append(cached(s, gain, lambda: leak_as_trained(s, gain, labels)))
         for delta in LEAK_SHIFTS:
             extra = (lambda images: {"correlation": mean_correlation(x_T, images)}) if delta == 0 else None
             row = Row("leak", name, "trailing", s.p.step_counts[0], seed, delta=delta)
             rows.append(run_row(s, row, labels, x_T=x_T + delta * sigma_m, extra=extra))
     return rows
+
+
+def leak_as_trained(s: Setup, row: Row, labels: Tensor | None) -> dict:
+    """The leak where it acts: x̂0 at t = T from x_T = √ᾱ_T·x0 + √(1 − ᾱ_T)·ε with held-out images x0, as
+    training draws it. The slope of x̂0's mean on x_T's (`first_step_gain`) beside what the data predicts
+    of an exact denoiser (`leak_prediction`); both 0 at zero SNR for the exact denoiser, and a trained
+    model's is measured, with its interval."""
+    alpha_bar = row_model(s, row)[1].alpha_bar[-1].item()
+    noise = torch.randn(s.data.shape, generator=torch.Generator().manual_seed(1))
+    x_T = alpha_bar**0.5 * s.data + (1 - alpha_bar) ** 0.5 * noise
+    return {"gain": first_step_gain(x_T, first_x0(s, row, x_T, labels)), "predicted": leak_prediction(s.data, alpha_bar)}
 
 
 def leak_summary(rows: list[dict]) -> list[dict]:
@@ -197,6 +210,12 @@ def leak_summary(rows: list[dict]) -> list[dict]:
             values = [c["r"] for c in first]
             entry["r_first"] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
             entry["r_first_low"], entry["r_first_high"] = first[0]["low"], first[0]["high"]
+        gains = [r for r in rows if r["kind"] == "first_step_gain" and r["model"] == model]
+        if gains:  # the first step's gain, over seeds, with seed 0's interval, and the exact denoiser's prediction
+            values = [g["gain"]["gain"] for g in gains]
+            entry["gain"] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+            entry["gain_low"], entry["gain_high"] = gains[0]["gain"]["low"], gains[0]["gain"]["high"]
+            entry["predicted_gain"] = gains[0]["predicted"]["exact_gain"]
         for key, values in (("r", [x["r"]["r"] for x in seeds]), ("slope", [x["slope"] for x in seeds]),
                             ("spread_ratio", [x["spread"] for x in seeds])):
             entry[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}

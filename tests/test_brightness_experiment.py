@@ -50,7 +50,7 @@ def test_experiment_writes_results_table_json_and_a_grid_per_row(tiny_experiment
 
 def test_every_row_reports_the_brightness_metrics(tiny_experiment):
     rows = json.loads((tiny_experiment / "results.json").read_text())["rows"]
-    rows = [r for r in rows if r["kind"] not in ("first_step", "leak_first")]
+    rows = [r for r in rows if r["kind"] not in ("first_step", "leak_first", "first_step_gain")]
     for key in ("mean", "std", "p5", "p95", "frac_dark", "frac_bright", "spread_ratio", "w1", "hf_ratio", "clip_fraction"):
         assert all(isinstance(r[key], float) for r in rows), key
     assert all(len(r["brightness"]) == 64 for r in rows)
@@ -152,7 +152,7 @@ def test_first_step_of_the_fixed_model_is_measured_per_class_and_for_the_ideal_d
 
 def test_every_claim_part_runs_at_every_training_seed(tiny_experiment):
     rows = json.loads((tiny_experiment / "results.json").read_text())["rows"]
-    for kind in ("trained", "steps", "guidance_grid", "first_step", "leak", "leak_first"):
+    for kind in ("trained", "steps", "guidance_grid", "first_step", "leak", "leak_first", "first_step_gain"):
         trained = [r for r in rows if r["kind"] == kind and not r["model"].startswith("ideal")]
         assert {r["seed"] for r in trained} == {0, 1}, kind
 
@@ -203,3 +203,11 @@ def test_the_finetune_and_quality_parts_run_at_every_training_seed(experiment_wi
     rows = json.loads((experiment_with_every_part / "results.json").read_text())["rows"]
     for kind in ("finetune", "quality"):
         assert {r["seed"] for r in rows if r["kind"] == kind} == {0, 1}, kind
+
+
+def test_leak_part_measures_each_models_first_step_gain_beside_the_exact_denoisers_prediction(tiny_experiment):
+    leak = {e["model"]: e for e in json.loads((tiny_experiment / "results.json").read_text())["leak"]}
+    assert all(e["gain_low"] <= e["gain"]["mean"] <= e["gain_high"] for e in leak.values() if e["seeds"] == 1)
+    assert leak["ideal_fixed"]["predicted_gain"] == 0 == leak["ideal_flow"]["predicted_gain"]
+    assert leak["ideal_baseline"]["predicted_gain"] > 0 and leak["ideal_baseline"]["gain"]["mean"] > 0
+    assert "slope of x̂0's mean on x_T's" in (tiny_experiment / "RESULTS.md").read_text()

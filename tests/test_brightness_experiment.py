@@ -184,7 +184,7 @@ def test_leak_part_gives_every_model_a_correlation_and_a_dose_response_over_ever
     # the leak itself: the exact x̂0 at t = T is the data mean whatever x_T is at zero SNR, not on the flawed schedule
     assert leak["ideal_fixed"]["r_first"]["mean"] == 0 == leak["ideal_flow"]["r_first"]["mean"]
     assert leak["ideal_baseline"]["r_first"]["mean"] > 0.3
-    assert "Does the sample follow its noise's mean?" in (tiny_experiment / "RESULTS.md").read_text()
+    assert "The sampler's map from noise to image" in (tiny_experiment / "RESULTS.md").read_text()
 
 
 def test_the_experiments_flags_are_a_dataclass_whose_values_choose_the_preset_and_its_data():

@@ -4,6 +4,8 @@ import os
 import re
 import shlex
 
+import pytest
+
 from experiments.summary import block, headline
 from tests.conftest import ROOT
 from train import resolve
@@ -76,3 +78,25 @@ def test_every_train_command_in_the_readme_and_its_pages_parses_and_names_its_da
 def test_the_readme_command_reader_sees_continuations_and_stops_at_comments():
     text = "python train.py --steps 5 \\\n  --lr 1e-3   # a comment\ntorchrun --nproc_per_node 2 train.py --seed 1 && python sample.py x"
     assert readme_train_commands(text) == [["--steps", "5", "--lr", "1e-3"], ["--seed", "1"]]
+
+
+@pytest.mark.parametrize("page, results", [("main_job", "main_job/results"), ("main_job", "main_job/guidance"),
+                                           ("quality_trials", "quality_trials/detail_skip")])
+def test_the_main_job_pages_state_the_rows_of_their_results(page, results):
+    from experiments.main_job import table
+
+    assert table(json.loads((ROOT / "docs" / f"{results}.json").read_text())) in (ROOT / "docs" / f"{page}.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["noise", "noise_data"])
+def test_the_quality_page_states_the_yardsticks_noise_of_its_results(name):
+    from experiments.yardstick_noise import table
+
+    results = json.loads((ROOT / "docs" / "quality" / f"{name}.json").read_text())
+    assert table(results) in (ROOT / "docs" / "quality.md").read_text()
+
+
+def test_no_commit_hash_or_issue_number_in_the_readme_or_docs_outside_the_changelog():
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text().split("## Changelog")[0]
+        assert not re.search(r"\bissue\s*#?\d+|\bcommit [0-9a-f]{7,40}\b|\bat [0-9a-f]{7}\b", text, re.I), page.name

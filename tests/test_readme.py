@@ -100,3 +100,10 @@ def test_no_commit_hash_or_issue_number_in_the_readme_or_docs_outside_the_change
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = page.read_text().split("## Changelog")[0]
         assert not re.search(r"\bissue\s*#?\d+|\bcommit [0-9a-f]{7,40}\b|\bat [0-9a-f]{7}\b", text, re.I), page.name
+
+
+def test_the_readmes_reading_order_gives_each_files_line_count():
+    rows = re.findall(r"^\| `([\w/]+\.py)` \| (\d+) \|", (ROOT / "README.md").read_text(), re.M)
+    assert len(rows) >= 6
+    for path, lines in rows:
+        assert len((ROOT / path).read_text().splitlines()) == int(lines), path

@@ -23,7 +23,9 @@ from evaluation.metrics import brightness, clip_fraction, hf_residual, spread_ra
 from evaluation.yardstick import shapes_quality
 from models import UNet
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
-from train_config import TrainConfig
+from train_config import TrainConfig, detail_skip_default
+
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,6 +149,8 @@ class Row:
         row = {f.name: float(getattr(self, f.name)) if f.type is float else getattr(self, f.name) for f in fields(self)}
         settings = {"row": row, "model": model, "preset": {k: getattr(p, k) for k in ROW_PRESET_FIELDS},
                     "split_seed": split_seed}
+        if self.model in MODELS and detail_skip(p.model, MODELS[self.model]):
+            settings["detail_skip"] = True  # a model trained before its UNet had the skip is another model
         return f"{self.name}-{hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
@@ -233,12 +237,21 @@ def train_settings(s: Setup, settings: dict, seed: int, steps: int) -> dict:
     if p.dataset != "shapes":
         wanted["data_dir"] = p.data_dir
     TrainConfig(**wanted)  # a name that is not a field of train.py's config fails here, not in a subprocess
-    return wanted
+    # as train.py resolves it, so that a checkpoint trained before the detail skip existed counts as trained otherwise
+    return {**wanted, "detail_skip": wanted.get("detail_skip", detail_skip(p.model, settings))}
+
+
+def detail_skip(unet: str, settings: dict) -> bool:
+    """Whether train.py gives this model the detail skip (`train_config.detail_skip_default`)."""
+    if "detail_skip" in settings:
+        return settings["detail_skip"]
+    return detail_skip_default(TrainConfig(model=unet, **{k: v for k, v in settings.items() if k in TRAIN_FIELDS}))
 
 
 def trained_otherwise(state: dict, settings: dict) -> bool:
     """Whether a checkpoint was trained with other `settings` than these, apart from how long and how often saved."""
-    return any(state["config"].get(k) != v for k, v in settings.items() if k not in ("steps", "ckpt_every"))
+    trained = {"detail_skip": False, **state["config"]}  # a checkpoint from before the flag has none
+    return any(trained.get(k) != v for k, v in settings.items() if k not in ("steps", "ckpt_every"))
 
 
 def train_run(run_dir: Path, settings: dict, steps: int, threads: int | None = None) -> tuple[UNet, dict]:

@@ -11,7 +11,8 @@ import torch
 from data import make_shapes
 from experiments.brightness import over_seeds, trained_rows
 from experiments.claims import continued
-from experiments.common import EXPERIMENT_PRESETS, MODELS, Row, Setup, cached, side_by_side, train_run
+from experiments.common import (EXPERIMENT_PRESETS, MODELS, Row, Setup, cached, side_by_side, train_run, train_settings,
+                                trained_otherwise)
 from models import PRESETS
 from tests.conftest import TINY, run_script
 
@@ -203,3 +204,15 @@ def test_the_report_and_the_readme_headline_show_a_rows_own_spread_not_the_yards
     written = json.loads((tmp_path / "results.json").read_text())
     for page in (tmp_path / "RESULTS.md").read_text(), (tmp_path / "SUMMARY.md").read_text(), headline(written):
         assert ("0.91 ± 0.01" in page or "0.910 ± 0.014" in page) and "0.41" not in page
+
+
+def test_a_patch_unets_rows_and_models_know_whether_it_has_the_detail_skip(setup, monkeypatch):
+    shapes32, fixed = EXPERIMENT_PRESETS["shapes32"], Row("trained", "fixed", "trailing", 25)
+    with_skip = fixed.key(shapes32)
+    monkeypatch.setattr("experiments.common.detail_skip", lambda unet, settings: False)
+    assert fixed.key(shapes32) != with_skip
+    monkeypatch.undo()
+    assert train_settings(replace(setup, p=shapes32), MODELS["fixed"], 0, 10)["detail_skip"] is True
+    assert train_settings(setup, MODELS["fixed"], 0, 10)["detail_skip"] is False  # the tiny UNet folds no patches
+    assert trained_otherwise({"config": {"model": "cpu"}}, {"model": "cpu", "detail_skip": True})
+    assert not trained_otherwise({"config": {"model": "tiny"}}, {"model": "tiny", "detail_skip": False})

@@ -33,7 +33,8 @@ from evaluation.metrics import brightness, brightness_summary, summarize, summar
 from evaluation.yardstick import shapes_quality
 from models import UNet, unet_config
 from models.checkpoint import load_weights
-from train_config import RESUMABLE, TrainConfig, check_config, detail_skip_default, parse_args, recipe_defaults
+from train_config import (RESUMABLE, TrainConfig, check_config, detail_skip_default, parse_args, recipe_defaults,
+                          trained_config)
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -222,7 +223,7 @@ def train(config: TrainConfig, state: dict | None = None) -> Path:
 def resolve(given: dict, state: dict | None) -> TrainConfig:
     """The run's recipe: TrainConfig's defaults, under the model preset's recipe, under the config of the
     checkpoint being resumed, under the flags given."""
-    saved = {"detail_skip": False, **state["config"]} if state else None  # a checkpoint from before the flag has none
+    saved = trained_config(state["config"]) if state else None
     model = given.get("model") or (saved["model"] if saved else TrainConfig.model)
     return runtime.resolve_config(recipe_defaults(model), given, saved, RESUMABLE)
 

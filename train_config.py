@@ -18,6 +18,11 @@ OBJECTIVES = ("diffusion", "flow")
 NOT_FOR_FLOW = ("schedule", "zero_snr", "prediction", "loss_space", "offset_noise")
 
 
+def trained_config(saved: dict) -> dict:
+    """A checkpoint's config, with the value that a flag added since meant before it existed."""
+    return {"detail_skip": False, **saved}
+
+
 def detail_skip_default(c: "TrainConfig") -> bool:
     """The detail skip where it is needed: a v-predicting UNet that sees 2×2 patches as channels."""
     return c.objective == "diffusion" and c.prediction == "v" and PRESETS[c.model].get("patch_size", 1) > 1

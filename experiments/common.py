@@ -23,7 +23,7 @@ from evaluation.metrics import brightness, clip_fraction, hf_residual, spread_ra
 from evaluation.yardstick import shapes_quality
 from models import UNet
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
-from train_config import TrainConfig, detail_skip_default
+from train_config import TrainConfig, detail_skip_default, trained_config
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
@@ -241,6 +241,15 @@ def train_settings(s: Setup, settings: dict, seed: int, steps: int) -> dict:
     return {**wanted, "detail_skip": wanted.get("detail_skip", detail_skip(p.model, settings))}
 
 
+def train_flags(settings: dict) -> list[str]:
+    """train.py's command-line flags for these TrainConfig fields: --flag / --no-flag for a bool."""
+    flags = []
+    for key, value in settings.items():
+        name = "--" + key.replace("_", "-")
+        flags += ([name] if value else ["--no-" + name[2:]]) if isinstance(value, bool) else [name, str(value)]
+    return flags
+
+
 def detail_skip(unet: str, settings: dict) -> bool:
     """Whether train.py gives this model the detail skip (`train_config.detail_skip_default`)."""
     if "detail_skip" in settings:
@@ -250,7 +259,7 @@ def detail_skip(unet: str, settings: dict) -> bool:
 
 def trained_otherwise(state: dict, settings: dict) -> bool:
     """Whether a checkpoint was trained with other `settings` than these, apart from how long and how often saved."""
-    trained = {"detail_skip": False, **state["config"]}  # a checkpoint from before the flag has none
+    trained = trained_config(state["config"])
     return any(trained.get(k) != v for k, v in settings.items() if k not in ("steps", "ckpt_every"))
 
 
@@ -266,10 +275,7 @@ def train_run(run_dir: Path, settings: dict, steps: int, threads: int | None = N
         state = None
     if state is None or state["step"] < steps:
         tic = time.perf_counter()
-        flags = []
-        for key, value in settings.items():
-            name = "--" + key.replace("_", "-")
-            flags += ([name] if value else ["--no-" + name[2:]]) if isinstance(value, bool) else [name, str(value)]
+        flags = train_flags(settings)
         command = [sys.executable, str(ROOT / "train.py"), *flags, "--out", str(run_dir)]
         env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
         result = subprocess.run(command + (["--resume", "--steps", str(steps)] if state else []), cwd=ROOT, env=env)

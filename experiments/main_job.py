@@ -16,7 +16,8 @@ from pathlib import Path
 from cli import Parser, UsageError, run
 from experiments.summary import markdown, replace_between
 from models.checkpoint import load_training_checkpoint
-from train_config import TrainConfig, detail_skip_default
+from experiments.common import train_flags
+from train_config import TrainConfig, detail_skip_default, trained_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the targets ask of every row (issue text in docs/main_job.md): a band of the spectrum, the
@@ -30,17 +31,13 @@ NOT_RECIPE = {"out", "device", "precision", "workers", "ckpt_every", "log_every"
               "label_dropout"}
 
 
-def train_flags(checkpoint: str) -> str:
+def recipe_flags(checkpoint: str) -> str:
     """The train.py flags, against today's defaults, of the recipe the checkpoint was trained with."""
-    trained = {"detail_skip": False, **load_training_checkpoint(checkpoint)["config"]}  # older checkpoints: none
+    trained = trained_config(load_training_checkpoint(checkpoint)["config"])
     default = TrainConfig(**{k: v for k, v in trained.items() if k in ("model", "prediction", "objective")})
     default = {**{f.name: getattr(default, f.name) for f in fields(TrainConfig)}, "detail_skip": detail_skip_default(default)}
-    flags = []
-    for key, value in trained.items():
-        if key in default and key not in NOT_RECIPE and value != default[key]:
-            name = "--" + key.replace("_", "-")
-            flags.append(name if value is True else f"--no-{name[2:]}" if value is False else f"{name} {value}")
-    return " ".join(flags)
+    return " ".join(train_flags({k: v for k, v in trained.items()
+                                 if k in default and k not in NOT_RECIPE and v != default[k]}))
 
 
 def evaluate(checkpoint: str, seed: int, flags: str) -> dict:
@@ -52,7 +49,7 @@ def evaluate(checkpoint: str, seed: int, flags: str) -> dict:
     if result.returncode or not lines:
         raise UsageError(f"sample.py failed on {checkpoint}: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
     shown = " ".join(["python sample.py", checkpoint, "--evaluate", "--seed", str(seed), *flags.split()])
-    return {"checkpoint": checkpoint, "seed": seed, "flags": flags, "command": shown, "trained": train_flags(checkpoint),
+    return {"checkpoint": checkpoint, "seed": seed, "flags": flags, "command": shown, "trained": recipe_flags(checkpoint),
             **json.loads(lines[0].removeprefix("quality "))}
 
 

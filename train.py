@@ -109,7 +109,8 @@ def train(config: TrainConfig, state: dict | None = None) -> Path:
                      detail_skip=detail_skip_default(config) if config.detail_skip is None else config.detail_skip)
     channels, size = dataset[0][0].shape[:2]
     try:
-        model = UNet(replace(unet_config(config.model, size, num_classes, channels), detail_skip=config.detail_skip),
+        model = UNet(replace(unet_config(config.model, size, num_classes, channels), detail_skip=config.detail_skip,
+                             final_layer=config.final_layer),
                      schedule.alpha_bar).to(device)
     except ValueError as e:  # an image size this UNet cannot cut: the flags' fault, not a bug
         raise UsageError(f"--image-size {size}: {e}") from None
@@ -192,7 +193,8 @@ def train(config: TrainConfig, state: dict | None = None) -> Path:
                     loss = flow_loss(ddp_model, x0, labels if num_classes else None, config.flow_time)
                 else:  # Fix #2: regress v_t = √ᾱ·ε − √(1 − ᾱ)·x0 (the paper's v-loss), or the target --prediction names.
                     loss = diffusion_loss(ddp_model, x0, schedule, config.prediction, labels if num_classes else None,
-                                          offset_noise=config.offset_noise, loss_space=config.loss_space or None)
+                                          offset_noise=config.offset_noise, loss_space=config.loss_space or None,
+                                          timestep_sampling=config.timestep_sampling)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 from cli import DEVICE_HELP, PRECISION_HELP, PRECISIONS, Parser, UsageError, add_flags, flag
 from data import DATASETS
-from diffusion import FLOW_TIMES, PREDICTION_TYPES, SCHEDULES, check_pairing
+from diffusion import FLOW_TIMES, PREDICTION_TYPES, SCHEDULES, TIMESTEP_SAMPLINGS, check_pairing
 from models import PRESETS
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -20,7 +20,7 @@ NOT_FOR_FLOW = ("schedule", "zero_snr", "prediction", "loss_space", "offset_nois
 
 def trained_config(saved: dict) -> dict:
     """A checkpoint's config, with the value that a flag added since meant before it existed."""
-    return {"detail_skip": False, **saved}
+    return {"detail_skip": False, "final_layer": False, "timestep_sampling": "uniform", **saved}
 
 
 def detail_skip_default(c: "TrainConfig") -> bool:
@@ -72,7 +72,11 @@ class TrainConfig:
                                     "the finest scale's fixed pass-through, which v needs at small t (default: on for a "
                                     "v-predicting UNet that folds 2×2 patches, the cpu preset)",
                                     action=argparse.BooleanOptionalAction)
+    final_layer: bool = flag(False, "the UNet's output head as DiT's and U-ViT's: the last norm scaled and shifted by "
+                             "(t, class), and a 3×3 convolution at full resolution after un-patching")
     timesteps: int = flag(1000, "training timesteps T")
+    timestep_sampling: str = flag("uniform", "how training draws t: uniform as the paper, or half of the draws from "
+                                  "EDM's log-normal over noise levels", choices=TIMESTEP_SAMPLINGS)
     offset_noise: float = flag(0.0, "add S·N(0, 1) per image and channel to the noise: the older workaround")
     label_dropout: float = flag(0.1, "probability of the null label, which guidance needs (unconditional models: none)")
     seed: int = flag(0, "seed of the data order, the noise and the initial weights")
@@ -141,6 +145,8 @@ def check_config(c: TrainConfig, given: dict) -> None:
         raise UsageError(f"--{fixed[0].replace('_', '-')} does nothing with --objective flow, whose path and target are fixed")
     if c.detail_skip and (c.objective == "flow" or c.prediction != "v"):
         raise UsageError("--detail-skip is v's pass-through: it needs --prediction v and --objective diffusion")
+    if c.objective == "flow" and "timestep_sampling" in given:
+        raise UsageError("--timestep-sampling draws the diffusion's t; a flow draws its own (--flow-time)")
     if c.objective != "flow" and "flow_time" in given:
         raise UsageError("--flow-time needs --objective flow")
     for_files = sorted({"data_dir", "download"} & set(given))

@@ -13,6 +13,7 @@ from .ideal import IdealDenoiser
 from .parameterization import (
     FLOW_TIMES,
     PREDICTION_TYPES,
+    TIMESTEP_SAMPLINGS,
     FlowAsV,
     check_pairing,
     convert_prediction,
@@ -21,6 +22,7 @@ from .parameterization import (
     flow_velocity_target,
     predict_x0_eps,
     prediction_target,
+    training_timesteps,
     v_target,
 )
 from .samplers import (
@@ -49,6 +51,7 @@ __all__ = [
     "SAMPLERS",
     "SCHEDULES",
     "SPACINGS",
+    "TIMESTEP_SAMPLINGS",
     "Denoiser",
     "FlowAsV",
     "IdealDenoiser",
@@ -78,5 +81,6 @@ __all__ = [
     "sample_flow_euler",
     "sample_in_batches",
     "spacing_offset",
+    "training_timesteps",
     "v_target",
 ]

@@ -29,6 +29,7 @@ class UNetConfig:
     scale_shift: bool = False  # time/class embedding scales and shifts the normalised features (ADM), not just adds
     input_skip: bool = False  # add g(t, class)·x_t to the output, a learned per-channel gain (see UNet.forward)
     detail_skip: bool = False  # add (√ᾱ_t/σ_t)·D(x_t), v's pass-through of x_t's finest scale (see detail_skip)
+    final_layer: bool = False  # the last norm scaled and shifted by (t, class), and a 3×3 conv at full resolution
 
 
 PRESETS = {
@@ -221,6 +222,16 @@ class UNet(nn.Module):
         self.norm_out, self.conv_out = group_norm(h_ch), nn.Conv2d(h_ch, pixels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        if config.final_layer:
+            # DiT's final layer: the output's norm modulated by the embedding (zero: a plain norm at the start); and
+            # U-ViT's 3×3 convolution on the un-patched output, at full resolution where the patches' seams are,
+            # starting as the identity.
+            self.out_modulation = nn.Linear(emb_dim, 2 * h_ch)
+            nn.init.zeros_(self.out_modulation.weight)
+            nn.init.zeros_(self.out_modulation.bias)
+            self.conv_full = nn.Conv2d(config.in_channels, config.in_channels, 3, padding=1)
+            nn.init.dirac_(self.conv_full.weight)
+            nn.init.zeros_(self.conv_full.bias)
         # v = (√ᾱ·x_t − x0)/√(1 − ᾱ): at small t the target is x_t's own noise, amplified by up to 1/√(1 − ᾱ).
         # A gain on x_t, one per output channel and a function of the embedding, passes it through directly,
         # so the UNet does not have to rebuild the noise pixel by pixel through its features. Zero at the start.
@@ -253,10 +264,16 @@ class UNet(nn.Module):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2, mode="nearest"))
-        out = self.conv_out(F.silu(self.norm_out(h)))
+        h = self.norm_out(h)
+        if self.config.final_layer:
+            scale, shift = rearrange(self.out_modulation(F.silu(emb)), "b c -> b c 1 1").chunk(2, dim=1)
+            h = h * (1 + scale) + shift
+        out = self.conv_out(F.silu(h))
         if self.skip_gain is not None:
             out = out + rearrange(self.skip_gain(F.silu(emb)), "b c -> b c 1 1") * patches
         out = rearrange(out, "b (c p1 p2) h w -> b c (h p1) (w p2)", p1=p, p2=p)
+        if self.config.final_layer:
+            out = self.conv_full(out)
         if self.config.detail_skip:
             out = out + rearrange(self.detail_gain[t], "b -> b 1 1 1") * detail(x.float())
         return out

@@ -6,20 +6,17 @@
 - samplers:         one loop per sampler (DDIM, DPM-Solver++(2M)) over a denoiser (x_t, t) ↦ (x̂0, ε̂),
                     classifier-free guidance with rescale (fix #4) wrapped into that denoiser
 - ideal:            the closed-form optimal denoiser of a finite dataset
-Rectified flow (SD3) sits beside each idea: its path as a VP schedule (`flow_schedule`), its
-velocity target and loss (`flow_loss`, `FlowAsV`), and its Euler sampler (`sample_flow_euler`).
+- flow:             rectified flow (SD3), the other road to zero terminal SNR, as a VP path the samplers run on
 """
+from .flow import FLOW_TIMES, FlowAsV, flow_loss, flow_schedule, flow_time, flow_velocity_target
 from .ideal import IdealDenoiser
 from .parameterization import (
-    FLOW_TIMES,
     PREDICTION_TYPES,
     TIMESTEP_SAMPLINGS,
-    FlowAsV,
+    check_defined,
     check_pairing,
     convert_prediction,
     diffusion_loss,
-    flow_loss,
-    flow_velocity_target,
     predict_x0_eps,
     prediction_target,
     training_timesteps,
@@ -30,18 +27,15 @@ from .samplers import (
     SAMPLERS,
     Denoiser,
     apply_cfg,
-    ddim_step,
     ddim_update,
     dpmpp_2m_step,
     guided_denoiser,
-    guided_output,
     sample,
     sample_ddim,
     sample_dpmpp_2m,
-    sample_flow_euler,
     sample_in_batches,
 )
-from .schedules import SCHEDULES, Schedule, enforce_zero_terminal_snr, flow_schedule, flow_time, make_betas, make_schedule
+from .schedules import SCHEDULES, Schedule, enforce_zero_terminal_snr, make_betas, make_schedule
 from .timesteps import SPACINGS, get_timesteps, spacing_offset
 
 __all__ = [
@@ -57,9 +51,9 @@ __all__ = [
     "IdealDenoiser",
     "Schedule",
     "apply_cfg",
+    "check_defined",
     "check_pairing",
     "convert_prediction",
-    "ddim_step",
     "ddim_update",
     "dpmpp_2m_step",
     "diffusion_loss",
@@ -70,7 +64,6 @@ __all__ = [
     "flow_velocity_target",
     "get_timesteps",
     "guided_denoiser",
-    "guided_output",
     "make_betas",
     "make_schedule",
     "predict_x0_eps",
@@ -78,7 +71,6 @@ __all__ = [
     "sample",
     "sample_ddim",
     "sample_dpmpp_2m",
-    "sample_flow_euler",
     "sample_in_batches",
     "spacing_offset",
     "training_timesteps",

@@ -7,14 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .schedules import Schedule, flow_time
+from .schedules import Schedule
 
 PREDICTION_TYPES = ("eps", "v", "x0")
 TIMESTEP_SAMPLINGS = ("uniform", "uniform+lognormal")
-FLOW_TIMES = ("logit-normal", "uniform")
-# A flow network sees 1000·t as its timestep, so that its sinusoidal embedding spans the range it
-# spans for the integer timesteps of a 1000-step diffusion schedule.
-FLOW_TIME_SCALE = 1000.0
 
 
 def check_prediction_type(prediction_type: str) -> None:
@@ -22,13 +18,21 @@ def check_prediction_type(prediction_type: str) -> None:
         raise ValueError(f"unknown prediction type {prediction_type!r}; choose one of {', '.join(PREDICTION_TYPES)}")
 
 
-def check_pairing(prediction_type: str, zero_snr: bool) -> None:
-    """Refuse ε-prediction on a zero-terminal-SNR schedule: sampling starts at the last timestep,
-    where x_t is pure noise and x̂0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ divides by zero (paper §3.2)."""
+def check_defined(prediction_type: str, alpha_bars) -> None:
+    """Refuse a parameterisation at noise levels where it cannot give both x̂0 and ε̂ (see `predict_x0_eps`):
+    ε-prediction where ᾱ = 0, as at zero terminal SNR, where x_t is pure noise and
+    x̂0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ divides by zero (paper §3.2); x0-prediction where ᾱ = 1 (no noise to name)."""
     check_prediction_type(prediction_type)
-    if prediction_type == "eps" and zero_snr:
-        raise ValueError("eps-prediction cannot sample from a zero-SNR schedule (x0 is undefined where the SNR is "
-                         "zero); use --prediction x0 or v, or --no-zero-snr for the baseline")
+    if prediction_type == "eps" and 0.0 in alpha_bars:
+        raise ValueError("epsilon-prediction cannot give x0 where alpha_bar = 0 (zero terminal SNR): use v- or "
+                         "x0-prediction (--prediction v), or a schedule without zero SNR (--no-zero-snr)")
+    if prediction_type == "x0" and 1.0 in alpha_bars:
+        raise ValueError("x0-prediction cannot give the noise where alpha_bar = 1 (no noise at all)")
+
+
+def check_pairing(prediction_type: str, zero_snr: bool) -> None:
+    """Refuse a training recipe whose network could not sample: ε-prediction on a zero-SNR schedule."""
+    check_defined(prediction_type, [0.0] if zero_snr else [])
 
 
 def v_target(x0: Tensor, noise: Tensor, alpha_bar: Tensor) -> Tensor:
@@ -58,25 +62,16 @@ def predict_x0_eps(x_t: Tensor, model_output: Tensor, alpha_bar: Tensor, predict
     eps: x̂0 = (x_t − √(1−ᾱ)·ε̂) / √ᾱ                                (undefined at ᾱ = 0)
     x0:  ε̂  = (x_t − √ᾱ·x̂0) / √(1−ᾱ)                               (undefined at ᾱ = 1)
 
-    At zero SNR x_t is pure noise and carries nothing about x0, so an ε-prediction
-    says nothing about the image there (paper §3.2); we refuse instead of returning inf. The
-    check reads ᾱ only where it is on the CPU: on an accelerator it would stall every step
-    waiting for the device (the samplers check their ᾱ list on the host instead).
+    Where ᾱ is on the host the end points are refused (`check_defined`); on an accelerator that
+    read would stall every step, and the samplers check their list of ᾱ before the loop instead.
     """
-    check_prediction_type(prediction_type)
+    if alpha_bar.device.type == "cpu":
+        check_defined(prediction_type, alpha_bar.unique().tolist())
     sqrt_ab, sqrt_one_minus_ab = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
     if prediction_type == "v":
         return sqrt_ab * x_t - sqrt_one_minus_ab * model_output, sqrt_one_minus_ab * x_t + sqrt_ab * model_output
-    on_host = alpha_bar.device.type == "cpu"
     if prediction_type == "eps":
-        if on_host and (alpha_bar == 0).any():
-            raise ValueError(
-                "epsilon-prediction cannot give x0 where alpha_bar = 0 (zero terminal SNR): "
-                "use v- or x0-prediction, or a schedule/spacing that never visits that timestep"
-            )
         return (x_t - sqrt_one_minus_ab * model_output) / sqrt_ab, model_output
-    if on_host and (alpha_bar == 1).any():
-        raise ValueError("x0-prediction cannot give the noise where alpha_bar = 1 (no noise at all)")
     return model_output, (x_t - sqrt_ab * model_output) / sqrt_one_minus_ab
 
 
@@ -146,54 +141,3 @@ def diffusion_loss(
         output = convert_prediction(x_t, output, alpha_bar, prediction_type, loss_space)
     target = prediction_target(x0, noise, alpha_bar, loss_space or prediction_type)
     return F.mse_loss(output, target)
-
-
-def flow_velocity_target(x0: Tensor, noise: Tensor) -> Tensor:
-    """Rectified flow's target (Liu et al. 2023; SD3): the velocity u = dx_t/dt = ε − x0 of the
-    straight path x_t = (1 − t)·x0 + t·ε. At t = 1, x̂0 = x_t − û: the image from pure noise, as v_T = −x0."""
-    return noise - x0
-
-
-def flow_loss(model: nn.Module, x0: Tensor, labels: Tensor | None = None, time_sampling: str = "logit-normal") -> Tensor:
-    """Flow-matching loss (SD3, Esser et al. 2024): L = E_{t, x0, ε} ‖(ε − x0) − û(x_t, t, c)‖².
-
-    t ~ sigmoid(N(0, 1)) ("logit-normal", SD3's best setting, rf/lognorm(0, 1): it spends the training
-    on the middle of the path, where the velocity is hardest to guess) or U(0, 1). Both leave t = 1
-    at density 0 in the limit, yet the path there is pure noise and the target −x0 + ε is learnt from
-    the neighbouring t. Random numbers come from torch's global RNG, as in `diffusion_loss`.
-    """
-    if time_sampling not in FLOW_TIMES:
-        raise ValueError(f"unknown flow time sampling {time_sampling!r}; choose one of {', '.join(FLOW_TIMES)}")
-    n = x0.shape[0]
-    u = torch.randn(n, device=x0.device) if time_sampling == "logit-normal" else torch.rand(n, device=x0.device)
-    t = u.sigmoid() if time_sampling == "logit-normal" else u
-    noise = torch.randn_like(x0)
-    t_ = t.view(-1, *[1] * (x0.ndim - 1))
-    x_t = (1 - t_) * x0 + t_ * noise
-    output = model(x_t, FLOW_TIME_SCALE * t, labels).float()
-    return F.mse_loss(output, flow_velocity_target(x0, noise))
-
-
-class FlowAsV(nn.Module):
-    """A flow network (x_t, t) ↦ û, seen as a v-predicting network of the VP path of `flow_schedule`,
-    so that every sampler, guidance and the experiment's tools run on it unchanged.
-
-    At the VP point (x, ᾱ): t = `flow_time`(ᾱ), the flow sample is c·x with c = √((1 − t)² + t²), and
-    with x0 = x_f − t·u, ε = x_f + (1 − t)·u and v = ((1 − t)·ε − t·x0)/c:
-
-        v = (1 − 2t)·x + c·û(c·x, t)
-
-    Timesteps are read through `schedule` (any VP schedule works; `flow_schedule` is the flow's own).
-    """
-
-    def __init__(self, model: nn.Module, schedule: Schedule):
-        super().__init__()
-        self.model, self.schedule = model, schedule
-        self.config = getattr(model, "config", None)  # the UNet's size and classes, for the scripts
-
-    def forward(self, x: Tensor, timesteps: Tensor, labels: Tensor | None = None) -> Tensor:
-        t = flow_time(self.schedule.alpha_bar_at(timesteps, x.new_empty((0,) * x.ndim, dtype=torch.float64)))
-        c = ((1 - t) ** 2 + t**2).sqrt()
-        t, c = t.to(x.dtype), c.to(x.dtype)
-        u = self.model(c * x, FLOW_TIME_SCALE * t.flatten(), labels).float()
-        return (1 - 2 * t) * x + c * u

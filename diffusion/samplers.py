@@ -2,7 +2,7 @@
 denoiser (x_t, t) ↦ (x̂0, ε̂); classifier-free guidance with the paper's rescale (fix #4) wrapped into
 that denoiser, so the samplers never see w or φ; and the batched helper the scripts share.
 
-    sample_in_batches → sample → sample_ddim | sample_dpmpp_2m → denoise = guided_denoiser(model, …)
+    sample_in_batches → sample → sample_ddim | sample_dpmpp_2m → denoise (from guided_denoiser) → apply_cfg
 """
 import math
 from collections.abc import Callable
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .parameterization import FLOW_TIME_SCALE, convert_prediction, predict_x0_eps
+from .parameterization import check_defined, convert_prediction, predict_x0_eps
 from .schedules import Schedule
 
 
@@ -50,45 +50,34 @@ def apply_cfg(cond: Tensor, uncond: Tensor, weight: float, rescale: float = 0.0)
     return cfg * (rescale * factor + (1 - rescale))
 
 
-def guided_output(
-    model: nn.Module, x: Tensor, t: Tensor, labels: Tensor | None, guidance: float, rescale: float,
-    alpha_bar: Tensor, prediction_type: str, amp_dtype: torch.dtype | None = None,
-) -> Tensor:
-    """The model's prediction at (x, t) in its own parameterisation, classifier-free guided when
-    labels are given and w ≠ 1.
-
-    The conditional and unconditional (NULL_CLASS) branches run as one batch of 2B. The rescale of
-    fix #4 acts on v, as in the paper's Algorithm 2, whatever the network predicts: both branches are
-    converted to v with ᾱ_t (`alpha_bar`) and x_t, guided and rescaled there, and converted back.
-    Plain CFG (φ = 0) needs no conversion: it is the same in every parameterisation.
-    Only the network runs under autocast (`amp_dtype`); its output is cast to float32 before any
-    arithmetic of the sampler, where ε-prediction near t = T amplifies errors by 1/√ᾱ_t.
-    """
-    with autocast(x.device, amp_dtype):
-        if labels is None or guidance == 1:
-            return model(x, t, labels).float()
-        both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, NULL_CLASS)])).float()
-    cond, uncond = both.chunk(2)
-    if rescale == 0:
-        return apply_cfg(cond, uncond, guidance)
-    # Fix #4: guide and rescale in v space, whatever the network predicts
-    cond_v, uncond_v = (convert_prediction(x, out, alpha_bar, prediction_type, "v") for out in (cond, uncond))
-    return convert_prediction(x, apply_cfg(cond_v, uncond_v, guidance, rescale), alpha_bar, "v", prediction_type)
-
-
 def guided_denoiser(
     model: nn.Module, schedule: Schedule, prediction_type: str, labels: Tensor | None = None,
     guidance: float = 1.0, rescale: float = 0.0, amp_dtype: torch.dtype | None = None,
 ) -> Denoiser:
-    """The network as the denoiser every sampler calls: (x_t, t) ↦ (x̂0, ε̂), from its guided prediction
-    (`guided_output`: w = `guidance`, φ = `rescale`) in its parameterisation (`predict_x0_eps`)."""
+    """The network as the denoiser every sampler calls: (x_t, t) ↦ (x̂0, ε̂) (`predict_x0_eps`),
+    classifier-free guided with w = `guidance` and φ = `rescale` when labels are given and w ≠ 1.
+
+    The conditional and unconditional (NULL_CLASS) branches run as one batch of 2B. Fix #4 guides and
+    rescales v, as the paper's Algorithm 2, whatever the network predicts: each branch is converted to
+    v = √ᾱ·ε̂ − √(1−ᾱ)·x̂0, `apply_cfg` combines the two, and the guided v gives (x̂0, ε̂).
+    Only the network runs under autocast (`amp_dtype`); its output is cast to float32 before any
+    arithmetic of the sampler, where ε-prediction near t = T amplifies errors by 1/√ᾱ_t.
+    """
     alpha_bars = schedule.alpha_bar.tolist()  # read once: the loop then never waits on the device
 
     def denoise(x: Tensor, t: int) -> tuple[Tensor, Tensor]:
         t_batch = torch.full((len(x),), t, device=x.device, dtype=torch.long)
         alpha_bar = torch.tensor(alpha_bars[t], dtype=x.dtype, device=x.device)
-        output = guided_output(model, x, t_batch, labels, guidance, rescale, alpha_bar, prediction_type, amp_dtype)
-        return predict_x0_eps(x, output, alpha_bar, prediction_type)
+        if labels is None or guidance == 1:
+            with autocast(x.device, amp_dtype):
+                output = model(x, t_batch, labels).float()
+            return predict_x0_eps(x, output, alpha_bar, prediction_type)
+        with autocast(x.device, amp_dtype):
+            both = model(torch.cat([x, x]), torch.cat([t_batch, t_batch]),
+                         torch.cat([labels, torch.full_like(labels, NULL_CLASS)])).float()
+        # Fix #4: guide and rescale in v space, whatever the network predicts
+        cond, uncond = (convert_prediction(x, out, alpha_bar, prediction_type, "v") for out in both.chunk(2))
+        return predict_x0_eps(x, apply_cfg(cond, uncond, guidance, rescale), alpha_bar, "v")
 
     return denoise
 
@@ -114,17 +103,6 @@ def ddim_update(
         raise ValueError("a DDIM step with eta > 0 needs a noise tensor")
     sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)).sqrt()
     return x_prev + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise
-
-
-def ddim_step(
-    x_t: Tensor, model_output: Tensor, alpha_bar_t: Tensor | float, alpha_bar_prev: Tensor | float,
-    prediction_type: str, eta: float = 0.0, noise: Tensor | None = None,
-) -> Tensor:
-    """`ddim_update` from a network's raw output in its parameterisation (ε, v or x0): one step by hand,
-    outside a sampler's loop."""
-    alpha_bar_t = torch.as_tensor(alpha_bar_t, dtype=x_t.dtype, device=x_t.device)
-    x0, eps = predict_x0_eps(x_t, model_output, alpha_bar_t, prediction_type)
-    return ddim_update(x0, eps, alpha_bar_t, alpha_bar_prev, eta, noise)
 
 
 def dpmpp_2m_step(
@@ -220,9 +198,7 @@ def sample(
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if sampler != "ddim" and eta != 0:
         raise ValueError(f"eta > 0 is a DDIM option; {sampler} is deterministic")
-    if prediction_type == "eps" and 0.0 in schedule.alpha_bar[timesteps].tolist():
-        raise ValueError("epsilon-prediction cannot give x0 where alpha_bar = 0 (zero terminal SNR): use v- or "
-                         "x0-prediction, or a schedule/spacing that never visits that timestep")
+    check_defined(prediction_type, schedule.alpha_bar[timesteps].tolist())  # before the loop, read once on the host
     x = torch.randn(shape, generator=generator) if x_T is None else x_T.float()
     if offset_noise:
         x = x + offset_noise * torch.randn(*shape[:2], *[1] * (len(shape) - 2), generator=generator)
@@ -232,32 +208,6 @@ def sample(
         x = sample_ddim(denoise, x.to(device), schedule, timesteps, progress=progress, eta=eta, generator=generator)
     else:
         x = sample_dpmpp_2m(denoise, x.to(device), schedule, timesteps, progress=progress)
-    return x.clamp(-1, 1)
-
-
-@torch.no_grad()
-def sample_flow_euler(
-    model: nn.Module,
-    shape: tuple[int, ...],
-    times: Tensor,
-    labels: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-    amp_dtype: torch.dtype | None = None,
-) -> Tensor:
-    """Rectified flow's Euler sampler (SD3): from x_1 ~ N(0, I), visit the flow times `times`
-    (descending, the first 1) and end at t = 0, each step x ← x + (t_next − t)·û(x, t).
-
-    It is DDIM on the flow's VP path (`flow_schedule`, `FlowAsV`): with x̂0 = x − t·û and ε̂ = x + (1 − t)·û
-    the step is x_next = (1 − t_next)·x̂0 + t_next·ε̂, DDIM's √ᾱ'·x̂0 + √(1 − ᾱ')·ε̂ scaled by c(t_next).
-    """
-    x = torch.randn(shape, generator=generator).to(device)
-    labels = None if labels is None else labels.to(device)
-    times = torch.cat([times.double(), times.new_zeros(1, dtype=torch.float64)]).tolist()
-    for t, t_next in zip(times[:-1], times[1:]):
-        with autocast(x.device, amp_dtype):
-            u = model(x, torch.full((shape[0],), FLOW_TIME_SCALE * t, device=device), labels).float()
-        x = x + (t_next - t) * u  # Euler step
     return x.clamp(-1, 1)
 
 

@@ -118,27 +118,6 @@ class Schedule:
         return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
 
 
-def flow_schedule(num_train_steps: int = 1000) -> Schedule:
-    """Rectified flow's path (Stable Diffusion 3), x_t = (1 − t)·x0 + t·ε, as a VP schedule at the
-    times t_k = (k + 1)/T, k = 0 … T−1 (Gao et al. 2024, "Diffusion Meets Flow Matching"):
-
-        x_t / c(t) = √ᾱ·x0 + √(1 − ᾱ)·ε,    c(t) = √((1 − t)² + t²),    ᾱ(t) = (1 − t)² / c(t)²
-
-    ᾱ(1) = 0: the flow has zero terminal SNR by construction (fix #1 is built in). Every sampler and
-    the exact denoiser then run on it unchanged, with the flow network seen through `FlowAsV`.
-    """
-    t = torch.arange(1, num_train_steps + 1, dtype=torch.float64) / num_train_steps
-    alpha_bar = (1 - t) ** 2 / ((1 - t) ** 2 + t**2)
-    return Schedule(1 - torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]]))
-
-
-def flow_time(alpha_bar: Tensor) -> Tensor:
-    """The flow time of a VP noise level, the inverse of `flow_schedule`'s ᾱ(t): with α = √ᾱ and
-    σ = √(1 − ᾱ), (1 − t)/c = α and t/c = σ, so t = σ / (α + σ)."""
-    alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-    return sigma / (alpha + sigma)
-
-
 def make_schedule(name: str, num_train_steps: int = 1000, zero_snr: bool = False) -> Schedule:
     """A named schedule, optionally rescaled to zero terminal SNR (fix #1)."""
     betas = make_betas(name, num_train_steps)

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from data.images import write_cifar10_files
+from diffusion import ddim_update, predict_x0_eps
 
 ROOT = Path(__file__).resolve().parents[1]
 # 16 px, as the experiment's smoke preset: the suite then builds the yardstick of one image size only.
@@ -111,3 +112,11 @@ def write_celeba(root: Path, n: int = 4) -> Path:
     for filename, lines in files.items():
         (folder / filename).write_text("\n".join(lines) + "\n")
     return folder
+
+
+def ddim_step(x_t: torch.Tensor, model_output: torch.Tensor, alpha_bar_t, alpha_bar_prev, prediction_type: str,
+              eta: float = 0.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """One DDIM step by hand from a network's raw output in its parameterisation, as the samplers take it."""
+    alpha_bar_t = torch.as_tensor(alpha_bar_t, dtype=x_t.dtype, device=x_t.device)
+    x0, eps = predict_x0_eps(x_t, model_output, alpha_bar_t, prediction_type)
+    return ddim_update(x0, eps, alpha_bar_t, alpha_bar_prev, eta, noise)

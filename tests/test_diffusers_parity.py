@@ -8,10 +8,11 @@ import os
 import pytest
 import torch
 
-from diffusion import (NULL_CLASS, SCHEDULES, SPACINGS, apply_cfg, convert_prediction, ddim_step, get_timesteps, guided_output,
-                       make_schedule, sample_in_batches)
+from diffusion import (NULL_CLASS, SCHEDULES, SPACINGS, apply_cfg, convert_prediction, get_timesteps, make_schedule,
+                       sample_in_batches)
 from models import UNet, unet_config
-from tests.test_guidance import LabelModel
+from tests.conftest import ddim_step
+from tests.test_guidance import LabelModel, guided_v
 
 if os.environ.get("CI"):
     import diffusers  # .ci/run installs it: in CI the oracle tests run, or fail, and never skip
@@ -89,10 +90,10 @@ def test_rescaled_guidance_of_any_network_is_diffusers_rescale_noise_cfg_applied
     alpha_bar, labels = torch.tensor(0.4), torch.tensor([0, 2])
     model = LabelModel()
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
-    out = guided_output(model, x, torch.full((2,), 500), labels, 7.5, 0.7, alpha_bar, prediction)
+    ours = guided_v(model, x, labels, 7.5, 0.7, alpha_bar, prediction)
     cond, uncond = (convert_prediction(x, model(x, None, c), alpha_bar, prediction, "v") for c in (labels, -torch.ones_like(labels)))
     theirs = rescale_noise_cfg(uncond + 7.5 * (cond - uncond), cond, guidance_rescale=0.7)
-    torch.testing.assert_close(convert_prediction(x, out, alpha_bar, prediction, "v"), theirs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
 def random_class_unet() -> UNet:

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from diffusion import (FlowAsV, flow_loss, flow_schedule, flow_time, get_timesteps, sample, sample_flow_euler,
-                       v_target)
+from diffusion import FlowAsV, flow_loss, flow_schedule, flow_time, get_timesteps, sample, v_target
+from diffusion.flow import FLOW_TIME_SCALE
 
 
 def test_the_flow_path_is_a_vp_path_scaled_by_c_of_t():
@@ -36,8 +36,20 @@ class GaussianFlow(torch.nn.Module):
         return ((x - x0) / t).float()
 
 
+def sample_flow_euler(model, shape: tuple[int, ...], times: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Rectified flow's Euler sampler (SD3): from x_1 ~ N(0, I), visit the flow times `times` (descending,
+    the first 1) and end at t = 0, each step x ← x + (t_next − t)·û(x, t)."""
+    x = torch.randn(shape, generator=generator)
+    times = torch.cat([times.double(), times.new_zeros(1, dtype=torch.float64)]).tolist()
+    for t, t_next in zip(times[:-1], times[1:]):
+        x = x + (t_next - t) * model(x, torch.full((shape[0],), FLOW_TIME_SCALE * t)).float()
+    return x.clamp(-1, 1)
+
+
 @pytest.mark.parametrize("steps", [5, 50])
 def test_euler_on_the_flow_gives_the_samples_of_ddim_on_its_vp_path(steps):
+    # DDIM's step x' = √ᾱ'·x̂0 + √(1 − ᾱ')·ε̂ on the VP path is Euler's, x̂0 = x − t·û and ε̂ = x + (1 − t)·û,
+    # scaled by c(t'): the flow needs no sampler of its own.
     schedule, model, shape = flow_schedule(1000), GaussianFlow(0.3, 0.2), (512, 1, 4, 4)
     timesteps = get_timesteps(1000, steps, "trailing")
     euler = sample_flow_euler(model, shape, (timesteps + 1) / 1000, generator=torch.Generator().manual_seed(0))

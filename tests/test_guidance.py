@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffusion import apply_cfg, convert_prediction, guided_output
+from diffusion import Schedule, apply_cfg, convert_prediction, guided_denoiser, v_target
 
 
 def _pair():
@@ -74,9 +74,20 @@ class Converted(torch.nn.Module):
         return convert_prediction(x, self.model(x, t, labels), self.alpha_bar, self.source, self.target)
 
 
+def one_level_schedule(alpha_bar: torch.Tensor) -> Schedule:
+    """A schedule whose timestep 0 has the noise level ᾱ = `alpha_bar`."""
+    return Schedule(torch.tensor([1 - alpha_bar.item(), 0.5], dtype=torch.float64))
+
+
+def guided_v(model, x, labels, weight, rescale, alpha_bar, prediction):
+    """The guided denoiser's answer at x, ᾱ, as v = √ᾱ·ε̂ − √(1−ᾱ)·x̂0."""
+    denoise = guided_denoiser(model, one_level_schedule(alpha_bar), prediction, labels, weight, rescale)
+    return v_target(*denoise(x, 0), alpha_bar)
+
+
 def _guide(model, prediction, alpha_bar, weight=7.5, rescale=0.7):
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
-    return x, guided_output(model, x, torch.full((2,), 500), torch.tensor([0, 2]), weight, rescale, alpha_bar, prediction)
+    return x, guided_v(model, x, torch.tensor([0, 2]), weight, rescale, alpha_bar, prediction)
 
 
 def test_guidance_pushes_from_the_unconditional_branch_toward_the_conditional_one():
@@ -95,12 +106,13 @@ def test_rescaled_guidance_gives_the_same_denoiser_whatever_the_network_predicts
     v_model = LabelModel()
     x, v_out = _guide(v_model, "v", alpha_bar)
     _, out = _guide(Converted(v_model, alpha_bar, "v", prediction), prediction, alpha_bar)
-    torch.testing.assert_close(convert_prediction(x, out, alpha_bar, prediction, "v"), v_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, v_out, atol=1e-5, rtol=1e-5)
 
 
 def test_rescaling_an_x0_prediction_in_its_own_space_would_give_another_image():
     alpha_bar, x0_model = torch.tensor(0.5), LabelModel()
-    x, out = _guide(x0_model, "x0", alpha_bar)
+    x, v = _guide(x0_model, "x0", alpha_bar)
+    out = convert_prediction(x, v, alpha_bar, "v", "x0")
     labels = torch.tensor([0, 2])
     in_x0_space = apply_cfg(x0_model(x, None, labels), x0_model(x, None, torch.full_like(labels, -1)), 7.5, 0.7)
     assert (out - in_x0_space).abs().mean() > 0.05

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from diffusion import (SPACINGS, ddim_step, get_timesteps, make_schedule, prediction_target, sample, sample_ddim,
+from diffusion import (SPACINGS, get_timesteps, make_schedule, prediction_target, sample, sample_ddim,
                        sample_dpmpp_2m, sample_in_batches)
+from tests.conftest import ddim_step
 
 
 class Oracle(torch.nn.Module):

@@ -6,7 +6,7 @@ reference: DDIM's step and DPM-Solver++(2M)'s chained by one `if` over a network
 import pytest
 import torch
 
-from diffusion import dpmpp_2m_step, get_timesteps, guided_output, make_schedule, predict_x0_eps, sample
+from diffusion import dpmpp_2m_step, get_timesteps, guided_denoiser, make_schedule, sample
 from models import UNet, unet_config
 
 
@@ -15,11 +15,10 @@ def sample_as_before(model, shape, schedule, timesteps, prediction_type, labels,
     x = torch.randn(shape, generator=generator)
     alpha_bars = schedule.alpha_bar[timesteps].tolist() + [1.0]
     x0_before = None
+    denoise = guided_denoiser(model, schedule, prediction_type, labels, guidance, rescale)
     for i, t in enumerate(timesteps.tolist()):
-        t_batch = torch.full((shape[0],), t, dtype=torch.long)
         alpha_bar = torch.tensor(alpha_bars[i], dtype=x.dtype)
-        output = guided_output(model, x, t_batch, labels, guidance, rescale, alpha_bar, prediction_type)
-        x0, eps = predict_x0_eps(x, output, alpha_bar, prediction_type)
+        x0, eps = denoise(x, t)
         if sampler == "ddim":
             noise = torch.randn(shape, generator=generator) if eta > 0 else None
             alpha_bar_prev = torch.tensor(alpha_bars[i + 1], dtype=x.dtype)

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from diffusion import SAMPLERS, SPACINGS, Schedule, ddim_step, dpmpp_2m_step, get_timesteps, make_schedule, sample
+from diffusion import SAMPLERS, SPACINGS, Schedule, dpmpp_2m_step, get_timesteps, make_schedule, sample
+from tests.conftest import ddim_step
 
 MEAN, STD = 0.3, 0.5
 

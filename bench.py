@@ -231,7 +231,7 @@ def data_rows(args) -> list[dict]:
 
 @torch.no_grad()
 def ideal_row(args, device: torch.device) -> dict:
-    """Samples/s of the closed-form denoiser knowing 1,000 images at 32 px, 25 trailing steps."""
+    """Samples/s of the ideal denoiser knowing 1,000 images at 32 px, 25 trailing steps."""
     schedule = make_schedule("scaled_linear", zero_snr=True)
     model = IdealDenoiser(make_shapes(args.ideal_known, 32, 0)[0], schedule, "v").to(device)
     timesteps = get_timesteps(1000, 25, "trailing")

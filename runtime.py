@@ -6,6 +6,7 @@ a run can be killed, resumed bit-exactly on the CPU, spread over processes, and 
 import json
 import os
 import signal
+import time
 from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
@@ -194,6 +195,16 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+def skip_if_not_finite(optimizer: torch.optim.Optimizer, not_finite: torch.Tensor) -> None:
+    """Keep a step whose loss or gradient norm is not finite (`LossWindow.add`'s flag) from reaching the
+    weights, without a device sync every step: the fused AdamW skips a step whose `found_inf` is non-zero
+    (the undocumented attribute GradScaler sets for it), and `LossWindow.read` stops the run at the end of
+    the window. The unfused kernels (all mps has) refuse the flag: there only that stop keeps the
+    checkpoint good."""
+    if optimizer.defaults["fused"]:
+        optimizer.found_inf = not_finite
+
+
 class LossWindow:
     """The loss of the last few steps, kept on the device and read back once a window (every
     --log-every steps and at checkpoints), so the step itself never waits for the device.
@@ -236,13 +247,18 @@ class MetricsLog:
     that a killed run wrote after its last checkpoint. Writes nothing on ranks other than 0."""
 
     def __init__(self, path: Path, step: int, rank: int):
-        self.file = None
+        self.file, self.tic = None, time.perf_counter()
         if rank:
             return
         rows = path.read_text().splitlines() if step and path.exists() else []
         kept = [r for r in rows if json.loads(r)["step"] <= step]
         self.file = open(path, "w")
         self.file.writelines(r + "\n" for r in kept)
+
+    def write_loss(self, step: int, mean_loss: float, lr: float, images: int) -> None:
+        """A row of the window's mean loss, the learning rate of its last step, and the speed since the last row."""
+        seconds, self.tic = time.perf_counter() - self.tic, time.perf_counter()
+        self.write({"step": step, "loss": mean_loss, "lr": lr, "images_per_sec": images / seconds})
 
     def write(self, row: dict) -> None:
         if self.file:

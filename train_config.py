@@ -44,8 +44,9 @@ class TrainConfig:
     hflip: bool | None = flag(None, "flip training images left-right at random (default: on, except for a folder, "
                               "which may hold text or digits)", action=argparse.BooleanOptionalAction)
     class_cond: bool = flag(True, "condition on the class label when the dataset has classes")
-    model: str = flag("cpu", "UNet size: tiny (tests), cpu, cifar10 (35.7M) or celeba64, the last two for a GPU and "
-                      "bringing their recipe (RECIPES) for the flags not given", choices=PRESETS)
+    model: str = flag("cpu", "UNet size: tiny (tests), cpu, cpu_fullres (cpu without the patch fold), cifar10 (35.7M) or "
+                      "celeba64, the last two for a GPU and bringing their recipe (RECIPES) for the flags not given",
+                      choices=PRESETS)
     init_from: str = flag("", "fine-tune: start from this checkpoint's model and EMA weights with a fresh optimizer and "
                           "step count; --schedule, --zero-snr, --prediction and --offset-noise may differ from its own "
                           "(default: from scratch)")

@@ -5,7 +5,7 @@
 - timesteps:        leading / linspace / trailing spacing (fix #3: trailing)
 - samplers:         one loop per sampler (DDIM, DPM-Solver++(2M)) over a denoiser (x_t, t) ↦ (x̂0, ε̂),
                     classifier-free guidance with rescale (fix #4) wrapped into that denoiser
-- ideal:            the closed-form optimal denoiser of a finite dataset
+- ideal:            the ideal denoiser of a finite dataset (its posterior mean, in closed form)
 - flow:             rectified flow (SD3), the other road to zero terminal SNR, as a VP path the samplers run on
 """
 from .flow import FLOW_TIMES, FlowAsV, flow_loss, flow_schedule, flow_time, flow_velocity_target

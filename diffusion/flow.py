@@ -2,7 +2,7 @@
 
 The straight path x_t = (1 − t)·x0 + t·ε is pure noise at t = 1 by construction, and the network
 predicts the velocity ε − x0. Written here as a VP path in other coordinates (Gao et al. 2024), the
-flow runs on the paper's samplers, guidance and exact denoiser unchanged: `flow_schedule` is its
+flow runs on the paper's samplers, guidance and ideal denoiser unchanged: `flow_schedule` is its
 path as a VP schedule, `FlowAsV` its network seen as a v-predicting one. Its Euler sampler is DDIM
 on that path (tests/test_flow.py shows the two give the same samples).
 """
@@ -25,7 +25,7 @@ def flow_schedule(num_train_steps: int = 1000) -> Schedule:
         x_t / c(t) = √ᾱ·x0 + √(1 − ᾱ)·ε,    c(t) = √((1 − t)² + t²),    ᾱ(t) = (1 − t)² / c(t)²
 
     ᾱ(1) = 0: the flow has zero terminal SNR by construction (fix #1 is built in). Every sampler and
-    the exact denoiser then run on it unchanged, with the flow network seen through `FlowAsV`.
+    the ideal denoiser then run on it unchanged, with the flow network seen through `FlowAsV`.
     """
     t = torch.arange(1, num_train_steps + 1, dtype=torch.float64) / num_train_steps
     alpha_bar = (1 - t) ** 2 / ((1 - t) ** 2 + t**2)

@@ -1,4 +1,4 @@
-"""The best possible denoiser of a finite dataset, in closed form.
+"""The ideal denoiser of a finite dataset: the exact posterior mean E[x0 | x_t], in closed form.
 
 It is what a network trained to convergence on N images would compute, so plugging it
 into the sampler shows what the schedule and the step spacing do with no training error.

@@ -24,8 +24,8 @@ def check_defined(prediction_type: str, alpha_bars) -> None:
     x̂0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ divides by zero (paper §3.2); x0-prediction where ᾱ = 1 (no noise to name)."""
     check_prediction_type(prediction_type)
     if prediction_type == "eps" and 0.0 in alpha_bars:
-        raise ValueError("epsilon-prediction cannot give x0 where alpha_bar = 0 (zero terminal SNR): use v- or "
-                         "x0-prediction (--prediction v), or a schedule without zero SNR (--no-zero-snr)")
+        raise ValueError("epsilon-prediction cannot give x0 where alpha_bar = 0 (a zero-SNR schedule's last timestep): "
+                         "use v- or x0-prediction (--prediction v), or --no-zero-snr")
     if prediction_type == "x0" and 1.0 in alpha_bars:
         raise ValueError("x0-prediction cannot give the noise where alpha_bar = 1 (no noise at all)")
 

@@ -174,7 +174,7 @@ def first_step_gain(x_T: Tensor, x0_hat: Tensor, resamples: int = 1000) -> dict[
     over all its values, in [−1, 1] units: a brightness) at t = T, with a 95% interval from resampling
     images.
 
-    The exact denoiser's slope is `leak_prediction`'s `exact_gain`; a network that reads nothing off x_T's
+    The ideal denoiser's slope is `leak_prediction`'s `exact_gain`; a network that reads nothing off x_T's
     mean has slope 0."""
     a, b = x_T.double().flatten(1).mean(1), x0_hat.double().flatten(1).mean(1)
 
@@ -196,7 +196,7 @@ def leak_prediction(data: Tensor, alpha_bar: float) -> dict[str, float]:
     data) and e ~ N(0, 1/n). The best guess of μ from m is E[μ | m] = a·V·m / Var(m) with
     Var(m) = a²·V + (1 − a²)/n. Sampling starts from pure noise, m ~ N(0, 1/n), so:
     - `signal_share` = a²·V / Var(m): how much of m is the image's brightness;
-    - `exact_gain` = a·V / Var(m): the slope of the exact denoiser's first x̂0 on m;
+    - `exact_gain` = a·V / Var(m): the slope of the ideal denoiser's first x̂0 on m;
     - `x_T_std_ratio` = √((1/n) / Var(m)): the std of m when sampling against in training, below 1 where
       the leak is: what the model reads off x_T is squeezed by this much;
     - `leak_only_spread` = exact_gain·√(1/n)/√V = a·√(V·n) / (a²·V·n + 1 − a²): the spread of E[μ | m] from

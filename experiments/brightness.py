@@ -1,6 +1,6 @@
 """The paper's brightness experiment and its other claims, at sizes for a CPU (shapes16, shapes32) or a GPU.
 
-    python -m experiments.brightness --ideal-only      # closed-form denoiser rows only
+    python -m experiments.brightness --ideal-only      # ideal-denoiser rows only
     python -m experiments.brightness                   # everything (--preset shapes16: 16 px, 3 training seeds)
     python -m experiments.brightness --parts table steps   # some parts only (resumable: a rerun skips what is done)
     python -m experiments.brightness --preset shapes32 --ideal-only   # ideal rows at 32×32
@@ -70,12 +70,16 @@ def ideal_rows(s: Setup) -> list[dict]:
             for spacing in TABLE_SPACINGS for steps in s.p.step_counts]
 
 
-def trained_rows(s: Setup, seeds: int) -> list[dict]:
-    """Every model of MODELS at every training seed (seeds beyond the first at the first step count only),
-    and the fixed model under plain and rescaled guidance."""
-    rows = [run_row(s, Row("trained", name, spacing, steps, seed, x_T_offset=offset))
+def table_rows(s: Setup, seeds: int) -> list[Row]:
+    """Every model of MODELS at every training seed (seeds beyond the first at the first step count only)."""
+    return [Row("trained", name, spacing, steps, seed, x_T_offset=offset)
             for seed in range(seeds) for name, settings in MODELS.items() for offset in x_T_offsets(settings)
             for spacing in TABLE_SPACINGS for steps in (s.p.step_counts if seed == 0 else s.p.step_counts[:1])]
+
+
+def trained_rows(s: Setup, seeds: int) -> list[dict]:
+    """The table's trained rows, and the fixed model under plain and rescaled guidance."""
+    rows = [run_row(s, row) for row in table_rows(s, seeds)]
     if s.labels is not None:  # guidance needs classes
         rows += [run_row(s, Row("guidance", "fixed", "trailing", s.p.step_counts[0], guidance=s.p.guidance, rescale=rescale),
                          s.labels) for rescale in (0.0, 0.7)]
@@ -146,7 +150,7 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str, data_row: d
     if gains:
         text += section("The leak where it acts: x̂0 at t = T from x_T drawn as in training (paper §3)",
                          ["model", "seeds", "slope of x̂0's mean on x_T's", "its 95% interval (seed 0)",
-                          "exact denoiser's, predicted from the data (Gaussian)"],
+                          "ideal denoiser's, predicted from the data (Gaussian)"],
                          [[e["model"], e["seeds"], num(e, "gain", 3), interval(e, "gain"), f"{e['predicted_gain']:.3f}"]
                           for e in gains])
     if leak:
@@ -163,7 +167,7 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str, data_row: d
         plot_at_a_glance(s, rows)
     claims.plot_leak(s, leak)
     claims.plot_lines(s, [e for e in summary if e["kind"] == "steps"], "steps", "sample steps S (log scale)", "steps.png",
-                      "Brightness against sample steps: exact denoiser and trained models, three spacings",
+                      "Brightness against sample steps: ideal denoiser and trained models, three spacings",
                       lambda e: f"{e['model'].replace('_', ' ')}, {e['spacing']}", log_x=True)
     claims.plot_guidance(s, [e for e in summary if e["kind"] == "guidance_grid"])
     claims.plot_lines(s, [e for e in summary if e["kind"] == "finetune"], "finetune_steps", "fine-tuning steps N",
@@ -205,7 +209,7 @@ def claims_tables(summary: list[dict], rows: list[dict]) -> str:
 
 def title_of(r: dict) -> str:
     """A row's name in words, for figures."""
-    model = r["model"].replace("ideal_", "exact denoiser, ").replace("_", " ") + (", x_T with offset" if r["x_T_offset"] else "")
+    model = r["model"].replace("ideal_", "ideal denoiser, ").replace("_", " ") + (", x_T with offset" if r["x_T_offset"] else "")
     extra = f", w={r['guidance']:g}, φ={r['rescale']:g}" if r["guidance"] != 1 else ""
     return f"{model}: {r['spacing']} {r['steps']} steps{extra}"
 
@@ -243,6 +247,9 @@ def plot_at_a_glance(s: Setup, rows: list[dict]) -> None:
               (f"fixed (zero SNR, v), trailing {steps} steps", keys.get(("trained", "fixed", "trailing", steps, 0, 0.0)))]
     if plt is None or not all(p is not None for _, p in panels):
         return
+    if missing := [p for _, p in panels[1:] if not (s.out / "rows" / f"{p}.pt").exists()]:
+        print(f"at_a_glance.png not redrawn: the samples of {', '.join(missing)} are not in rows/")
+        return
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     for ax, (label, images) in zip(axes, panels):
         images = images if isinstance(images, torch.Tensor) else torch.load(s.out / "rows" / f"{images}.pt")
@@ -262,7 +269,7 @@ class ExperimentConfig:
 
     preset: str = flag("shapes16", "the experiment's size: smoke (tests), shapes16 (16px, 3 training seeds), shapes32 "
                        "(32px, train.py's default model and budget), cifar10-gpu", choices=EXPERIMENT_PRESETS)
-    ideal_only: bool = flag(False, "only the exact-denoiser rows, the leak part's included")
+    ideal_only: bool = flag(False, "only the ideal-denoiser rows, the leak part's included")
     report_only: bool = flag(False, "rewrite the report (results.json's summaries, RESULTS.md, SUMMARY.md, the figures) "
                              "from the rows of OUT/results.json, sampling nothing")
     parts: tuple[str, ...] = flag(PARTS, "which parts to run (default: all)", nargs="+", choices=PARTS, type=str)
@@ -331,15 +338,17 @@ def main() -> int:
           f"{p.ideal_data} known to the ideal denoiser, {len(train_set)} to train on")
     rows = ideal_rows(s)
     if args.ideal_only:
-        rows += claims.leak(s, seeds=0)  # its exact-denoiser rows
+        rows += claims.leak(s, seeds=0)  # its ideal-denoiser rows
     else:
         seeds = args.seeds or p.seeds
         if "table" in args.parts:
-            train_models(s, seeds)
+            train_models(s, table_rows(s, seeds))
         parts = {"table": trained_rows, "steps": claims.steps_sweep, "guidance": claims.guidance_grid,
                  "finetune": claims.finetune, "first_step": claims.first_step, "quality": claims.quality,
                  "leak": claims.leak}
-        for part in args.parts:
+        for i, part in enumerate(args.parts, 1):
+            print(f"[{(time.perf_counter() - tic) / 60:.0f} min] part {i} of {len(args.parts)}: {part} "
+                  f"({len(rows)} rows so far)")
             rows += parts[part](s, seeds)
     command = " ".join(["python -m experiments.brightness", *sys.argv[1:]])
     report(s, rows, time.perf_counter() - tic, command, {"name": "data", "kind": "data", **row_metrics(data, data)})

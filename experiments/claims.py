@@ -19,7 +19,7 @@ from torch import Tensor
 
 from diffusion import SPACINGS, predict_x0_eps
 from evaluation.metrics import brightness, first_step_gain, leak_prediction, mean_correlation, slope
-from experiments.common import (MODELS, Row, Setup, cached, model_dir, row_model, run_row, seed_suffix, side_by_side, train_run,
+from experiments.common import (MODELS, Row, Setup, cached, is_cached, model_dir, row_model, run_row, seed_suffix, side_by_side, train_run,
                                 train_settings, trained_model, trained_otherwise, YARDSTICK)
 from experiments.figures import pyplot, save
 from models.checkpoint import checkpoint_schedule, load_training_checkpoint
@@ -72,8 +72,13 @@ def finetune(s: Setup, seeds: int) -> list[dict]:
         return train_run(run_dir(arm, seed, n), settings, n, threads)
 
     arms = ("finetuned", "scratch")
+
+    def row(arm: str, seed: int, n: int) -> Row:
+        return Row("finetune", arm, "trailing", p.step_counts[0], seed, finetune_steps=n, total_steps=p.train_steps + n)
+
+    needed = [(arm, seed) for seed in range(seeds) for arm in arms if not all(is_cached(s, row(arm, seed, n)) for n in counts)]
     side_by_side(s, [lambda threads, arm=arm, seed=seed: [trained(arm, seed, n, threads) for n in counts]
-                     for seed in range(seeds) for arm in arms])
+                     for arm, seed in needed])
     rows = []
     for seed in range(seeds):
         for n in counts:
@@ -81,8 +86,7 @@ def finetune(s: Setup, seeds: int) -> list[dict]:
                 def load(arm=arm, seed=seed, n=n):
                     model, state = trained(arm, seed, n)  # trained above: read back
                     return model, checkpoint_schedule(state), state["config"]["prediction"]
-                row = Row("finetune", arm, "trailing", p.step_counts[0], seed, finetune_steps=n, total_steps=p.train_steps + n)
-                rows.append(run_row(s, row, s.labels, load=load))
+                rows.append(run_row(s, row(arm, seed, n), s.labels, load=load))
     return rows
 
 
@@ -158,7 +162,7 @@ def leak(s: Setup, seeds: int) -> list[dict]:
     sample's mean brightness with those means of x_T shifted by δ·σ_m, σ_m = 1/√(HW) their own std
     (the dose-response; its slope is read off over δ); and the leak itself, the correlation of x_T's
     means with those of the first x̂0 at t = T. Trailing steps for every model, so that the schedule
-    alone differs. The exact denoisers come first; `seeds` = 0 runs them alone."""
+    alone differs. The ideal denoisers come first; `seeds` = 0 runs them alone."""
     size = s.data.shape[1:]
     x_T = torch.randn(len(s.data), *size, generator=torch.Generator().manual_seed(0))
     sigma_m = 1 / (size[1] * size[2]) ** 0.5
@@ -180,7 +184,7 @@ def leak(s: Setup, seeds: int) -> list[dict]:
 def leak_as_trained(s: Setup, row: Row, labels: Tensor | None) -> dict:
     """The leak where it acts: x̂0 at t = T from x_T = √ᾱ_T·x0 + √(1 − ᾱ_T)·ε with held-out images x0, as
     training draws it. The slope of x̂0's mean on x_T's (`first_step_gain`) beside what the data predicts
-    of an exact denoiser (`leak_prediction`); both 0 at zero SNR for the exact denoiser, and a trained
+    of an ideal denoiser (`leak_prediction`); both 0 at zero SNR for the ideal denoiser, and a trained
     model's is measured, with its interval."""
     alpha_bar = row_model(s, row)[1].alpha_bar[-1].item()
     noise = torch.randn(s.data.shape, generator=torch.Generator().manual_seed(1))
@@ -211,7 +215,7 @@ def leak_summary(rows: list[dict]) -> list[dict]:
             entry["r_first"] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
             entry["r_first_low"], entry["r_first_high"] = first[0]["low"], first[0]["high"]
         gains = [r for r in rows if r["kind"] == "first_step_gain" and r["model"] == model]
-        if gains:  # the first step's gain, over seeds, with seed 0's interval, and the exact denoiser's prediction
+        if gains:  # the first step's gain, over seeds, with seed 0's interval, and the ideal denoiser's prediction
             values = [g["gain"]["gain"] for g in gains]
             entry["gain"] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
             entry["gain_low"], entry["gain_high"] = gains[0]["gain"]["low"], gains[0]["gain"]["high"]

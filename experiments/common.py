@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # A trained row counts as evidence only if its samples are about as smooth as the data: at twice
 # the data's high-frequency residual or more it is still noise, and marked "not converged". Not
 # tighter, because mid-brightness images have more contrast than near-solid ones: a row squeezed
-# toward the middle has more of them, and even the exact denoiser's squeezed rows read above 1
+# toward the middle has more of them, and even the ideal denoiser's squeezed rows read above 1
 # there (docs/brightness.md).
 HF_CONVERGED = 2.0
 YARDSTICK = "yardstick."  # prefix of the yardstick's numbers in a row group, beside the row's own
@@ -89,7 +89,7 @@ MODELS = {
     "offset_noise": dict(zero_snr=False, prediction="eps", offset_noise=0.1),
     "flow": dict(objective="flow"),  # SD3's rectified flow: zero terminal SNR by construction
 }
-# The exact denoiser of each path (diffusion/ideal.py), in the same settings: ε or v makes no difference to an
+# The ideal denoiser of each path (diffusion/ideal.py), in the same settings: ε or v makes no difference to an
 # exact model, and offset noise changes what it was "trained" on.
 IDEAL = {"ideal_baseline": dict(zero_snr=False, prediction="eps"), "ideal_fixed": dict(zero_snr=True, prediction="v"),
          "ideal_offset_noise": dict(zero_snr=False, prediction="eps", offset_noise=0.1),
@@ -106,7 +106,7 @@ class Row:
     """
 
     kind: str  # the part: ideal, trained, guidance, steps, guidance_grid, finetune, quality, leak, first_step, …
-    model: str  # a key of MODELS (trained at `seed`) or IDEAL (exact denoiser), or a fine-tuning run's name
+    model: str  # a key of MODELS (trained at `seed`) or IDEAL (ideal denoiser), or a fine-tuning run's name
     spacing: str = ""
     steps: int = 0
     seed: int = 0  # training seed
@@ -177,6 +177,11 @@ def row_metrics(images: Tensor, data: Tensor) -> dict:
             "clip_fraction": clip_fraction(images), "brightness": b.tolist()}
 
 
+def is_cached(s: Setup, row: Row) -> bool:
+    """Whether the row's numbers are in rows/ already: then nothing it needs is trained or sampled again."""
+    return (s.out / "rows" / f"{row.key(s.p, s.split_seed)}.json").exists()
+
+
 def cached(s: Setup, row: Row, make: Callable[[], dict]) -> dict:
     """The row's fields and the numbers `make()` measures, computed once and then read from rows/KEY.json."""
     key = row.key(s.p, s.split_seed)
@@ -189,7 +194,7 @@ def cached(s: Setup, row: Row, make: Callable[[], dict]) -> dict:
 
 
 def row_model(s: Setup, row: Row) -> tuple[torch.nn.Module, Schedule, str]:
-    """The row's model, its schedule and what it predicts: the exact denoiser of an IDEAL path, or a model of
+    """The row's model, its schedule and what it predicts: the ideal denoiser of an IDEAL path, or a model of
     MODELS trained at the row's seed."""
     if row.model in IDEAL:
         kind = IDEAL[row.model]
@@ -278,9 +283,14 @@ def train_run(run_dir: Path, settings: dict, steps: int, threads: int | None = N
         flags = train_flags(settings)
         command = [sys.executable, str(ROOT / "train.py"), *flags, "--out", str(run_dir)]
         env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        result = subprocess.run(command + (["--resume", "--steps", str(steps)] if state else []), cwd=ROOT, env=env)
-        if result.returncode:
-            raise SystemExit(result.returncode)  # train.py has said why, in one line
+        # Its progress bar and lines go to a log of its own: runs side by side would share the terminal.
+        log = run_dir.with_name(run_dir.name + ".log")
+        print(f"training {run_dir.name} ({log})")
+        with open(log, "w") as f:
+            result = subprocess.run(command + (["--resume", "--steps", str(steps)] if state else []), cwd=ROOT, env=env,
+                                    stdout=f, stderr=subprocess.STDOUT)
+        if result.returncode:  # train.py's last line says why
+            raise SystemExit(f"{run_dir.name}: {(log.read_text().strip().splitlines() or ['train.py failed'])[-1]}")
         state = load_training_checkpoint(path)
         if state["step"] < steps:  # train.py stops early and cleanly on Ctrl-C
             raise SystemExit(f"{run_dir.name} stopped at step {state['step']} of {steps}; rerun to resume it")
@@ -330,7 +340,8 @@ def side_by_side(s: Setup, jobs: list[Callable[[int | None], object]]) -> None:
                 future.cancel()  # the queued ones; a running one ends with its train.py
 
 
-def train_models(s: Setup, seeds: int) -> None:
-    """Every model of MODELS at every training seed, trained side by side before any row needs one."""
-    side_by_side(s, [lambda threads, name=name, seed=seed: trained_model(s, name, seed, threads)
-                     for seed in range(seeds) for name in MODELS])
+def train_models(s: Setup, rows: list[Row]) -> None:
+    """The models of MODELS that these rows need and whose numbers are not cached, trained side by side before
+    any row asks for one (a cached row needs no model: its run folder may be gone)."""
+    needed = sorted({(r.model, r.seed) for r in rows if r.model in MODELS and not is_cached(s, r)})
+    side_by_side(s, [lambda threads, name=name, seed=seed: trained_model(s, name, seed, threads) for name, seed in needed])

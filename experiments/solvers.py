@@ -2,7 +2,7 @@
 
     python -m experiments.solvers runs/default/checkpoint.pt     # its time: docs/solvers.md
 
-Two models on the embedded shapes: the exact denoiser of 2,048 known images (no training error,
+Two models on the embedded shapes: the ideal denoiser of 2,048 known images (no training error,
 so only the solver differs) and a trained zero-SNR v-prediction checkpoint (class-conditional
 samples, classes in turn). For S in {2, 3, 5, 10, 25}: brightness spread and W1 against
 held-out shapes, and the rest of the yardstick. Writes results.json, RESULTS.md and (with
@@ -23,7 +23,7 @@ from experiments.summary import markdown
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
 STEPS = (2, 3, 5, 10, 25)
-KNOWN_SEED = 6_000_001  # the exact denoiser's images: not the held-out references of the yardstick
+KNOWN_SEED = 6_000_001  # the ideal denoiser's images: not the held-out references of the yardstick
 METRICS = (("spread_ratio", "brightness spread (1 = data)"), ("w1", "brightness W1 to data"),
            ("hf_ratio", "high-frequency ratio (1 = data)"), ("fd_ratio", "feature distance ratio (1 = data)"))
 
@@ -34,7 +34,7 @@ def plot(path: Path, rows: list[dict]) -> None:
         return
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.4))
     for ax, (key, label) in zip(axes, METRICS):
-        for model, style in (("exact denoiser", "-"), ("trained model", "--")):
+        for model, style in (("ideal denoiser", "-"), ("trained model", "--")):
             for sampler, color in zip(SAMPLERS, ("C0", "C3")):
                 points = [(r["steps"], r[key]) for r in rows if r["model"] == model and r["sampler"] == sampler]
                 ax.plot(*zip(*points), style, color=color, marker="o", label=f"{model}, {sampler}")
@@ -67,7 +67,7 @@ def main() -> int:
     size, num_classes = trained.config.image_size, trained.config.num_classes
     schedule = checkpoint_schedule(state)
     known, _, _ = make_shapes(2048, size, KNOWN_SEED)
-    models = {"exact denoiser": (IdealDenoiser(known, schedule, "v"), "v", None),
+    models = {"ideal denoiser": (IdealDenoiser(known, schedule, "v"), "v", None),
               "trained model": (trained, config["prediction"],
                                 torch.arange(a.num_samples) % num_classes if num_classes else None)}
     rows, tic = [], time.perf_counter()

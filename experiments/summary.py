@@ -44,7 +44,7 @@ def num(entry: dict | None, key: str = "spread_ratio", digits: int = 2, scale: f
 
 
 def ideal(results: dict, model: str, spacing: str, steps: int, matched: bool = False) -> str:
-    """The spread of an exact denoiser's row."""
+    """The spread of an ideal denoiser's row."""
     return next(f"{r['spread_ratio']:.2f}" for r in results["rows"] if r["kind"] == "ideal" and r["model"] == model
                 and r["spacing"] == spacing and r["steps"] == steps and bool(r.get("x_T_offset")) == matched)
 
@@ -57,7 +57,7 @@ def brightness_claim(results: dict, steps: int) -> list[str]:
     return [f"**Brightness (Fig. 1-3).** Over {baseline['seeds']} training seeds, the baseline (ε, flawed schedule, "
             f"leading {steps} steps) spreads {num(baseline)} of the data's brightness; the fixed model (zero SNR, v, "
             f"trailing) {num(fixed)}, and x0 at zero SNR "
-            f"{num(find(results, 'trained', model='fixed_x0', spacing='trailing', steps=steps))}. The exact denoiser, free "
+            f"{num(find(results, 'trained', model='fixed_x0', spacing='trailing', steps=steps))}. The ideal denoiser, free "
             f"of training error, gives {ideal(results, 'ideal_baseline', 'leading', steps)} and "
             f"{ideal(results, 'ideal_fixed', 'trailing', steps)}."]
 
@@ -120,7 +120,7 @@ def first_step_claim(results: dict) -> list[str]:
             f"{num(widest, 'x0_brightness_spread', 3)} of the data's brightness spread at most (class "
             f"{widest.get('label', 'all')}), and lies {num(farthest, 'rms_to_class_mean', 3)} (RMS) from its class mean at "
             f"most, where the data's images lie {min(e['rms_of_data_to_class_mean']['mean'] for e in trained):.3f} or more "
-            f"from it; the exact denoiser gives the data mean to {exact['rms_to_class_mean']['mean']:.1e}."]
+            f"from it; the ideal denoiser gives the data mean to {exact['rms_to_class_mean']['mean']:.1e}."]
 
 
 def offset_noise_claim(results: dict, steps: int) -> list[str]:
@@ -136,8 +136,8 @@ def offset_noise_claim(results: dict, steps: int) -> list[str]:
         return " / ".join(ideal(results, "ideal_offset_noise", sp, steps, matched) for sp in ("leading", "trailing"))
 
     return [f"**Offset noise (§5.4).** Spread with leading / trailing steps, x_T from N(0, I): trained "
-            f"{trained(0.0)}, exact denoiser {exact(False)}; x_T with the trained offset: "
-            f"trained {trained(offsets[0])}, exact denoiser {exact(True)}."]
+            f"{trained(0.0)}, ideal denoiser {exact(False)}; x_T with the trained offset: "
+            f"trained {trained(offsets[0])}, ideal denoiser {exact(True)}."]
 
 
 def quality_claim(results: dict) -> list[str]:
@@ -180,12 +180,12 @@ def leak_claim(results: dict) -> list[str]:
                    [f"{', '.join(not_zero)} (zero SNR) {'are' if len(not_zero) > 1 else 'is'} not about 0"] * bool(not_zero)
                    + [f"{', '.join(not_positive)} (flawed) not clearly positive"] * bool(not_positive)) + ".")
     return [f"**Why the leak squeezes brightness (§3).** Correlation r of x_T's per-channel means with the sample's "
-            f"(95% interval, seed 0), trailing steps: exact denoiser, flawed / zero SNR / flow: {r('ideal_baseline')}, "
+            f"(95% interval, seed 0), trailing steps: ideal denoiser, flawed / zero SNR / flow: {r('ideal_baseline')}, "
             f"{r('ideal_fixed')}, {r('ideal_flow')}; trained baseline / fixed / offset noise / flow: {r('baseline')}, "
             f"{r('fixed')}, {r('offset_noise')}, {r('flow')}. Shifting x_T's channel means by δ (in units of their own "
-            f"std, 1/√(HW)) moves the mean brightness by {both(exact, 'slope', 3)} per unit δ for the exact denoisers "
+            f"std, 1/√(HW)) moves the mean brightness by {both(exact, 'slope', 3)} per unit δ for the ideal denoisers "
             f"and {both(trained, 'slope', 3)} for the trained models. {verdict} The leak itself is in the first "
-            f"step: r of x̂0 at t = T with x_T's means, exact denoiser flawed / zero SNR / flow "
+            f"step: r of x̂0 at t = T with x_T's means, ideal denoiser flawed / zero SNR / flow "
             f"{r('ideal_baseline', 'r_first')}, {r('ideal_fixed', 'r_first')}, {r('ideal_flow', 'r_first')}; trained "
             f"baseline / fixed / offset noise / flow {r('baseline', 'r_first')}, {r('fixed', 'r_first')}, "
             f"{r('offset_noise', 'r_first')}, {r('flow', 'r_first')}."]
@@ -203,7 +203,7 @@ def flow_claim(results: dict, steps: int) -> list[str]:
         return " / ".join(num(find(results, "steps", model="flow", spacing=spacing, steps=n), key, digits) for n in few)
 
     return [f"**Rectified flow (SD3).** Trained with {steps} trailing steps it spreads {num(flow)} of the data's "
-            f"brightness (exact denoiser of its path {ideal(results, 'ideal_flow', 'trailing', steps)}; fixed "
+            f"brightness (ideal denoiser of its path {ideal(results, 'ideal_flow', 'trailing', steps)}; fixed "
             f"{num(find(results, 'trained', model='fixed', spacing='trailing', steps=steps))}, baseline with leading steps "
             f"{num(find(results, 'trained', model='baseline', spacing='leading', steps=steps))}), W1 {num(flow, 'w1', 3)}."
             + (f" At S = {' / '.join(map(str, few))}: spread {sweep('trailing', 'spread_ratio', 2)} with trailing steps and "
@@ -221,7 +221,7 @@ def sentences(results: dict) -> list[str]:
 
 def table(results: dict) -> str:
     """The brightness rows in one table: the ideal rows, and the trained rows as mean ± std over seeds."""
-    lines = [[f"exact denoiser: {label(r)}", f"{r['spacing']} {r['steps']}", f"{r['spread_ratio']:.2f}", f"{r['w1']:.3f}",
+    lines = [[f"ideal denoiser: {label(r)}", f"{r['spacing']} {r['steps']}", f"{r['spread_ratio']:.2f}", f"{r['w1']:.3f}",
               f"{r['frac_dark']:.3f}", f"{r['frac_bright']:.3f}", f"{r['hf_ratio']:.2f}"]
              for r in results["rows"] if r["kind"] == "ideal"]
     lines += [[f"trained: {label(e)}" + (f" ({e['seeds']} seeds)" if e["seeds"] > 1 else ""), f"{e['spacing']} {e['steps']}",
@@ -230,21 +230,21 @@ def table(results: dict) -> str:
     return markdown(["row", "spacing, steps", "spread", "W1", "< 0.1", "> 0.9", "HF ratio"], lines)
 
 
-HEADLINE = [("exact denoiser", "ideal_baseline", "flawed schedule (SD's scaled_linear)", "leading"),
-            ("exact denoiser", "ideal_fixed", "zero terminal SNR", "trailing"),
+HEADLINE = [("ideal denoiser", "ideal_baseline", "flawed schedule (SD's scaled_linear)", "leading"),
+            ("ideal denoiser", "ideal_fixed", "zero terminal SNR", "trailing"),
             ("trained", "v_only", "flawed schedule, v-prediction", "leading"),
             ("trained", "fixed", "zero SNR, v-prediction (the paper's fixes)", "trailing"),
             ("trained", "flow", "rectified flow (SD3)", "trailing")]
 
 
 def headline(results: dict) -> str:
-    """The README's small table: the exact denoiser of each schedule, then trained rows that the
+    """The README's small table: the ideal denoiser of each schedule, then trained rows that the
     experiment's rule calls converged (HF ratio < HF_CONVERGED), as mean ± std over training seeds; under it
     a sentence each on rectified flow and on the leak."""
     steps = results["preset"]["step_counts"][0]
     lines = []
     for kind, model, title, spacing in HEADLINE:
-        if kind == "exact denoiser":
+        if kind == "ideal denoiser":
             r = next((r for r in results["rows"] if r["kind"] == "ideal" and r["model"] == model and r["spacing"] == spacing
                       and r["steps"] == steps and not r.get("x_T_offset")), None)
             cells = None if r is None else [f"{r['spread_ratio']:.2f}", f"{r['frac_dark']:.2f} / {r['frac_bright']:.2f}",
@@ -277,14 +277,14 @@ def headline_flow(results: dict, steps: int) -> list[str]:
 
 
 def headline_leak(results: dict) -> list[str]:
-    """Under the README's table: where the leak is, from the exact denoisers' correlations in the leak part."""
+    """Under the README's table: where the leak is, from the ideal denoisers' correlations in the leak part."""
     leak = {e["model"]: e for e in results.get("leak", [])}
     if not {"ideal_baseline", "ideal_fixed", "ideal_flow"} <= set(leak):
         return []
     first = {m: leak[m]["r_first"]["mean"] for m in ("ideal_baseline", "ideal_fixed", "ideal_flow")}
     zero_snr_blind = all(leak[m]["r_first_low"] <= 0 <= leak[m]["r_first_high"] for m in ("ideal_fixed", "ideal_flow"))
     samples = [e["r"]["mean"] for e in leak.values()]
-    return [f"Where the leak is: at t = T the correlation of the exact denoiser's x̂0 with x_T (per-channel means) is "
+    return [f"Where the leak is: at t = T the correlation of the ideal denoiser's x̂0 with x_T (per-channel means) is "
             f"{first['ideal_baseline']:.2f} for the flawed schedule, {first['ideal_fixed']:.2f} at zero SNR and "
             f"{first['ideal_flow']:.2f} for the flow"
             + (": the fixed paths do not read brightness off the noise. " if zero_snr_blind else ". ")

@@ -40,6 +40,10 @@ PRESETS = {
     # head has no path from x_t to the output, which v-prediction needs at small t: the input skip is it.
     "cpu": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), patch_size=2,
                 scale_shift=True, input_skip=True),
+    # The cpu preset without the patch fold: a narrow first level at full resolution (16 channels at 32×32), where
+    # its 3×3 convolutions see the finest scale directly, then the cpu preset's levels (trial arm (d) of the main job).
+    "cpu_fullres": dict(base_channels=16, channel_mults=(1, 2, 4, 4), num_res_blocks=1, attn_resolutions=(8,),
+                        scale_shift=True, input_skip=True),
     # DDPM's CIFAR-10 model (Ho et al. 2020): 35.7M parameters, for a GPU.
     "cifar10": dict(base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),
     # The same UNet with a fifth level, as DDIM's CelebA 64×64 model (Song et al. 2021), for a GPU.

@@ -147,7 +147,7 @@ def test_offset_noise_rows_are_sampled_both_from_plain_noise_and_from_the_offset
 def test_first_step_of_the_fixed_model_is_measured_per_class_and_for_the_ideal_denoiser(tiny_experiment):
     rows = [r for r in json.loads((tiny_experiment / "results.json").read_text())["rows"] if r["kind"] == "first_step"]
     assert [r["label"] for r in rows if r["seed"] == 0] == [0, 1, 2, 3, None]
-    assert rows[-1]["model"] == "ideal_fixed" and rows[-1]["rms_to_class_mean"] < 1e-4  # the exact denoiser gives exactly the data mean at zero SNR
+    assert rows[-1]["model"] == "ideal_fixed" and rows[-1]["rms_to_class_mean"] < 1e-4  # the ideal denoiser gives exactly the data mean at zero SNR
 
 
 def test_every_claim_part_runs_at_every_training_seed(tiny_experiment):

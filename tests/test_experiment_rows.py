@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from data import make_shapes
-from experiments.brightness import over_seeds, trained_rows
+from experiments.brightness import over_seeds, table_rows, trained_rows
 from experiments.claims import continued
-from experiments.common import (EXPERIMENT_PRESETS, MODELS, Row, Setup, cached, side_by_side, train_run, train_settings,
-                                trained_otherwise)
+from experiments.common import (EXPERIMENT_PRESETS, MODELS, Row, Setup, cached, side_by_side, train_models, train_run,
+                                train_settings, trained_otherwise)
 from models import PRESETS
 from tests.conftest import TINY, run_script
 
@@ -140,7 +140,7 @@ def test_training_jobs_run_one_after_another_with_torchs_threads_on_a_gpu(setup,
 def test_a_training_run_is_given_its_cpu_threads(tmp_path, monkeypatch):
     seen = {}
 
-    def failing_run(command, cwd, env):
+    def failing_run(command, cwd, env, **output):
         seen["env"] = env
         return subprocess.CompletedProcess(command, 2)
 
@@ -148,6 +148,30 @@ def test_a_training_run_is_given_its_cpu_threads(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         train_run(tmp_path / "run", {"steps": 2}, 2, threads=1)
     assert seen["env"]["OMP_NUM_THREADS"] == "1"
+
+
+def test_a_training_runs_progress_goes_to_a_log_of_its_own_and_its_last_line_says_why_it_failed(tmp_path, monkeypatch):
+    def failing_run(command, cwd, env, stdout, stderr):
+        stdout.write("train:  50%|#####     | 1/2\nerror: --lr must be positive, got 0\n")
+        return subprocess.CompletedProcess(command, 2)
+
+    monkeypatch.setattr("experiments.common.subprocess.run", failing_run)
+    with pytest.raises(SystemExit, match="^run: error: --lr must be positive, got 0$"):
+        train_run(tmp_path / "run", {"steps": 2}, 2)
+    assert "train:  50%" in (tmp_path / "run.log").read_text()
+
+
+def test_only_the_models_of_rows_not_yet_cached_are_trained(setup, monkeypatch):
+    trained = []
+    monkeypatch.setattr("experiments.common.trained_model", lambda s, name, seed, threads: trained.append((name, seed)))
+    rows = table_rows(setup, seeds=2)
+    for row in rows[1:]:
+        cached(setup, row, lambda: {"value": 1})
+    train_models(setup, rows)
+    assert trained == [(rows[0].model, rows[0].seed)]
+    cached(setup, rows[0], lambda: {"value": 1})
+    train_models(setup, rows)  # every row cached: a deleted models/ folder is not trained again
+    assert trained == [(rows[0].model, rows[0].seed)]
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +184,7 @@ def two_step_run(tmp_path_factory):
 
 
 def test_a_training_run_that_stopped_early_is_not_taken_for_finished(two_step_run, monkeypatch):
-    monkeypatch.setattr("experiments.common.subprocess.run", lambda command, cwd, env: subprocess.CompletedProcess(command, 0))
+    monkeypatch.setattr("experiments.common.subprocess.run", lambda command, cwd, env, **output: subprocess.CompletedProcess(command, 0))
     with pytest.raises(SystemExit, match="source stopped at step 2 of 4; rerun to resume it"):
         train_run(two_step_run, {}, 4)  # train.py exits 0 when Ctrl-C stops it early
 

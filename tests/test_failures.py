@@ -167,7 +167,7 @@ BAD_INPUTS = [
     ("sample.py", ["{root}/truncated.pt"], "truncated or corrupt"),
     ("sample.py", ["{root}/foreign.pt"], "not a checkpoint"),
     ("sample.py", ["{root}/mismatched.pt"], "does not hold a model"),
-    ("sample.py", ["{root}/eps_zero_snr.pt"], "SNR is zero"),
+    ("sample.py", ["{root}/eps_zero_snr.pt"], "zero-SNR"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--num-steps", "0"], "num_inference_steps"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--num-steps", "1001"], "num_inference_steps"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--guidance-rescale", "1.5"], "--guidance-rescale"),

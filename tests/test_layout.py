@@ -45,24 +45,25 @@ def test_every_module_of_the_checkout_is_a_script_or_on_a_floor():
     assert modules - {"setup", "tests"} == PROJECT
 
 
-def _train_function() -> ast.FunctionDef:
+def _function(name: str) -> ast.FunctionDef:
     tree = ast.parse((ROOT / "train.py").read_text())
-    return next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train")
+    return next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
 
 
-def test_the_training_loop_body_calls_nothing_imported_but_from_diffusion_models_and_torch():
+def test_the_training_loop_body_calls_nothing_imported_but_the_method_torch_and_runtimes_plumbing():
     tree = ast.parse((ROOT / "train.py").read_text())
     imported = {alias.asname or alias.name: node.module for node in tree.body if isinstance(node, ast.ImportFrom)
                 for alias in node.names}
     imported |= {alias.asname or alias.name: alias.name for node in tree.body if isinstance(node, ast.Import)
                  for alias in node.names}
-    loop = next(n for n in ast.walk(_train_function()) if isinstance(n, ast.While))
+    loop = next(n for n in ast.walk(_function("train")) if isinstance(n, ast.While))
     used = {n.id for n in ast.walk(loop) if isinstance(n, ast.Name)} & set(imported)
-    assert used and {imported[name].split(".")[0] for name in used} <= {"diffusion", "models", "torch"}
+    assert used and {imported[name].split(".")[0] for name in used} <= {"diffusion", "models", "torch", "runtime"}
 
 
 def test_train_follows_the_recipe_in_order_schedule_data_model_optimizer_loop():
-    source = ast.get_source_segment((ROOT / "train.py").read_text(), _train_function())
+    text = (ROOT / "train.py").read_text()
+    source = ast.get_source_segment(text, _function("setup")) + ast.get_source_segment(text, _function("train"))
     steps = ["make_schedule(", "load_dataset(", "UNet(", "AdamW(", "while step <"]
     positions = [source.index(step) for step in steps]
     assert positions == sorted(positions)
@@ -73,3 +74,10 @@ def test_no_function_of_the_method_is_longer_than_forty_lines():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef):
                 assert node.end_lineno - node.lineno + 1 <= 40, f"{path.name}: {node.name}"
+
+
+def test_the_function_holding_the_training_loop_fits_on_a_screen_and_closes_over_nothing():
+    train = _function("train")
+    assert train.end_lineno - train.lineno + 1 <= 110
+    assert not [n for n in ast.walk(ast.parse((ROOT / "train.py").read_text())) if isinstance(n, (ast.Nonlocal, ast.Global))]
+    assert not [n for n in ast.walk(train) if isinstance(n, (ast.FunctionDef, ast.Lambda)) and n is not train]

@@ -170,7 +170,7 @@ def test_offset_noise_sampling_starts_from_noise_with_a_random_mean_per_image_an
 
 
 class GaussianDenoiser(torch.nn.Module):
-    """The exact denoiser of data whose every value is independently N(μ, s²):
+    """The ideal denoiser of data whose every value is independently N(μ, s²):
     E[x0 | x_t] = μ + √ᾱ·s² / (ᾱ·s² + 1 − ᾱ) · (x_t − √ᾱ·μ), returned as a v-prediction."""
 
     def __init__(self, schedule, mean, std):
@@ -185,7 +185,7 @@ class GaussianDenoiser(torch.nn.Module):
 
 
 def ddim_std_for_gaussian_data(alpha_bars: list[float], std: float, eta: float) -> float:
-    """The std that DDIM with the exact denoiser must produce, by the recursion of its variance.
+    """The std that DDIM with the ideal denoiser must produce, by the recursion of its variance.
 
     With u = x_t − √ᾱ·μ of variance V: x̂0 − μ = √ᾱ·s²·u/v and ε̂ = √(1 − ᾱ)·u/v, v = ᾱ·s² + 1 − ᾱ, so
     a step gives u' = g·u + σ·z with g = (√(ᾱ'ᾱ)·s² + √(1 − ᾱ' − σ²)·√(1 − ᾱ))/v: V' = g²V + σ².

@@ -1,0 +1,22 @@
+"""The grid of samples a training run writes at each checkpoint, and its quality."""
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from diffusion import Schedule, get_timesteps, sample_in_batches
+from evaluation.metrics import brightness, summarize
+from evaluation.yardstick import shapes_quality
+
+
+def preview(model: torch.nn.Module, schedule: Schedule, prediction: str, path: Path, *, shapes: bool, seed: int,
+            device: torch.device, amp_dtype: torch.dtype | None) -> dict:
+    """8 samples a class (or 64 unconditional) with 25 trailing DDIM steps, unguided, saved as a grid at
+    `path`; returns their quality: the yardstick on the shapes (`shapes`), elsewhere their brightness."""
+    num_classes, size = model.config.num_classes, model.config.image_size
+    labels = torch.arange(num_classes).repeat_interleave(8) if num_classes else None
+    images = sample_in_batches(model, len(labels) if num_classes else 64, (model.config.in_channels, size, size), schedule,
+                               get_timesteps(schedule.num_train_steps, 25, "trailing"), prediction, labels=labels,
+                               seed=seed, device=device, amp_dtype=amp_dtype)
+    save_image((images + 1) / 2, path, nrow=8)
+    return shapes_quality(images, labels) if shapes else summarize(brightness(images))

@@ -21,6 +21,7 @@ from data import load_dataset
 from diffusion import SAMPLERS, SPACINGS, get_timesteps, sample_in_batches, spacing_offset
 from evaluation.fid import fid_quality, inception_extractor
 from evaluation.metrics import brightness, summarize, summary_line
+from evaluation.preview import GRID_ROW, grid_labels
 from evaluation.yardstick import shapes_quality
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
@@ -28,7 +29,6 @@ REAL_IMAGES = 10_000  # training images FID compares with (the whole set when sm
 # The default guidance of a class-conditional model, with the paper's rescale φ = 0.7: the weight that measured
 # best on the main job's models (docs/main_job.md, "Guidance").
 GUIDANCE = 1.5
-GRID_ROW = 8  # images a row of the grid
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,6 @@ def class_label(name: str, classes: list[str]) -> int:
     if name.lstrip("-").isdigit() and 0 <= int(name) < len(classes):
         return int(name)
     raise UsageError(f"unknown class {name!r}; this model knows {', '.join(classes)} (or 0-{len(classes) - 1})")
-
-
-def grid_labels(num_samples: int, num_classes: int) -> torch.Tensor:
-    """The classes in turn, one row of the grid each: every class drawn equally often (to one row)."""
-    return torch.arange(num_samples) // GRID_ROW % num_classes
 
 
 def main() -> int:

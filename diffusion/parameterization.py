@@ -62,8 +62,8 @@ def predict_x0_eps(x_t: Tensor, model_output: Tensor, alpha_bar: Tensor, predict
     eps: x̂0 = (x_t − √(1−ᾱ)·ε̂) / √ᾱ                                (undefined at ᾱ = 0)
     x0:  ε̂  = (x_t − √ᾱ·x̂0) / √(1−ᾱ)                               (undefined at ᾱ = 1)
 
-    Where ᾱ is on the host the end points are refused (`check_defined`); on an accelerator that
-    read would stall every step, and the samplers check their list of ᾱ before the loop instead.
+    Where ᾱ is on the CPU the end points are refused here (`check_defined`); the samplers check theirs
+    before the loop.
     """
     if alpha_bar.device.type == "cpu":
         check_defined(prediction_type, alpha_bar.unique().tolist())

@@ -136,7 +136,7 @@ def dpmpp_2m_step(
 
 
 def visited_alpha_bars(schedule: Schedule, timesteps: Tensor) -> list[float]:
-    """ᾱ at each listed timestep, then 1 (the clean image, where every run ends), read on the host.
+    """ᾱ at each listed timestep, then 1 (the clean image, where every run ends).
 
     Fix #3 lives in using this list: each step goes from timesteps[i] to timesteps[i+1], never to
     t − T/S, which is wrong for trailing and linspace spacing."""
@@ -198,7 +198,7 @@ def sample(
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if sampler != "ddim" and eta != 0:
         raise ValueError(f"eta > 0 is a DDIM option; {sampler} is deterministic")
-    check_defined(prediction_type, schedule.alpha_bar[timesteps].tolist())  # before the loop, read once on the host
+    check_defined(prediction_type, schedule.alpha_bar[timesteps].tolist())
     x = torch.randn(shape, generator=generator) if x_T is None else x_T.float()
     if offset_noise:
         x = x + offset_noise * torch.randn(*shape[:2], *[1] * (len(shape) - 2), generator=generator)

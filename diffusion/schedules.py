@@ -101,9 +101,7 @@ class Schedule:
     def alpha_bar_at(self, t: Tensor, like: Tensor) -> Tensor:
         """ᾱ_t gathered for a batch of timesteps, shaped (B, 1, …, 1) to broadcast against `like`.
 
-        The table is copied once to like's device and dtype, so the training step never waits on
-        the host. Timesteps on the CPU are range-checked; on an accelerator that check would be a
-        host sync every step (an index out of range still fails there, inside the gather).
+        Timesteps on the CPU are range-checked (see docs/layout.md, "Waiting on the device").
         """
         if t.device.type == "cpu" and ((t < 0).any() or (t >= self.num_train_steps).any()):
             raise ValueError(f"timesteps must lie in [0, {self.num_train_steps}), got {t.tolist()}")

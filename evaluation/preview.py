@@ -8,15 +8,22 @@ from diffusion import Schedule, get_timesteps, sample_in_batches
 from evaluation.metrics import brightness, summarize
 from evaluation.yardstick import shapes_quality
 
+GRID_ROW = 8  # images a row of every grid: sample.py's, the preview's and the data's
+
+
+def grid_labels(num_samples: int, num_classes: int) -> torch.Tensor:
+    """The classes in turn, one row of the grid each: every class drawn equally often (to one row)."""
+    return torch.arange(num_samples) // GRID_ROW % num_classes
+
 
 def preview(model: torch.nn.Module, schedule: Schedule, prediction: str, path: Path, *, shapes: bool, seed: int,
             device: torch.device, amp_dtype: torch.dtype | None) -> dict:
-    """8 samples a class (or 64 unconditional) with 25 trailing DDIM steps, unguided, saved as a grid at
-    `path`; returns their quality: the yardstick on the shapes (`shapes`), elsewhere their brightness."""
+    """8 samples a class, a class a row (or 64 unconditional), with 25 trailing DDIM steps, unguided, saved as a
+    grid at `path`; returns their quality: the yardstick on the shapes (`shapes`), elsewhere their brightness."""
     num_classes, size = model.config.num_classes, model.config.image_size
-    labels = torch.arange(num_classes).repeat_interleave(8) if num_classes else None
+    labels = torch.arange(num_classes).repeat_interleave(GRID_ROW) if num_classes else None
     images = sample_in_batches(model, len(labels) if num_classes else 64, (model.config.in_channels, size, size), schedule,
                                get_timesteps(schedule.num_train_steps, 25, "trailing"), prediction, labels=labels,
                                seed=seed, device=device, amp_dtype=amp_dtype)
-    save_image((images + 1) / 2, path, nrow=8)
+    save_image((images + 1) / 2, path, nrow=GRID_ROW)
     return shapes_quality(images, labels) if shapes else summarize(brightness(images))

@@ -20,7 +20,7 @@ from torch import Tensor
 from diffusion import SPACINGS, predict_x0_eps
 from evaluation.metrics import brightness, first_step_gain, leak_prediction, mean_correlation, slope
 from experiments.common import (MODELS, Row, Setup, cached, is_cached, model_dir, row_model, run_row, seed_suffix, side_by_side, train_run,
-                                train_settings, trained_model, trained_otherwise, YARDSTICK)
+                                train_models, train_settings, trained_model, trained_otherwise, YARDSTICK)
 from experiments.figures import pyplot, save
 from models.checkpoint import checkpoint_schedule, load_training_checkpoint
 from train_config import RESUMABLE
@@ -167,6 +167,10 @@ def leak(s: Setup, seeds: int) -> list[dict]:
     x_T = torch.randn(len(s.data), *size, generator=torch.Generator().manual_seed(0))
     sigma_m = 1 / (size[1] * size[2]) ** 0.5
     models = [(name, 0) for name in LEAK_IDEAL] + [(name, seed) for seed in range(seeds) for name in LEAK_MODELS]
+    steps = s.p.step_counts[0]
+    train_models(s, [row for name, seed in models for row in [Row("leak_first", name, seed=seed), Row("first_step_gain", name, seed=seed),
+                     Row("leak_intervention", name, "trailing", steps, seed), Row("leak_everaert", name, "trailing", steps, seed)]
+                     + [Row("leak", name, "trailing", steps, seed, delta=delta) for delta in LEAK_SHIFTS]])
     rows = []
     for name, seed in models:
         labels = None if name.startswith("ideal") else s.labels
@@ -176,9 +180,31 @@ def leak(s: Setup, seeds: int) -> list[dict]:
         rows.append(cached(s, gain, lambda: leak_as_trained(s, gain, labels)))
         for delta in LEAK_SHIFTS:
             extra = (lambda images: {"correlation": mean_correlation(x_T, images)}) if delta == 0 else None
-            row = Row("leak", name, "trailing", s.p.step_counts[0], seed, delta=delta)
+            row = Row("leak", name, "trailing", steps, seed, delta=delta)
             rows.append(run_row(s, row, labels, x_T=x_T + delta * sigma_m, extra=extra))
+        # The leak put back at sampling time, from the same noise: a held-out image x0 (the positive control;
+        # the samples' brightness should follow x0's), or channel means drawn from the data's (Everaert et al.).
+        for kind, signal in (("leak_intervention", s.data), ("leak_everaert", leak_from_statistics(s.known, len(s.data)))):
+            row = Row(kind, name, "trailing", steps, seed)
+            leaky = None if is_cached(s, row) else leaky_x_T(row_model(s, row)[1].alpha_bar[-1].item(), signal, x_T)
+            rows.append(run_row(s, row, labels, x_T=leaky, extra=lambda images: {"correlation_with_x0": mean_correlation(s.data, images)}))
     return rows
+
+
+def leaky_x_T(alpha_bar_T: float, signal: Tensor, noise: Tensor) -> Tensor:
+    """x_T = √ᾱ_T·signal + √(1 − ᾱ_T)·ε: the last timestep's input as training saw it, the leak included.
+    At zero terminal SNR (ᾱ_T = 0) it is the noise alone."""
+    return alpha_bar_T**0.5 * signal + (1 - alpha_bar_T) ** 0.5 * noise
+
+
+def leak_from_statistics(images: Tensor, n: int) -> Tensor:
+    """Everaert et al. (WACV 2024, "Exploiting the signal-leak bias"), at its coarsest: n signals that hold
+    per-image channel means m ~ N(μ, Σ) at every pixel, μ and Σ the mean and covariance of the channel
+    means of `images`. No image is needed, only the data's statistics of brightness and colour."""
+    means = images.double().mean((2, 3))  # (N, C)
+    cholesky = torch.linalg.cholesky(torch.cov(means.T) + 1e-9 * torch.eye(means.shape[1], dtype=torch.float64))
+    m = means.mean(0) + torch.randn(n, means.shape[1], generator=torch.Generator().manual_seed(2), dtype=torch.float64) @ cholesky.T
+    return m.float()[:, :, None, None].expand(n, *images.shape[1:]).clone()
 
 
 def leak_as_trained(s: Setup, row: Row, labels: Tensor | None) -> dict:
@@ -223,6 +249,13 @@ def leak_summary(rows: list[dict]) -> list[dict]:
         for key, values in (("r", [x["r"]["r"] for x in seeds]), ("slope", [x["slope"] for x in seeds]),
                             ("spread_ratio", [x["spread"] for x in seeds])):
             entry[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        for kind in ("leak_intervention", "leak_everaert"):  # the leak put back at sampling time, over seeds
+            put_back = [r for r in rows if r["kind"] == kind and r["model"] == model]
+            for key, values in (("spread_ratio", [r["spread_ratio"] for r in put_back]),
+                                ("r_x0", [r["correlation_with_x0"]["r"] for r in put_back])):
+                if values:
+                    entry[f"{kind}.{key}"] = {"mean": statistics.fmean(values),
+                                              "std": statistics.stdev(values) if len(values) > 1 else 0.0}
         entry["means"] = [statistics.fmean(x["means"][i] for x in seeds) for i in range(len(entry["deltas"]))]
         summary.append(entry)
     return summary

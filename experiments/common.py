@@ -166,6 +166,7 @@ class Setup:
     device: torch.device
     split_seed: int = 0  # the seed of the reference's split, which every trained model holds out too
     models: dict = field(default_factory=dict)  # (name, seed) -> (EMA model, checkpoint), trained or loaded once
+    finished: dict = field(default_factory=dict)  # key -> row, of out/results.json when the invocation started
 
 
 def row_metrics(images: Tensor, data: Tensor) -> dict:
@@ -177,18 +178,27 @@ def row_metrics(images: Tensor, data: Tensor) -> dict:
             "clip_fraction": clip_fraction(images), "brightness": b.tolist()}
 
 
+def finished_rows(out: Path) -> dict[str, dict]:
+    """The rows that out/results.json holds, by cache key: a row finished before is read back from there when
+    its file under rows/ is gone."""
+    path = out / "results.json"
+    return {r["key"]: r for r in json.loads(path.read_text())["rows"] if "key" in r} if path.exists() else {}
+
+
 def is_cached(s: Setup, row: Row) -> bool:
-    """Whether the row's numbers are in rows/ already: then nothing it needs is trained or sampled again."""
-    return (s.out / "rows" / f"{row.key(s.p, s.split_seed)}.json").exists()
+    """Whether the row's numbers are known already: then nothing it needs is trained or sampled again."""
+    key = row.key(s.p, s.split_seed)
+    return key in s.finished or (s.out / "rows" / f"{key}.json").exists()
 
 
 def cached(s: Setup, row: Row, make: Callable[[], dict]) -> dict:
-    """The row's fields and the numbers `make()` measures, computed once and then read from rows/KEY.json."""
+    """The row's fields and the numbers `make()` measures, computed once and then read from rows/KEY.json (or
+    from the results.json of a finished run, with each image's brightness to four decimals)."""
     key = row.key(s.p, s.split_seed)
     path = s.out / "rows" / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
-    result = {"name": row.name, "key": key, **asdict(row), **make()}
+    result = s.finished.get(key) or {"name": row.name, "key": key, **asdict(row), **make()}
     path.write_text(json.dumps(result))
     return result
 

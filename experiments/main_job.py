@@ -81,6 +81,25 @@ def table(results: dict) -> str:
         markdown(["command", *map(str, range(1, 9))], bands)])
 
 
+def spread(rows: list[dict], key: str, digits: int) -> str:
+    values = [r[key] for r in rows]
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
+def summary(results: dict) -> str:
+    """The README's sentence on the main job: each number's range over the rows of sample.py's defaults."""
+    rows = [r for r in results["rows"] if r["flags"] == ""]
+    data = rows[0]["data_class_accuracy"]
+    missed = sorted({m for r in rows for m in misses(r)})
+    return (f"Against held-out shapes (`python -m experiments.main_job`, {len({r['checkpoint'] for r in rows})} training "
+            f"seeds × {len({r['seed'] for r in rows})} sampling seeds, `sample.py`'s defaults) its samples reach class "
+            f"accuracy {spread(rows, 'class_accuracy', 3)} (held-out data: {data:.3f}), feature distance ratio "
+            f"{spread(rows, 'fd_ratio', 1)} (target ≤ 5), a highest spectrum band of {spread(rows, 'spectrum_max', 2)} "
+            f"times the data's power (target ≤ 1.4), chroma {spread(rows, 'chroma_ratio', 2)}, brightness spread "
+            f"{spread(rows, 'spread_ratio', 2)} and W1 {spread(rows, 'w1', 3)}; targets missed on some row: "
+            f"{', '.join(missed) or 'none'}.")
+
+
 def write_page(results: dict, page: Path, name: str) -> None:
     """Put the table between the page's markers <!-- NAME:begin --> and <!-- NAME:end -->."""
     replace_between(page, f"<!-- {name}:begin -->", f"<!-- {name}:end -->", table(results))
@@ -95,6 +114,8 @@ def main() -> int:
     p.add_argument("--out", default="docs/main_job/results.json", help="the rows as JSON (default: %(default)s)")
     p.add_argument("--page", default="", help="also put the table between this page's <!-- NAME:begin --> and "
                                               "<!-- NAME:end --> markers, NAME the --out file's name without .json")
+    p.add_argument("--readme", default="", help="also put the summary sentence between this page's "
+                                                "<!-- main_job_summary:begin --> and <!-- main_job_summary:end --> markers")
     a = p.parse_args()
     if a.seeds < 1:
         p.error("--seeds must be at least 1")
@@ -104,6 +125,8 @@ def main() -> int:
     Path(a.out).write_text(json.dumps(results, indent=1))
     if a.page:
         write_page(results, Path(a.page), Path(a.out).stem)
+    if a.readme:
+        replace_between(Path(a.readme), "<!-- main_job_summary:begin -->", "<!-- main_job_summary:end -->", summary(results))
     print(table(results))
     return 0
 

@@ -256,8 +256,19 @@ def headline(results: dict) -> str:
         if cells:
             lines.append([kind, title, f"{spacing} {steps}", *cells])
     data = results["data"]
+    columns = ["- **brightness spread**: the standard deviation of the samples' per-image mean brightness over the "
+               "data's; 1 is as varied as the data.",
+               "- **images < 0.1 / > 0.9**: the share of very dark and of very bright images.",
+               "- **HF ratio**: the samples' mean |image − its 3×3 box blur| over the data's; 1 is as smooth as the "
+               f"data, and a trained row is shown only below {HF_CONVERGED:g}, converged enough for its brightness to count."]
+    eps = find(results, "trained", model="baseline", spacing="leading", steps=steps)
+    if eps is not None and eps["hf_ratio"]["mean"] >= HF_CONVERGED:
+        columns[-1] += (f" Stable Diffusion's own recipe (ε-prediction) reads {num(eps, 'hf_ratio')} at this budget, so the "
+                        "flawed schedule's row is its v-prediction twin, whose network differs from the fixed one's in the "
+                        "schedule alone.")
     return markdown(["model", "schedule", "steps", "brightness spread (data: 1)", f"images < 0.1 / > 0.9 (data: "
                      f"{data['frac_dark']:.2f} / {data['frac_bright']:.2f})", "HF ratio (data: 1)"], lines) \
+        + "\n\n" + "\n".join(columns) \
         + "".join(f"\n\n{s}" for s in headline_flow(results, steps) + headline_leak(results))
 
 
@@ -277,19 +288,22 @@ def headline_flow(results: dict, steps: int) -> list[str]:
 
 
 def headline_leak(results: dict) -> list[str]:
-    """Under the README's table: where the leak is, from the ideal denoisers' correlations in the leak part."""
+    """Under the README's table: the leak measured where it acts, the first step's gain, and what putting the
+    leak back at sampling time does to the flawed model's spread."""
     leak = {e["model"]: e for e in results.get("leak", [])}
-    if not {"ideal_baseline", "ideal_fixed", "ideal_flow"} <= set(leak):
+    if not all("gain" in leak.get(m, {}) for m in ("ideal_baseline", "baseline", "fixed")):
         return []
-    first = {m: leak[m]["r_first"]["mean"] for m in ("ideal_baseline", "ideal_fixed", "ideal_flow")}
-    zero_snr_blind = all(leak[m]["r_first_low"] <= 0 <= leak[m]["r_first_high"] for m in ("ideal_fixed", "ideal_flow"))
-    samples = [e["r"]["mean"] for e in leak.values()]
-    return [f"Where the leak is: at t = T the correlation of the ideal denoiser's x̂0 with x_T (per-channel means) is "
-            f"{first['ideal_baseline']:.2f} for the flawed schedule, {first['ideal_fixed']:.2f} at zero SNR and "
-            f"{first['ideal_flow']:.2f} for the flow"
-            + (": the fixed paths do not read brightness off the noise. " if zero_snr_blind else ". ")
-            + f"The finished samples' correlation with x_T ranges {min(samples):.2f} to {max(samples):.2f} over every "
-            "row, so the sample alone does not tell the schedules apart (docs/brightness.md)."]
+    ideal, eps, fixed = leak["ideal_baseline"], leak["baseline"], leak["fixed"]
+    text = ("The leak, measured where it acts: at t = T, with x_T drawn as in training, the slope of x̂0's mean "
+            f"brightness on x_T's is {num(ideal, 'gain')} for the flawed schedule's ideal denoiser (predicted from the "
+            f"data alone: {ideal['predicted_gain']:.2f}), {num(eps, 'gain')} for the trained ε baseline and "
+            f"{num(fixed, 'gain')} for the trained zero-SNR model.")
+    if "leak_intervention.spread_ratio" in eps and "leak_intervention.spread_ratio" in fixed:
+        text += (" Sampled with the leak it was trained on (x_T holding √ᾱ_T of a held-out image), the ε baseline's "
+                 f"spread goes from {num(eps)} to {num(eps, 'leak_intervention.spread_ratio')}, and with a leak drawn from "
+                 f"the data's statistics alone (Everaert et al.) to {num(eps, 'leak_everaert.spread_ratio')}; the zero-SNR "
+                 f"model's stays at {num(fixed, 'leak_intervention.spread_ratio')} (docs/brightness.md).")
+    return [text]
 
 
 def block(results: dict) -> str:

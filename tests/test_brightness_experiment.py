@@ -211,3 +211,14 @@ def test_leak_part_measures_each_models_first_step_gain_beside_the_exact_denoise
     assert leak["ideal_fixed"]["predicted_gain"] == 0 == leak["ideal_flow"]["predicted_gain"]
     assert leak["ideal_baseline"]["predicted_gain"] > 0 and leak["ideal_baseline"]["gain"]["mean"] > 0
     assert "slope of x̂0's mean on x_T's" in (tiny_experiment / "RESULTS.md").read_text()
+
+
+def test_a_leak_put_back_at_sampling_time_moves_the_flawed_schedule_and_leaves_zero_snr_untouched(tiny_experiment):
+    leak = {e["model"]: e for e in json.loads((tiny_experiment / "results.json").read_text())["leak"]}
+    for zero_snr in ("ideal_fixed", "ideal_flow", "fixed", "flow"):  # ᾱ_T = 0: x_T is the same noise, bit for bit
+        for kind in ("leak_intervention", "leak_everaert"):
+            assert leak[zero_snr][f"{kind}.spread_ratio"]["mean"] == leak[zero_snr]["spread_ratio"]["mean"]
+    flawed = leak["ideal_baseline"]  # a held-out image's leak widens the spread, and the sample follows that image
+    assert flawed["leak_intervention.spread_ratio"]["mean"] > flawed["spread_ratio"]["mean"] + 0.1
+    assert flawed["leak_intervention.r_x0"]["mean"] > 0.3
+    assert flawed["leak_everaert.spread_ratio"]["mean"] > flawed["spread_ratio"]["mean"]

@@ -11,8 +11,8 @@ import torch
 from data import make_shapes
 from experiments.brightness import over_seeds, table_rows, trained_rows
 from experiments.claims import continued
-from experiments.common import (EXPERIMENT_PRESETS, MODELS, Row, Setup, cached, side_by_side, train_models, train_run,
-                                train_settings, trained_otherwise)
+from experiments.common import (EXPERIMENT_PRESETS, MODELS, Row, Setup, cached, finished_rows, side_by_side, train_models,
+                                train_run, train_settings, trained_otherwise)
 from models import PRESETS
 from tests.conftest import TINY, run_script
 
@@ -36,6 +36,18 @@ def test_a_cached_row_is_read_back_while_its_settings_stay_the_same(setup):
     row = Row("trained", "fixed", "trailing", 5)
     assert cached(setup, row, make) == cached(setup, row, make)
     assert len(calls) == 1
+
+
+def test_a_row_of_a_finished_runs_results_is_read_back_when_its_rows_folder_is_gone(setup):
+    calls, make = counting()
+    row = Row("trained", "fixed", "trailing", 5)
+    first = cached(setup, row, make)
+    (setup.out / "results.json").write_text(json.dumps({"rows": [first]}))
+    for path in (setup.out / "rows").iterdir():
+        path.unlink()
+    setup.finished = finished_rows(setup.out)
+    assert cached(setup, row, make) == first and len(calls) == 1
+    assert cached(setup, Row("trained", "fixed", "leading", 5), make) != first and len(calls) == 2
 
 
 def test_changing_a_rows_own_setting_computes_it_anew(setup):

@@ -6,7 +6,9 @@ import shlex
 
 import pytest
 
-from experiments.summary import block, headline
+from experiments.main_job import summary as main_job_summary
+from experiments.summary import block, headline, num
+from experiments.training_curve import train_seconds
 from tests.conftest import ROOT
 from train import resolve
 from train_config import check_config, parse_args
@@ -33,12 +35,15 @@ def test_the_readmes_flow_sentence_says_what_its_rows_say():
     assert "the step spacing makes no difference to it here" in headline(results)
 
 
-def test_the_readmes_leak_sentence_says_what_the_exact_denoisers_give():
+def test_the_readmes_leak_sentence_quotes_each_first_step_gain_and_the_leak_put_back():
     results = _results()
-    assert "the fixed paths do not read brightness off the noise" in headline(results)
-    ideal_fixed = next(e for e in results["leak"] if e["model"] == "ideal_fixed")
-    ideal_fixed["r_first_low"] = 0.1  # as if it read x_T at t = T
-    assert "the fixed paths do not read" not in headline(results)
+    leak = {e["model"]: e for e in results["leak"]}
+    text = headline(results)
+    assert f"{num(leak['baseline'], 'gain')} for the trained ε baseline" in text
+    assert f"predicted from the data alone: {leak['ideal_baseline']['predicted_gain']:.2f}" in text
+    assert f"to {num(leak['baseline'], 'leak_intervention.spread_ratio')}, and" in text
+    del leak["baseline"]["gain"]  # no trained gain measured: no sentence
+    assert "The leak, measured where it acts" not in headline(results)
 
 
 def test_the_readme_is_a_front_page_whose_links_all_exist():
@@ -107,3 +112,29 @@ def test_the_readmes_reading_order_gives_each_files_line_count():
     assert len(rows) >= 6
     for path, lines in rows:
         assert len((ROOT / path).read_text().splitlines()) == int(lines), path
+
+
+def _between(text: str, name: str) -> str:
+    return text.split(f"<!-- {name}:begin -->", 1)[1].split(f"<!-- {name}:end -->", 1)[0].strip()
+
+
+def test_the_readme_shows_what_the_main_jobs_sample_py_printed():
+    printed = (ROOT / "docs" / "main_job" / "sample_output.txt").read_text().strip()
+    assert _between((ROOT / "README.md").read_text(), "sample_output") == f"```text\n{printed}\n```"
+
+
+def test_the_readmes_time_of_the_main_job_is_what_its_runs_log_says():
+    log = ROOT / "docs" / "main_job" / "train_metrics.jsonl"  # the default run behind docs/main_job.md's rows
+    assert json.loads(log.read_text().splitlines()[-1])["step"] == resolve({}, None).steps
+    assert _between((ROOT / "README.md").read_text(), "main_job_minutes") == f"{train_seconds(log.parent, log.name) / 60:.0f}"
+
+
+def test_the_readmes_grids_are_in_the_repository():
+    text = (ROOT / "README.md").read_text()
+    assert "docs/main_job/samples.png" in text and "docs/main_job/data.png" in text
+    assert (ROOT / "docs" / "main_job" / "samples.png").is_file() and (ROOT / "docs" / "main_job" / "data.png").is_file()
+
+
+def test_the_readmes_main_job_sentence_is_the_committed_rows():
+    results = json.loads((ROOT / "docs" / "main_job" / "results.json").read_text())
+    assert main_job_summary(results) in (ROOT / "README.md").read_text()

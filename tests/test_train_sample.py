@@ -65,7 +65,7 @@ def test_sample_unconditional_draws_without_class_or_guidance(tiny_run, tmp_path
 
 
 def test_the_default_grid_gives_each_row_one_class_and_every_class_equal_rows():
-    from sample import GRID_ROW, grid_labels
+    from evaluation.preview import GRID_ROW, grid_labels
 
     labels = grid_labels(8 * GRID_ROW, 4)
     rows = labels.view(8, GRID_ROW)

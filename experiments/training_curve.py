@@ -1,0 +1,107 @@
+"""How long clean takes: one train.py run, continued, scored by sample.py's yardstick at each point.
+
+    python -m experiments.training_curve --out runs/curve --page docs/main_job.md
+
+Trains `python train.py --out OUT/step_N --steps N` for the first N of --steps, and each later point as
+a copy of the one before resumed to N (resuming is bit-exact, so every point is the same run, read at N
+steps). Each point is scored as `experiments.main_job` scores the main job (`sample.py --evaluate`, the
+defaults: guided, a row per class) at each sampling seed. Minutes are the slow machine kind's: train.py's
+images at 290 images/s (fp32 on 2 AMD EPYC cores), so 2,700 steps of 64 are its 10 minutes (this
+machine's own minutes depend on what runs beside it; `train_seconds` reads them from a run's log). Writes --out/curve.json, with --page the table between the page's
+`<!-- curve:begin -->` and `<!-- curve:end -->` markers, and curve.png beside the JSON (with matplotlib).
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from cli import Parser, run
+from experiments.common import train_run
+from experiments.figures import pyplot, save
+from experiments.main_job import evaluate, misses
+from experiments.summary import markdown, replace_between
+
+SLOW_KIND_IMAGES_PER_SEC = 290  # train.py in fp32 on the slow machine kind (2 AMD EPYC cores)
+BATCH = 64  # train.py's default --batch-size, which every point keeps
+
+
+def train_seconds(run_dir: Path, log: str = "metrics.jsonl") -> float:
+    """The seconds train.py spent on the steps it logged: each logged window's images over its speed."""
+    rows = [json.loads(line) for line in (run_dir / log).read_text().splitlines()]
+    logged = [r for r in rows if "images_per_sec" in r]
+    return sum((r["step"] - before["step"]) * BATCH / r["images_per_sec"]
+               for before, r in zip([{"step": 0}] + logged, logged))
+
+
+def point(out: Path, steps: int, before: int | None) -> Path:
+    """OUT/step_N: the run at N steps, trained from scratch or copied from the point before and resumed."""
+    run_dir = out / f"step_{steps:06d}"
+    if before is not None and not run_dir.exists():
+        partial = run_dir.with_name(run_dir.name + ".copying")  # a killed copy is never taken for a run
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(out / f"step_{before:06d}", partial, ignore=shutil.ignore_patterns("*.png"))
+        partial.rename(run_dir)
+    train_run(run_dir, {"steps": steps} if before is None else {}, steps)  # train.py's defaults: the main job
+    return run_dir
+
+
+def table(results: dict) -> str:
+    """One line per point and sampling seed: its budget and the numbers the targets read."""
+    lines = [[f"{r['steps']:,}", f"{r['steps'] * BATCH:,}", f"{r['minutes_slow_kind']:.1f}",
+              f"{r['seed']}", f"{r['class_accuracy']:.3f} ({r['data_class_accuracy']:.3f})", f"{r['fd_ratio']:.1f}",
+              f"{r['spectrum_max']:.2f}", f"{r['chroma_ratio']:.2f}", f"{r['spread_ratio']:.2f}", f"{r['w1']:.3f}",
+              ", ".join(misses(r)) or "none"] for r in results["rows"]]
+    return markdown(["steps", "images seen", "minutes (slow kind)", "sampling seed",
+                     "class accuracy (held-out data)", "FD ratio (≤ 5)", "highest spectrum band (≤ 1.4)",
+                     "chroma ratio ([0.8, 1.25])", "spread (≥ 0.9)", "W1 (≤ 0.03)", "targets missed"], lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    """Class accuracy, feature distance and the highest band against the slow kind's minutes."""
+    plt = pyplot()
+    if plt is None:
+        return
+    rows = results["rows"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, (key, title, target) in zip(axes, [("class_accuracy", "class accuracy", None),
+                                               ("fd_ratio", "feature distance ratio", 5.0),
+                                               ("spectrum_max", "highest spectrum band", 1.4)]):
+        ax.plot([r["minutes_slow_kind"] for r in rows], [r[key] for r in rows], "o")
+        if key == "class_accuracy":
+            target = rows[0]["data_class_accuracy"] - 0.05
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("minutes of training (slow machine kind)")
+        ax.set_title(f"{title} (dashed: target)", fontsize=9)
+    save(fig, path)
+
+
+def main() -> int:
+    p = Parser(description="Score one train.py run, continued, at several points: how long clean takes.")
+    p.add_argument("--out", default="runs/curve", help="one folder per point, and curve.json (default: %(default)s)")
+    p.add_argument("--steps", type=int, nargs="+", default=[675, 1350, 2700, 5400, 10800],
+                   help="the points, in train.py steps of 64 (default: 2.5, 5, 10, 20 and 40 minutes of the slow kind)")
+    p.add_argument("--seeds", type=int, default=1, help="sampling seeds 0 … N − 1 per point (default: 1)")
+    p.add_argument("--page", default="", help="also put the table between this page's <!-- curve:begin --> and "
+                                              "<!-- curve:end --> markers")
+    a = p.parse_args()
+    if sorted(set(a.steps)) != a.steps or a.steps[0] < 1 or a.seeds < 1:
+        p.error("--steps must be increasing positive step counts, and --seeds at least 1")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for before, steps in zip([None] + a.steps[:-1], a.steps):
+        run_dir = point(out, steps, before)
+        minutes = {"steps": steps, "minutes_slow_kind": steps * BATCH / SLOW_KIND_IMAGES_PER_SEC / 60}
+        rows += [{**minutes, **evaluate(str(run_dir / "checkpoint.pt"), seed, "")} for seed in range(a.seeds)]
+    results = {"command": " ".join(["python -m experiments.training_curve", *sys.argv[1:]]), "rows": rows}
+    (out / "curve.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / "curve.png")
+    if a.page:
+        replace_between(Path(a.page), "<!-- curve:begin -->", "<!-- curve:end -->", table(results))
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -187,8 +187,8 @@ def train(config: TrainConfig, state: dict | None = None) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
-            # numbered as the log numbers it: the count after the step
-            runtime.skip_if_not_finite(optimizer, window.add(loss, grad_norm, step + 1))
+            not_finite = window.add(loss, grad_norm, step + 1)  # numbered as the log numbers it: the count after the step
+            runtime.skip_if_not_finite(optimizer, not_finite)
             optimizer.step()
             update_ema(job.ema, model, config.ema_decay, step)
             step += 1

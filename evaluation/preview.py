@@ -21,7 +21,7 @@ def preview(model: torch.nn.Module, schedule: Schedule, prediction: str, path: P
     """8 samples a class, a class a row (or 64 unconditional), with 25 trailing DDIM steps, unguided, saved as a
     grid at `path`; returns their quality: the yardstick on the shapes (`shapes`), elsewhere their brightness."""
     num_classes, size = model.config.num_classes, model.config.image_size
-    labels = torch.arange(num_classes).repeat_interleave(GRID_ROW) if num_classes else None
+    labels = grid_labels(num_classes * GRID_ROW, num_classes) if num_classes else None
     images = sample_in_batches(model, len(labels) if num_classes else 64, (model.config.in_channels, size, size), schedule,
                                get_timesteps(schedule.num_train_steps, 25, "trailing"), prediction, labels=labels,
                                seed=seed, device=device, amp_dtype=amp_dtype)

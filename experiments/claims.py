@@ -19,7 +19,7 @@ from torch import Tensor
 
 from diffusion import SPACINGS, predict_x0_eps
 from evaluation.metrics import brightness, first_step_gain, leak_prediction, mean_correlation, slope
-from experiments.common import (MODELS, Row, Setup, cached, is_cached, model_dir, row_model, run_row, seed_suffix, side_by_side, train_run,
+from experiments.common import (MODELS, Row, Setup, cached, copy_run, is_cached, model_dir, row_model, run_row, seed_suffix, side_by_side, train_run,
                                 train_models, train_settings, trained_model, trained_otherwise, YARDSTICK)
 from experiments.figures import pyplot, save
 from models.checkpoint import checkpoint_schedule, load_training_checkpoint
@@ -27,7 +27,7 @@ from train_config import RESUMABLE
 
 
 def steps_sweep(s: Setup, seeds: int) -> list[dict]:
-    """Brightness and quality against the number of sample steps, for each spacing, for the exact
+    """Brightness and quality against the number of sample steps, for each spacing, for the ideal
     denoiser of each path and the trained baseline, fixed and flow models (each training seed)."""
     models = [("ideal_baseline", 0), ("ideal_fixed", 0), ("ideal_flow", 0)]
     models += [(name, seed) for seed in range(seeds) for name in ("baseline", "fixed", "flow")]
@@ -103,10 +103,7 @@ def continued(source: Path, run_dir: Path, steps: int, threads: int | None = Non
     if run_dir.exists() and (not path.exists() or trained_otherwise(load_training_checkpoint(path), shared)):
         shutil.rmtree(run_dir)
     if not run_dir.exists():
-        partial = run_dir.with_name(run_dir.name + ".copying")  # a killed copy is never mistaken for a run
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(source, partial)
-        partial.rename(run_dir)
+        copy_run(source, run_dir)
     return train_run(run_dir, {}, steps, threads)  # resumes: the copy's own config
 
 

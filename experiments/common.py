@@ -308,6 +308,15 @@ def train_run(run_dir: Path, settings: dict, steps: int, threads: int | None = N
     return load_ema_model(state, path), state
 
 
+def copy_run(source: Path, run_dir: Path) -> None:
+    """A copy of a train.py run folder (its checkpoint and log, not its grids), made under another name and
+    renamed when whole, so that a killed copy is never taken for a run."""
+    partial = run_dir.with_name(run_dir.name + ".copying")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial, ignore=shutil.ignore_patterns("*.png"))
+    partial.rename(run_dir)
+
+
 def seed_suffix(seed: int) -> str:
     """Run names carry the training seed, except the first's."""
     return f"_seed{seed}" if seed else ""

@@ -11,12 +11,11 @@ machine's own minutes depend on what runs beside it; `train_seconds` reads them 
 `<!-- curve:begin -->` and `<!-- curve:end -->` markers, and curve.png beside the JSON (with matplotlib).
 """
 import json
-import shutil
 import sys
 from pathlib import Path
 
 from cli import Parser, run
-from experiments.common import train_run
+from experiments.common import copy_run, train_run
 from experiments.figures import pyplot, save
 from experiments.main_job import evaluate, misses
 from experiments.summary import markdown, replace_between
@@ -37,10 +36,7 @@ def point(out: Path, steps: int, before: int | None) -> Path:
     """OUT/step_N: the run at N steps, trained from scratch or copied from the point before and resumed."""
     run_dir = out / f"step_{steps:06d}"
     if before is not None and not run_dir.exists():
-        partial = run_dir.with_name(run_dir.name + ".copying")  # a killed copy is never taken for a run
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(out / f"step_{before:06d}", partial, ignore=shutil.ignore_patterns("*.png"))
-        partial.rename(run_dir)
+        copy_run(out / f"step_{before:06d}", run_dir)
     train_run(run_dir, {"steps": steps} if before is None else {}, steps)  # train.py's defaults: the main job
     return run_dir
 

@@ -41,7 +41,7 @@ PRESETS = {
     "cpu": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), patch_size=2,
                 scale_shift=True, input_skip=True),
     # The cpu preset without the patch fold: a narrow first level at full resolution (16 channels at 32×32), where
-    # its 3×3 convolutions see the finest scale directly, then the cpu preset's levels (trial arm (d) of the main job).
+    # its 3×3 convolutions see the finest scale directly, then the cpu preset's levels (docs/quality_trials.md).
     "cpu_fullres": dict(base_channels=16, channel_mults=(1, 2, 4, 4), num_res_blocks=1, attn_resolutions=(8,),
                         scale_shift=True, input_skip=True),
     # DDPM's CIFAR-10 model (Ho et al. 2020): 35.7M parameters, for a GPU.

@@ -10,7 +10,7 @@ with --page, the table between that page's markers; a test checks the page again
 import json
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from cli import Parser, UsageError, run
@@ -34,8 +34,10 @@ NOT_RECIPE = {"out", "device", "precision", "workers", "ckpt_every", "log_every"
 def recipe_flags(checkpoint: str) -> str:
     """The train.py flags, against today's defaults, of the recipe the checkpoint was trained with."""
     trained = trained_config(load_training_checkpoint(checkpoint)["config"])
-    default = TrainConfig(**{k: v for k, v in trained.items() if k in ("model", "prediction", "objective")})
-    default = {**{f.name: getattr(default, f.name) for f in fields(TrainConfig)}, "detail_skip": detail_skip_default(default)}
+    default = TrainConfig(**{k: v for k, v in trained.items() if k in ("prediction", "objective")})
+    # the detail skip's default as train.py resolves it for this run's model
+    default = {**{f.name: getattr(default, f.name) for f in fields(TrainConfig)},
+               "detail_skip": detail_skip_default(replace(default, model=trained["model"]))}
     return " ".join(train_flags({k: v for k, v in trained.items()
                                  if k in default and k not in NOT_RECIPE and v != default[k]}))
 

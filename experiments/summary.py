@@ -173,14 +173,16 @@ def leak_claim(results: dict) -> list[str]:
             return num(e, key, digits) + (f" [{e[key + '_low']:.2f}, {e[key + '_high']:.2f}]" if interval else "")
         return " / ".join(one(m) for m in models)
 
-    sentences = []
+    sentences = [
+        "**The leak, where it acts (§3).** At t = T the correlation of x̂0's channel means with x_T's (95% interval, "
+        f"seed 0) is, for the ideal denoiser, flawed / zero SNR / flow {each(ideal, 'r_first', interval=True)} (0 by "
+        "construction on the zero-SNR paths, where the ideal x̂0 is the data mean whatever x_T is); for the trained "
+        f"baseline / fixed / offset noise / flow {each(trained, 'r_first', interval=True)}."]
     if "gain" in leak.get("ideal_baseline", {}):
-        sentences.append(
-            "**The leak, where it acts (§3).** At t = T, from x_T drawn as in training (√ᾱ_T of a held-out image "
-            "plus noise), the slope of x̂0's mean brightness on x_T's (95% interval, seed 0): ideal denoiser, flawed / "
-            f"zero SNR / flow {each(ideal, 'gain', interval=True)} (predicted from the data alone: "
-            f"{leak['ideal_baseline']['predicted_gain']:.2f} / 0 / 0); trained baseline / fixed / offset noise / flow "
-            f"{each(trained, 'gain', interval=True)}.")
+        sentences[0] += (
+            " From x_T drawn as in training (√ᾱ_T of a held-out image plus noise), the slope of x̂0's mean brightness "
+            f"on x_T's: ideal denoiser {each(ideal, 'gain', interval=True)} (predicted from the data alone: "
+            f"{leak['ideal_baseline']['predicted_gain']:.2f} / 0 / 0); trained {each(trained, 'gain', interval=True)}.")
     if "leak_intervention.spread_ratio" in leak.get("ideal_baseline", {}):
         still = [m for m in ("ideal_fixed", "ideal_flow", "fixed", "flow") if m in leak
                  and leak[m]["leak_intervention.spread_ratio"]["mean"] == leak[m]["spread_ratio"]["mean"]]

@@ -38,9 +38,14 @@ def test_the_readmes_flow_sentence_says_what_its_rows_say():
 def test_the_readmes_leak_sentence_quotes_each_first_step_gain_and_the_leak_put_back():
     results = _results()
     leak = {e["model"]: e for e in results["leak"]}
+    assert "The leak, measured where it acts" not in headline(results) or "gain" in leak["baseline"]
+    one = {"mean": 0.0, "std": 0.0}
+    for model, gain, put_back in (("ideal_baseline", 0.41, 0.93), ("baseline", 0.37, 0.88), ("fixed", 0.02, 0.90)):
+        leak[model].update(gain=dict(one, mean=gain), predicted_gain=0.45, **{
+            "leak_intervention.spread_ratio": dict(one, mean=put_back), "leak_everaert.spread_ratio": dict(one, mean=0.8)})
     text = headline(results)
     assert f"{num(leak['baseline'], 'gain')} for the trained ε baseline" in text
-    assert f"predicted from the data alone: {leak['ideal_baseline']['predicted_gain']:.2f}" in text
+    assert "predicted from the data alone: 0.45" in text
     assert f"to {num(leak['baseline'], 'leak_intervention.spread_ratio')}, and" in text
     del leak["baseline"]["gain"]  # no trained gain measured: no sentence
     assert "The leak, measured where it acts" not in headline(results)
@@ -86,7 +91,10 @@ def test_the_readme_command_reader_sees_continuations_and_stops_at_comments():
 
 
 @pytest.mark.parametrize("page, results", [("main_job", "main_job/results"), ("main_job", "main_job/guidance"),
-                                           ("quality_trials", "quality_trials/detail_skip")])
+                                           ("quality_trials", "quality_trials/detail_skip"),
+                                           ("quality_trials", "quality_trials/final_layer"),
+                                           ("quality_trials", "quality_trials/lognormal"),
+                                           ("quality_trials", "quality_trials/fullres")])
 def test_the_main_job_pages_state_the_rows_of_their_results(page, results):
     from experiments.main_job import table
 
@@ -138,3 +146,11 @@ def test_the_readmes_grids_are_in_the_repository():
 def test_the_readmes_main_job_sentence_is_the_committed_rows():
     results = json.loads((ROOT / "docs" / "main_job" / "results.json").read_text())
     assert main_job_summary(results) in (ROOT / "README.md").read_text()
+
+
+def test_the_main_job_page_states_the_training_curves_rows():
+    from experiments.training_curve import table
+
+    curve = json.loads((ROOT / "docs" / "main_job" / "curve.json").read_text())
+    assert table(curve) in (ROOT / "docs" / "main_job.md").read_text()
+

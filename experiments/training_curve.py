@@ -85,11 +85,15 @@ def main() -> int:
         p.error("--steps must be increasing positive step counts, and --seeds at least 1")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    # a point scored before keeps its numbers: a longer curve trains and scores only its new points
+    scored = {(r["steps"], r["seed"]): r for r in json.loads((out / "curve.json").read_text())["rows"]} \
+        if (out / "curve.json").exists() else {}
     rows = []
     for before, steps in zip([None] + a.steps[:-1], a.steps):
         run_dir = point(out, steps, before)
         minutes = {"steps": steps, "minutes_slow_kind": steps * BATCH / SLOW_KIND_IMAGES_PER_SEC / 60}
-        rows += [{**minutes, **evaluate(str(run_dir / "checkpoint.pt"), seed, "")} for seed in range(a.seeds)]
+        rows += [scored.get((steps, seed)) or {**minutes, **evaluate(str(run_dir / "checkpoint.pt"), seed, "")}
+                 for seed in range(a.seeds)]
     results = {"command": " ".join(["python -m experiments.training_curve", *sys.argv[1:]]), "rows": rows}
     (out / "curve.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "curve.png")

@@ -83,9 +83,8 @@ class FlowAsV(nn.Module):
         self.config = getattr(model, "config", None)  # the UNet's size and classes, for the scripts
 
     def forward(self, x: Tensor, timesteps: Tensor, labels: Tensor | None = None) -> Tensor:
-        # ᾱ in float64, shaped to broadcast over x: in float32, flow_time would lose digits near t = 1
-        alpha_bar = self.schedule.alpha_bar.to(x.device)[timesteps.to(x.device)].view(-1, *[1] * (x.ndim - 1))
-        t = flow_time(alpha_bar)
+        # ᾱ in float64: in float32, flow_time would lose digits near t = 1
+        t = flow_time(self.schedule.alpha_bar_at(timesteps, x, dtype=torch.float64))
         c = ((1 - t) ** 2 + t**2).sqrt()
         t, c = t.to(x.dtype), c.to(x.dtype)
         u = self.model(c * x, FLOW_TIME_SCALE * t.flatten(), labels).float()

@@ -65,11 +65,12 @@ def predict_x0_eps(x_t: Tensor, model_output: Tensor, alpha_bar: Tensor, predict
     Where ᾱ is on the CPU the end points are refused here (`check_defined`); the samplers check theirs
     before the loop.
     """
-    if alpha_bar.device.type == "cpu":
-        check_defined(prediction_type, alpha_bar.unique().tolist())
+    check_prediction_type(prediction_type)
     sqrt_ab, sqrt_one_minus_ab = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
     if prediction_type == "v":
         return sqrt_ab * x_t - sqrt_one_minus_ab * model_output, sqrt_one_minus_ab * x_t + sqrt_ab * model_output
+    if alpha_bar.device.type == "cpu":
+        check_defined(prediction_type, alpha_bar.unique().tolist())
     if prediction_type == "eps":
         return (x_t - sqrt_one_minus_ab * model_output) / sqrt_ab, model_output
     return model_output, (x_t - sqrt_ab * model_output) / sqrt_one_minus_ab

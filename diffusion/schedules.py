@@ -98,16 +98,17 @@ class Schedule:
         """SNR(t) = ᾱ_t / (1 − ᾱ_t)."""
         return self.alpha_bar / (1 - self.alpha_bar)
 
-    def alpha_bar_at(self, t: Tensor, like: Tensor) -> Tensor:
-        """ᾱ_t gathered for a batch of timesteps, shaped (B, 1, …, 1) to broadcast against `like`.
+    def alpha_bar_at(self, t: Tensor, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """ᾱ_t gathered for a batch of timesteps, shaped (B, 1, …, 1) to broadcast against `like`, on its device
+        and in its dtype (or in `dtype`).
 
         Timesteps on the CPU are range-checked (see docs/layout.md, "Waiting on the device").
         """
         if t.device.type == "cpu" and ((t < 0).any() or (t >= self.num_train_steps).any()):
             raise ValueError(f"timesteps must lie in [0, {self.num_train_steps}), got {t.tolist()}")
-        key = (like.device, like.dtype)
+        key = (like.device, dtype or like.dtype)
         if key not in self._tables:
-            self._tables[key] = self.alpha_bar.to(like.dtype).to(like.device)
+            self._tables[key] = self.alpha_bar.to(key[1]).to(like.device)
         return self._tables[key][t.to(like.device)].view(-1, *[1] * (like.ndim - 1))
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:

@@ -168,6 +168,7 @@ def leak(s: Setup, seeds: int) -> list[dict]:
     train_models(s, [row for name, seed in models for row in [Row("leak_first", name, seed=seed), Row("first_step_gain", name, seed=seed),
                      Row("leak_intervention", name, "trailing", steps, seed), Row("leak_everaert", name, "trailing", steps, seed)]
                      + [Row("leak", name, "trailing", steps, seed, delta=delta) for delta in LEAK_SHIFTS]])
+    signals = {"leak_intervention": s.data, "leak_everaert": leak_from_statistics(s.known, len(s.data))}
     rows = []
     for name, seed in models:
         labels = None if name.startswith("ideal") else s.labels
@@ -181,7 +182,7 @@ def leak(s: Setup, seeds: int) -> list[dict]:
             rows.append(run_row(s, row, labels, x_T=x_T + delta * sigma_m, extra=extra))
         # The leak put back at sampling time, from the same noise: a held-out image x0 (the positive control;
         # the samples' brightness should follow x0's), or channel means drawn from the data's (Everaert et al.).
-        for kind, signal in (("leak_intervention", s.data), ("leak_everaert", leak_from_statistics(s.known, len(s.data)))):
+        for kind, signal in signals.items():
             row = Row(kind, name, "trailing", steps, seed)
             leaky = None if is_cached(s, row) else leaky_x_T(row_model(s, row)[1].alpha_bar[-1].item(), signal, x_T)
             rows.append(run_row(s, row, labels, x_T=leaky, extra=lambda images: {"correlation_with_x0": mean_correlation(s.data, images)}))
@@ -210,8 +211,7 @@ def leak_as_trained(s: Setup, row: Row, labels: Tensor | None) -> dict:
     of an ideal denoiser (`leak_prediction`); both 0 at zero SNR for the ideal denoiser, and a trained
     model's is measured, with its interval."""
     alpha_bar = row_model(s, row)[1].alpha_bar[-1].item()
-    noise = torch.randn(s.data.shape, generator=torch.Generator().manual_seed(1))
-    x_T = alpha_bar**0.5 * s.data + (1 - alpha_bar) ** 0.5 * noise
+    x_T = leaky_x_T(alpha_bar, s.data, torch.randn(s.data.shape, generator=torch.Generator().manual_seed(1)))
     return {"gain": first_step_gain(x_T, first_x0(s, row, x_T, labels)), "predicted": leak_prediction(s.data, alpha_bar)}
 
 

@@ -19,9 +19,10 @@ from experiments.common import copy_run, train_run
 from experiments.figures import pyplot, save
 from experiments.main_job import evaluate, misses
 from experiments.summary import markdown, replace_between
+from train_config import TrainConfig
 
 SLOW_KIND_IMAGES_PER_SEC = 290  # train.py in fp32 on the slow machine kind (2 AMD EPYC cores)
-BATCH = 64  # train.py's default --batch-size, which every point keeps
+BATCH = TrainConfig.batch_size  # train.py's default, which every point keeps
 
 
 def train_seconds(run_dir: Path, log: str = "metrics.jsonl") -> float:

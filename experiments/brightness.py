@@ -43,15 +43,14 @@ from cli import Parser, UsageError, add_flags, flag, pick_device, run
 from data import DATASETS, hold_out, load_dataset
 from evaluation.metrics import brightness
 from experiments import claims
-from experiments.common import (EXPERIMENT_PRESETS, HF_CONVERGED, IDEAL, MODELS, Preset, Row, Setup, row_metrics, run_row,
-                                finished_rows, train_models, YARDSTICK)
+from experiments.common import (EXPERIMENT_PRESETS, HF_CONVERGED, IDEAL, MODELS, Preset, Progress, Row, Setup, finished_rows,
+                                is_cached, row_metrics, run_row, train_models, YARDSTICK)
 from experiments.figures import pyplot, save
 from experiments.summary import block as summary_block, markdown, num
 from models import unet_config
 
 ROW_FIELDS = tuple(f.name for f in fields(Row))
 TABLE_SPACINGS = ("leading", "trailing")
-PARTS = ("table", "steps", "guidance", "finetune", "first_step", "quality", "leak")
 SUMMARY_KEYS = ("spread_ratio", "w1", "hf_ratio", "frac_dark", "frac_bright")
 # The row's own numbers averaged over training seeds, against the experiment's held-out reference; the
 # yardstick's (against its own generated shapes) come beside them under YARDSTICK + their name.
@@ -64,26 +63,33 @@ def x_T_offsets(settings: dict) -> tuple[float, ...]:
     return (0.0, settings["offset_noise"]) if settings.get("offset_noise") else (0.0,)
 
 
-def ideal_rows(s: Setup) -> list[dict]:
-    return [run_row(s, Row("ideal", name, spacing, steps, x_T_offset=offset))
+def ideal_rows(s: Setup) -> list[Row]:
+    return [Row("ideal", name, spacing, steps, x_T_offset=offset)
             for name, settings in IDEAL.items() for offset in x_T_offsets(settings)
             for spacing in TABLE_SPACINGS for steps in s.p.step_counts]
 
 
 def table_rows(s: Setup, seeds: int) -> list[Row]:
-    """Every model of MODELS at every training seed (seeds beyond the first at the first step count only)."""
-    return [Row("trained", name, spacing, steps, seed, x_T_offset=offset)
+    """Every model of MODELS at every training seed (seeds beyond the first at the first step count only),
+    and the fixed model under plain and rescaled guidance."""
+    rows = [Row("trained", name, spacing, steps, seed, x_T_offset=offset)
             for seed in range(seeds) for name, settings in MODELS.items() for offset in x_T_offsets(settings)
             for spacing in TABLE_SPACINGS for steps in (s.p.step_counts if seed == 0 else s.p.step_counts[:1])]
+    if s.labels is not None:  # guidance needs classes
+        rows += [Row("guidance", "fixed", "trailing", s.p.step_counts[0], guidance=s.p.guidance, rescale=rescale)
+                 for rescale in (0.0, 0.7)]
+    return rows
 
 
 def trained_rows(s: Setup, seeds: int) -> list[dict]:
-    """The table's trained rows, and the fixed model under plain and rescaled guidance."""
-    rows = [run_row(s, row) for row in table_rows(s, seeds)]
-    if s.labels is not None:  # guidance needs classes
-        rows += [run_row(s, Row("guidance", "fixed", "trailing", s.p.step_counts[0], guidance=s.p.guidance, rescale=rescale),
-                         s.labels) for rescale in (0.0, 0.7)]
-    return rows
+    return [run_row(s, row, s.labels if row.kind == "guidance" else None) for row in table_rows(s, seeds)]
+
+
+# Each part: the rows it computes, and the function that computes them (its models trained first).
+PARTS = {"table": (table_rows, trained_rows), "steps": (claims.steps_rows, claims.steps_sweep),
+         "guidance": (claims.guidance_grid_rows, claims.guidance_grid), "finetune": (claims.finetune_rows, claims.finetune),
+         "first_step": (claims.first_step_rows, claims.first_step), "quality": (claims.quality_rows, claims.quality),
+         "leak": (claims.leak_rows, claims.leak)}
 
 
 def over_seeds(rows: list[dict]) -> list[dict]:
@@ -282,7 +288,7 @@ class ExperimentConfig:
     ideal_only: bool = flag(False, "only the ideal-denoiser rows, the leak part's included")
     report_only: bool = flag(False, "rewrite the report (results.json's summaries, RESULTS.md, SUMMARY.md, the figures) "
                              "from the rows of OUT/results.json, sampling nothing")
-    parts: tuple[str, ...] = flag(PARTS, "which parts to run (default: all)", nargs="+", choices=PARTS, type=str)
+    parts: tuple[str, ...] = flag(tuple(PARTS), "which parts to run (default: all)", nargs="+", choices=tuple(PARTS), type=str)
     seeds: int | None = flag(None, "training seeds of the trained rows (default: the preset's)", type=int)
     out: str | None = flag(None, "output folder (default: runs/brightness-PRESET)", type=str)
     dataset: str | None = flag(None, "the data (default: the preset's; shapes is embedded)", choices=DATASETS, type=str)
@@ -347,20 +353,19 @@ def main() -> int:
               finished=finished_rows(out))
     print(f"{len(dataset)} {p.dataset} images at {p.image_size}px: {num_reference} held out as the reference, "
           f"{p.ideal_data} known to the ideal denoiser, {len(train_set)} to train on")
-    rows = ideal_rows(s)
-    if args.ideal_only:
-        rows += claims.leak(s, seeds=0)  # its ideal-denoiser rows
-    else:
-        seeds = args.seeds or p.seeds
-        if "table" in args.parts:
-            train_models(s, table_rows(s, seeds))
-        parts = {"table": trained_rows, "steps": claims.steps_sweep, "guidance": claims.guidance_grid,
-                 "finetune": claims.finetune, "first_step": claims.first_step, "quality": claims.quality,
-                 "leak": claims.leak}
-        for i, part in enumerate(args.parts, 1):
-            print(f"[{(time.perf_counter() - tic) / 60:.0f} min] part {i} of {len(args.parts)}: {part} "
-                  f"({len(rows)} rows so far)")
-            rows += parts[part](s, seeds)
+    # --ideal-only: the ideal-denoiser rows of the table and of the leak part
+    seeds, parts = (0, ("leak",)) if args.ideal_only else (args.seeds or p.seeds, args.parts)
+    plans = [ideal_rows(s)] + [PARTS[part][0](s, seeds) for part in parts]
+    s.progress = Progress(total=sum(map(len, plans)), to_compute=sum(not is_cached(s, row) for rows in plans for row in rows))
+    print(f"{s.progress.to_compute} of {s.progress.total} rows to compute")
+    s.progress.part = "ideal"
+    rows = [run_row(s, row) for row in plans[0]]
+    if "table" in parts:
+        train_models(s, plans[1])
+    for i, part in enumerate(parts, 1):
+        s.progress.part = f"part {i} of {len(parts)}, {part}"
+        print(s.progress.line())
+        rows += PARTS[part][1](s, seeds)
     command = " ".join(["python -m experiments.brightness", *sys.argv[1:]])
     report(s, rows, time.perf_counter() - tic, command, {"name": "data", "kind": "data", **row_metrics(data, data)})
     print(f"wrote {out / 'RESULTS.md'}")

@@ -17,33 +17,46 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from diffusion import SPACINGS, predict_x0_eps
+from diffusion import SPACINGS, Schedule, predict_x0_eps
 from evaluation.metrics import brightness, first_step_gain, leak_prediction, mean_correlation, slope
-from experiments.common import (MODELS, Row, Setup, cached, copy_run, is_cached, model_dir, row_model, run_row, seed_suffix, side_by_side, train_run,
+from experiments.common import (IDEAL, MODELS, Row, Setup, cached, copy_run, is_cached, model_dir, row_model, run_row, seed_suffix, side_by_side, train_run,
                                 train_models, train_settings, trained_model, trained_otherwise, YARDSTICK)
 from experiments.figures import pyplot, save
 from models.checkpoint import checkpoint_schedule, load_training_checkpoint
 from train_config import RESUMABLE
 
 
-def steps_sweep(s: Setup, seeds: int) -> list[dict]:
+def steps_rows(s: Setup, seeds: int) -> list[Row]:
     """Brightness and quality against the number of sample steps, for each spacing, for the ideal
     denoiser of each path and the trained baseline, fixed and flow models (each training seed)."""
     models = [("ideal_baseline", 0), ("ideal_fixed", 0), ("ideal_flow", 0)]
     models += [(name, seed) for seed in range(seeds) for name in ("baseline", "fixed", "flow")]
-    return [run_row(s, Row("steps", name, spacing, steps, seed), None if name.startswith("ideal") else s.labels)
-            for name, seed in models for spacing in SPACINGS for steps in s.p.sweep_steps]
+    return [Row("steps", name, spacing, steps, seed) for name, seed in models for spacing in SPACINGS for steps in s.p.sweep_steps]
 
 
-def guidance_grid(s: Setup, seeds: int) -> list[dict]:
+def steps_sweep(s: Setup, seeds: int) -> list[dict]:
+    return [run_row(s, row, None if row.model in IDEAL else s.labels) for row in steps_rows(s, seeds)]
+
+
+def guidance_grid_rows(s: Setup, seeds: int) -> list[Row]:
     """The fixed (zero-SNR, v) model under classifier-free guidance w and rescale φ, same noise in every cell.
     w = 1 is the conditional model alone, which φ cannot change: drawn once, as φ = 0."""
     if s.labels is None:
         return []
-    cells = [(seed, w, phi) for seed in range(seeds) for w in s.p.guidance_weights for phi in s.p.guidance_rescales
-             if w != 1 or phi == 0]
-    return [run_row(s, Row("guidance_grid", "fixed", "trailing", s.p.step_counts[0], seed, guidance=w, rescale=phi), s.labels)
-            for seed, w, phi in cells]
+    return [Row("guidance_grid", "fixed", "trailing", s.p.step_counts[0], seed, guidance=w, rescale=phi)
+            for seed in range(seeds) for w in s.p.guidance_weights for phi in s.p.guidance_rescales if w != 1 or phi == 0]
+
+
+def guidance_grid(s: Setup, seeds: int) -> list[dict]:
+    return [run_row(s, row, s.labels) for row in guidance_grid_rows(s, seeds)]
+
+
+def finetune_rows(s: Setup, seeds: int) -> list[Row]:
+    """Each fine-tuning step count N, for both arms (the fine-tuned baseline and the fixed model trained as
+    long from scratch) at every training seed."""
+    p = s.p
+    return [Row("finetune", arm, "trailing", p.step_counts[0], seed, finetune_steps=n, total_steps=p.train_steps + n)
+            for seed in range(seeds) for n in sorted(p.finetune_steps) for arm in ("finetuned", "scratch")]
 
 
 def finetune(s: Setup, seeds: int) -> list[dict]:
@@ -71,23 +84,16 @@ def finetune(s: Setup, seeds: int) -> list[dict]:
         settings = {**train_settings(s, MODELS["fixed"], seed, n), "init_from": str(model_dir(s, "baseline", seed) / "checkpoint.pt")}
         return train_run(run_dir(arm, seed, n), settings, n, threads)
 
-    arms = ("finetuned", "scratch")
-
-    def row(arm: str, seed: int, n: int) -> Row:
-        return Row("finetune", arm, "trailing", p.step_counts[0], seed, finetune_steps=n, total_steps=p.train_steps + n)
-
-    needed = [(arm, seed) for seed in range(seeds) for arm in arms if not all(is_cached(s, row(arm, seed, n)) for n in counts)]
+    rows = finetune_rows(s, seeds)
+    needed = list(dict.fromkeys((row.model, row.seed) for row in rows if not is_cached(s, row)))
     side_by_side(s, [lambda threads, arm=arm, seed=seed: [trained(arm, seed, n, threads) for n in counts]
                      for arm, seed in needed])
-    rows = []
-    for seed in range(seeds):
-        for n in counts:
-            for arm in arms:
-                def load(arm=arm, seed=seed, n=n):
-                    model, state = trained(arm, seed, n)  # trained above: read back
-                    return model, checkpoint_schedule(state), state["config"]["prediction"]
-                rows.append(run_row(s, row(arm, seed, n), s.labels, load=load))
-    return rows
+
+    def load(row: Row) -> tuple[torch.nn.Module, Schedule, str]:
+        model, state = trained(row.model, row.seed, row.finetune_steps)  # trained above: read back
+        return model, checkpoint_schedule(state), state["config"]["prediction"]
+
+    return [run_row(s, row, s.labels, load=lambda row=row: load(row)) for row in rows]
 
 
 def continued(source: Path, run_dir: Path, steps: int, threads: int | None = None) -> tuple[torch.nn.Module, dict]:
@@ -115,41 +121,65 @@ def first_x0(s: Setup, row: Row, x_T: Tensor, labels: Tensor | None) -> Tensor:
     return predict_x0_eps(x_T, model(x_T, t, labels).float(), schedule.alpha_bar_at(t, x_T), prediction)[0]
 
 
+def classes_of(s: Setup) -> list[int | None]:
+    return sorted(set(s.labels.tolist())) if s.labels is not None else [None]
+
+
+def first_step_rows(s: Setup, seeds: int) -> list[Row]:
+    """The fixed model's first x̂0 per class at every training seed, then the ideal denoiser's."""
+    return [Row("first_step", "fixed", seed=seed, label=c) for seed in range(seeds) for c in classes_of(s)] + [
+        Row("first_step", "ideal_fixed")]
+
+
 def first_step(s: Setup, seeds: int) -> list[dict]:
     """x̂0 at t = T over many noise draws: a zero-SNR model sees nothing of the image there, so it
     should give the (class-conditional) data mean whatever the noise; variation comes later."""
-    n = s.p.first_step_draws
-    classes = sorted(set(s.labels.tolist())) if s.labels is not None else [None]
+    n, classes = s.p.first_step_draws, classes_of(s)
     data_spread = brightness(s.data).std().item()
-    shape = (n, *s.data.shape[1:])
 
-    def measure(row: Row, draws: int, members: Tensor) -> dict:
-        x_T = torch.randn(shape, generator=torch.Generator().manual_seed(draws))  # the same draws at every training seed
+    def measure(row: Row) -> dict:
+        # The same draws at every training seed, other draws per class and for the ideal denoiser.
+        draws = len(classes) if row.model in IDEAL else classes.index(row.label)
+        x_T = torch.randn((n, *s.data.shape[1:]), generator=torch.Generator().manual_seed(draws))
         x0 = first_x0(s, row, x_T, None if row.label is None else torch.full((n,), row.label))
+        members = s.known if row.model in IDEAL else s.data if row.label is None else s.data[s.labels == row.label]
         mean = members.mean(0)
         return {"x0_brightness_spread": brightness(x0).std().item() / data_spread,
                 "rms_to_class_mean": (x0 - mean).pow(2).mean().sqrt().item(),
                 "rms_of_data_to_class_mean": (members - mean).pow(2).mean().sqrt().item()}
 
-    rows = [cached(s, row, lambda row=row, i=i: measure(row, i, s.data if row.label is None else s.data[s.labels == row.label]))
-            for seed in range(seeds) for i, row in enumerate(Row("first_step", "fixed", seed=seed, label=c) for c in classes)]
-    exact = Row("first_step", "ideal_fixed")
-    return rows + [cached(s, exact, lambda: measure(exact, len(classes), s.known))]
+    return [cached(s, row, lambda row=row: measure(row)) for row in first_step_rows(s, seeds)]
 
 
-def quality(s: Setup, seeds: int) -> list[dict]:
+def quality_rows(s: Setup, seeds: int) -> list[Row]:
     """Baseline (its own leading steps, plain CFG) against fixed (trailing, rescaled CFG) with the yardstick,
     at each of the preset's quality step counts, without guidance and with the preset's weight."""
     if s.labels is None:
         return []
-    return [run_row(s, Row("quality", name, spacing, steps, seed, guidance=w, rescale=rescale if w != 1 else 0.0), s.labels)
+    return [Row("quality", name, spacing, steps, seed, guidance=w, rescale=rescale if w != 1 else 0.0)
             for seed in range(seeds) for name, spacing, rescale in (("baseline", "leading", 0.0), ("fixed", "trailing", 0.7))
             for steps in s.p.quality_steps for w in (1.0, s.p.guidance)]
+
+
+def quality(s: Setup, seeds: int) -> list[dict]:
+    return [run_row(s, row, s.labels) for row in quality_rows(s, seeds)]
 
 
 LEAK_SHIFTS = (-0.2, -0.1, 0.0, 0.1, 0.2)  # δ, in units of the noise std of a channel mean, 1/√(HW)
 LEAK_MODELS = ("baseline", "fixed", "offset_noise", "flow")
 LEAK_IDEAL = ("ideal_baseline", "ideal_fixed", "ideal_flow")
+
+
+def leak_rows(s: Setup, seeds: int) -> list[Row]:
+    """Per model (the ideal denoisers, then each trained model at every training seed), trailing steps for
+    each so that the schedule alone differs: the first x̂0's correlation and gain, the samples at each shift
+    δ of x_T's channel means, and the samples with the leak put back."""
+    models = [(name, 0) for name in LEAK_IDEAL] + [(name, seed) for seed in range(seeds) for name in LEAK_MODELS]
+    steps = s.p.step_counts[0]
+    return [row for name, seed in models for row in (
+        Row("leak_first", name, seed=seed), Row("first_step_gain", name, seed=seed),
+        *(Row("leak", name, "trailing", steps, seed, delta=delta) for delta in LEAK_SHIFTS),
+        Row("leak_intervention", name, "trailing", steps, seed), Row("leak_everaert", name, "trailing", steps, seed))]
 
 
 def leak(s: Setup, seeds: int) -> list[dict]:
@@ -158,35 +188,29 @@ def leak(s: Setup, seeds: int) -> list[dict]:
     row: the correlation between x_T's per-image, per-channel means and the sample's (δ = 0), and the
     sample's mean brightness with those means of x_T shifted by δ·σ_m, σ_m = 1/√(HW) their own std
     (the dose-response; its slope is read off over δ); and the leak itself, the correlation of x_T's
-    means with those of the first x̂0 at t = T. Trailing steps for every model, so that the schedule
-    alone differs. The ideal denoisers come first; `seeds` = 0 runs them alone."""
+    means with those of the first x̂0 at t = T. `seeds` = 0 runs the ideal denoisers alone."""
     size = s.data.shape[1:]
     x_T = torch.randn(len(s.data), *size, generator=torch.Generator().manual_seed(0))
     sigma_m = 1 / (size[1] * size[2]) ** 0.5
-    models = [(name, 0) for name in LEAK_IDEAL] + [(name, seed) for seed in range(seeds) for name in LEAK_MODELS]
-    steps = s.p.step_counts[0]
-    train_models(s, [row for name, seed in models for row in [Row("leak_first", name, seed=seed), Row("first_step_gain", name, seed=seed),
-                     Row("leak_intervention", name, "trailing", steps, seed), Row("leak_everaert", name, "trailing", steps, seed)]
-                     + [Row("leak", name, "trailing", steps, seed, delta=delta) for delta in LEAK_SHIFTS]])
+    rows = leak_rows(s, seeds)
+    train_models(s, rows)
+    # The leak put back at sampling time, from the same noise: a held-out image x0 (the positive control;
+    # the samples' brightness should follow x0's), or channel means drawn from the data's (Everaert et al.).
     signals = {"leak_intervention": s.data, "leak_everaert": leak_from_statistics(s.known, len(s.data))}
-    rows = []
-    for name, seed in models:
-        labels = None if name.startswith("ideal") else s.labels
-        first = Row("leak_first", name, seed=seed)
-        rows.append(cached(s, first, lambda: {"correlation": mean_correlation(x_T, first_x0(s, first, x_T, labels))}))
-        gain = Row("first_step_gain", name, seed=seed)
-        rows.append(cached(s, gain, lambda: leak_as_trained(s, gain, labels)))
-        for delta in LEAK_SHIFTS:
-            extra = (lambda images: {"correlation": mean_correlation(x_T, images)}) if delta == 0 else None
-            row = Row("leak", name, "trailing", steps, seed, delta=delta)
-            rows.append(run_row(s, row, labels, x_T=x_T + delta * sigma_m, extra=extra))
-        # The leak put back at sampling time, from the same noise: a held-out image x0 (the positive control;
-        # the samples' brightness should follow x0's), or channel means drawn from the data's (Everaert et al.).
-        for kind, signal in signals.items():
-            row = Row(kind, name, "trailing", steps, seed)
-            leaky = None if is_cached(s, row) else leaky_x_T(row_model(s, row)[1].alpha_bar[-1].item(), signal, x_T)
-            rows.append(run_row(s, row, labels, x_T=leaky, extra=lambda images: {"correlation_with_x0": mean_correlation(s.data, images)}))
-    return rows
+
+    def measure(row: Row) -> dict:
+        labels = None if row.model in IDEAL else s.labels
+        if row.kind == "leak_first":
+            return cached(s, row, lambda: {"correlation": mean_correlation(x_T, first_x0(s, row, x_T, labels))})
+        if row.kind == "first_step_gain":
+            return cached(s, row, lambda: leak_as_trained(s, row, labels))
+        if row.kind == "leak":
+            extra = (lambda images: {"correlation": mean_correlation(x_T, images)}) if row.delta == 0 else None
+            return run_row(s, row, labels, x_T=x_T + row.delta * sigma_m, extra=extra)
+        leaky = None if is_cached(s, row) else leaky_x_T(row_model(s, row)[1].alpha_bar[-1].item(), signals[row.kind], x_T)
+        return run_row(s, row, labels, x_T=leaky, extra=lambda images: {"correlation_with_x0": mean_correlation(s.data, images)})
+
+    return [measure(row) for row in rows]
 
 
 def leaky_x_T(alpha_bar_T: float, signal: Tensor, noise: Tensor) -> Tensor:

@@ -155,6 +155,26 @@ class Row:
 
 
 @dataclass
+class Progress:
+    """The run's progress line: the part, rows done of the run's rows, the time so far, and the time left at
+    the rate of the rows computed so far (a row read back from its cache costs nothing; the models' training
+    counts in the time so far, so the first estimates run high while the first models train)."""
+
+    total: int = 0  # the run's rows
+    to_compute: int = 0  # of them, those not cached when the run started
+    part: str = ""
+    done: int = 0
+    computed: int = 0
+    tic: float = field(default_factory=time.perf_counter)
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.tic
+        left = self.to_compute - self.computed
+        eta = f", about {elapsed / self.computed * left / 60:.0f} min left" if self.computed and left > 0 else ""
+        return f"[{elapsed / 60:.0f} min] {self.part}: {self.done} of {self.total} rows done{eta}"
+
+
+@dataclass
 class Setup:
     """One invocation's data and places: the held-out reference every row is measured against."""
 
@@ -167,6 +187,7 @@ class Setup:
     split_seed: int = 0  # the seed of the reference's split, which every trained model holds out too
     models: dict = field(default_factory=dict)  # (name, seed) -> (EMA model, checkpoint), trained or loaded once
     finished: dict = field(default_factory=dict)  # key -> row, of out/results.json when the invocation started
+    progress: Progress = field(default_factory=Progress)
 
 
 def row_metrics(images: Tensor, data: Tensor) -> dict:
@@ -196,11 +217,24 @@ def cached(s: Setup, row: Row, make: Callable[[], dict]) -> dict:
     from the results.json of a finished run, with each image's brightness to four decimals)."""
     key = row.key(s.p, s.split_seed)
     path = s.out / "rows" / f"{key}.json"
+    s.progress.done += 1
     if path.exists():
         return json.loads(path.read_text())
-    result = s.finished.get(key) or {"name": row.name, "key": key, **asdict(row), **make()}
+    result = s.finished.get(key)
+    if result is None:
+        result = {"name": row.name, "key": key, **asdict(row), **make()}
+        s.progress.computed += 1
+        print(f"{s.progress.line()}. {row.name}{in_brief(result)}")
     path.write_text(json.dumps(result))
     return result
+
+
+def in_brief(numbers: dict) -> str:
+    """A sampled row's numbers in a few words."""
+    if "spread_ratio" not in numbers:
+        return ""
+    return (f": spread {numbers['spread_ratio']:.2f}, W1 {numbers['w1']:.3f}, HF x{numbers['hf_ratio']:.2f} "
+            f"({numbers['seconds']:.0f}s)")
 
 
 def row_model(s: Setup, row: Row) -> tuple[torch.nn.Module, Schedule, str]:
@@ -234,8 +268,6 @@ def run_row(s: Setup, row: Row, labels: Tensor | None = None, load: Callable | N
         key = row.key(s.p, s.split_seed)
         torch.save(images[:64].clone(), s.out / "rows" / f"{key}.pt")
         save_image((images[:64] + 1) / 2, s.out / "grids" / f"{key}.png", nrow=8)
-        print(f"{row.name}: spread {numbers['spread_ratio']:.2f}, W1 {numbers['w1']:.3f}, HF x{numbers['hf_ratio']:.2f} "
-              f"({numbers['seconds']:.0f}s)")
         return numbers
 
     return cached(s, row, make)

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -27,6 +28,8 @@ def tiny_experiment(tmp_path_factory):
     out = tmp_path_factory.mktemp("brightness")
     result = _run(out, *TWO_SEEDS, *QUICK_PARTS)
     assert result.returncode == 0, result.stderr[-2000:]
+    (out / "stdout.txt").write_text(result.stdout)
+    (out / "stderr.txt").write_text(result.stderr)
     return out
 
 
@@ -66,7 +69,19 @@ def test_running_again_redoes_no_finished_stage(tiny_experiment):
     result = _run(tiny_experiment, *TWO_SEEDS, *QUICK_PARTS)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trained" not in result.stdout and "spread" not in result.stdout
+    rows = json.loads((tiny_experiment / "results.json").read_text())["rows"]
+    assert f"0 of {len(rows)} rows to compute" in result.stdout
     assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.parent.name != tiny_experiment.name)
+
+
+def test_the_run_says_how_many_rows_it_computes_and_counts_them_in_one_progress_line(tiny_experiment):
+    rows = json.loads((tiny_experiment / "results.json").read_text())["rows"]
+    lines = (tiny_experiment / "stdout.txt").read_text().splitlines()
+    assert f"{len(rows)} of {len(rows)} rows to compute" in lines  # a first run: nothing cached
+    done = [int(re.search(r"\] .*: (\d+) of (\d+) rows done", line).group(1)) for line in lines if "rows done" in line]
+    assert len(done) >= len(rows) and done == sorted(done) and done[-1] == len(rows)
+    assert any("min left" in line for line in lines)
+    assert "%|" not in (tiny_experiment / "stderr.txt").read_text()  # no sampling or training bars beside it
 
 
 @pytest.mark.slow

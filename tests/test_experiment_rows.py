@@ -11,7 +11,7 @@ import torch
 from data import make_shapes
 from experiments.brightness import over_seeds, table_rows, trained_rows
 from experiments.claims import continued
-from experiments.common import (EXPERIMENT_PRESETS, MODELS, Row, Setup, cached, finished_rows, side_by_side, train_models,
+from experiments.common import (EXPERIMENT_PRESETS, MODELS, Progress, Row, Setup, cached, finished_rows, side_by_side, train_models,
                                 train_run, train_settings, trained_otherwise)
 from models import PRESETS
 from tests.conftest import TINY, run_script
@@ -252,3 +252,18 @@ def test_a_patch_unets_rows_and_models_know_whether_it_has_the_detail_skip(setup
     assert train_settings(setup, MODELS["fixed"], 0, 10)["detail_skip"] is False  # the tiny UNet folds no patches
     assert trained_otherwise({"config": {"model": "cpu"}}, {"model": "cpu", "detail_skip": True})
     assert not trained_otherwise({"config": {"model": "tiny"}}, {"model": "tiny", "detail_skip": False})
+
+
+def test_the_progress_line_estimates_the_time_left_from_the_rows_computed_so_far(monkeypatch):
+    progress = Progress(total=10, to_compute=6, part="part 2 of 3, steps", done=6, computed=2, tic=0.0)
+    monkeypatch.setattr("experiments.common.time.perf_counter", lambda: 120.0)  # 2 min for 2 rows: 1 min a row
+    assert progress.line() == "[2 min] part 2 of 3, steps: 6 of 10 rows done, about 4 min left"
+    progress.computed = 6
+    assert progress.line() == "[2 min] part 2 of 3, steps: 6 of 10 rows done"
+
+
+def test_a_row_read_back_counts_as_done_but_not_as_computed(setup):
+    row = Row("trained", "fixed", "trailing", 5)
+    cached(setup, row, lambda: {"value": 1})
+    cached(setup, row, lambda: {"value": 2})
+    assert (setup.progress.done, setup.progress.computed) == (2, 1)

@@ -156,8 +156,10 @@ def report(s: Setup, rows: list[dict], seconds: float, command: str, data_row: d
     if gains:
         text += section("The leak where it acts: x̂0 at t = T from x_T drawn as in training (paper §3)",
                          ["model", "seeds", "slope of x̂0's mean on x_T's", "its 95% interval (seed 0)",
-                          "ideal denoiser's, predicted from the data (Gaussian)"],
-                         [[e["model"], e["seeds"], num(e, "gain", 3), interval(e, "gain"), f"{e['predicted_gain']:.3f}"]
+                          "ideal denoiser's, predicted from the data (Gaussian)", "predicted squeeze: std of x_T's mean, "
+                          "sampling / training", "predicted spread of the first x̂0", "measured spread of the samples"],
+                         [[e["model"], e["seeds"], num(e, "gain", 3), interval(e, "gain"), f"{e['predicted_gain']:.3f}",
+                           f"{e['predicted_squeeze']:.2f}", f"{e['leak_only_spread']:.2f}", num(e, "spread_ratio", 2)]
                           for e in gains])
     if leak:
         text += section("The sampler's map from noise to image: does the sample follow x_T's mean? (trailing steps; any "

@@ -266,7 +266,10 @@ def leak_summary(rows: list[dict]) -> list[dict]:
             values = [g["gain"]["gain"] for g in gains]
             entry["gain"] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
             entry["gain_low"], entry["gain_high"] = gains[0]["gain"]["low"], gains[0]["gain"]["high"]
-            entry["predicted_gain"] = gains[0]["predicted"]["exact_gain"]
+            predicted = gains[0]["predicted"]
+            entry["predicted_gain"] = predicted["exact_gain"]
+            # the squeeze the data predicts: of x_T's mean against training's, and of the first x̂0's brightness
+            entry["predicted_squeeze"], entry["leak_only_spread"] = predicted["x_T_std_ratio"], predicted["leak_only_spread"]
         for key, values in (("r", [x["r"]["r"] for x in seeds]), ("slope", [x["slope"] for x in seeds]),
                             ("spread_ratio", [x["spread"] for x in seeds])):
             entry[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}

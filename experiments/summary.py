@@ -182,7 +182,12 @@ def leak_claim(results: dict) -> list[str]:
         sentences[0] += (
             " From x_T drawn as in training (√ᾱ_T of a held-out image plus noise), the slope of x̂0's mean brightness "
             f"on x_T's: ideal denoiser {each(ideal, 'gain', interval=True)} (predicted from the data alone: "
-            f"{leak['ideal_baseline']['predicted_gain']:.2f} / 0 / 0); trained {each(trained, 'gain', interval=True)}.")
+            f"{leak['ideal_baseline']['predicted_gain']:.2f} / 0 / 0); trained {each(trained, 'gain', interval=True)}. "
+            f"The data also predicts the squeeze: from pure noise, x_T's mean has {leak['ideal_baseline']['predicted_squeeze']:.2f} "
+            f"of its std in training, and the flawed schedule's first step alone would allow a spread of "
+            f"{leak['ideal_baseline']['leak_only_spread']:.2f}; its samples (trailing steps, δ = 0) spread "
+            f"{each(('ideal_baseline', 'baseline', 'offset_noise'), 'spread_ratio')} (ideal denoiser / trained baseline / "
+            "offset noise).")
     if "leak_intervention.spread_ratio" in leak.get("ideal_baseline", {}):
         still = [m for m in ("ideal_fixed", "ideal_flow", "fixed", "flow") if m in leak
                  and leak[m]["leak_intervention.spread_ratio"]["mean"] == leak[m]["spread_ratio"]["mean"]]

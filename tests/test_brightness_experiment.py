@@ -228,6 +228,14 @@ def test_leak_part_measures_each_models_first_step_gain_beside_the_exact_denoise
     assert "slope of x̂0's mean on x_T's" in (tiny_experiment / "RESULTS.md").read_text()
 
 
+def test_the_leak_part_predicts_the_flawed_schedules_squeeze_from_the_data_and_none_at_zero_snr(tiny_experiment):
+    leak = {e["model"]: e for e in json.loads((tiny_experiment / "results.json").read_text())["leak"]}
+    assert 0 < leak["ideal_baseline"]["predicted_squeeze"] < 1 and 0 < leak["ideal_baseline"]["leak_only_spread"] < 1
+    assert leak["ideal_fixed"]["predicted_squeeze"] == 1 and leak["ideal_fixed"]["leak_only_spread"] == 0
+    summary = (tiny_experiment / "SUMMARY.md").read_text()
+    assert f"x_T's mean has {leak['ideal_baseline']['predicted_squeeze']:.2f} of its std in training" in summary
+
+
 def test_a_leak_put_back_at_sampling_time_moves_the_flawed_schedule_and_leaves_zero_snr_untouched(tiny_experiment):
     leak = {e["model"]: e for e in json.loads((tiny_experiment / "results.json").read_text())["leak"]}
     for zero_snr in ("ideal_fixed", "ideal_flow", "fixed", "flow"):  # ᾱ_T = 0: x_T is the same noise, bit for bit

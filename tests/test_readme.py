@@ -41,7 +41,7 @@ def test_the_readmes_leak_sentence_quotes_each_first_step_gain_and_the_leak_put_
     assert "The leak, measured where it acts" not in headline(results) or "gain" in leak["baseline"]
     one = {"mean": 0.0, "std": 0.0}
     for model, gain, put_back in (("ideal_baseline", 0.41, 0.93), ("baseline", 0.37, 0.88), ("fixed", 0.02, 0.90)):
-        leak[model].update(gain=dict(one, mean=gain), predicted_gain=0.45, **{
+        leak[model].update(gain=dict(one, mean=gain), predicted_gain=0.45, predicted_squeeze=0.6, leak_only_spread=0.5, **{
             "leak_intervention.spread_ratio": dict(one, mean=put_back), "leak_everaert.spread_ratio": dict(one, mean=0.8)})
     text = headline(results)
     assert f"{num(leak['baseline'], 'gain')} for the trained ε baseline" in text

@@ -36,6 +36,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -81,15 +82,22 @@ def table_rows(s: Setup, seeds: int) -> list[Row]:
     return rows
 
 
-def trained_rows(s: Setup, seeds: int) -> list[dict]:
-    return [run_row(s, row, s.labels if row.kind == "guidance" else None) for row in table_rows(s, seeds)]
+def trained_rows(s: Setup, rows: list[Row]) -> list[dict]:
+    """The table's models, trained side by side first; the guidance rows draw with the reference's classes."""
+    train_models(s, rows)
+    return [run_row(s, row, s.labels if row.kind == "guidance" else None) for row in rows]
 
 
-# Each part: the rows it computes, and the function that computes them (its models trained first).
-PARTS = {"table": (table_rows, trained_rows), "steps": (claims.steps_rows, claims.steps_sweep),
-         "guidance": (claims.guidance_grid_rows, claims.guidance_grid), "finetune": (claims.finetune_rows, claims.finetune),
-         "first_step": (claims.first_step_rows, claims.first_step), "quality": (claims.quality_rows, claims.quality),
-         "leak": (claims.leak_rows, claims.leak)}
+class Part(NamedTuple):
+    rows: Callable[[Setup, int], list[Row]]  # the part's rows at so many training seeds
+    run: Callable[[Setup, list[Row]], list[dict]]  # their numbers, each computed once (its models trained first)
+
+
+PARTS = {"table": Part(table_rows, trained_rows), "steps": Part(claims.steps_rows, claims.steps_sweep),
+         "guidance": Part(claims.guidance_grid_rows, claims.guidance_grid),
+         "finetune": Part(claims.finetune_rows, claims.finetune),
+         "first_step": Part(claims.first_step_rows, claims.first_step),
+         "quality": Part(claims.quality_rows, claims.quality), "leak": Part(claims.leak_rows, claims.leak)}
 
 
 def over_seeds(rows: list[dict]) -> list[dict]:
@@ -357,17 +365,16 @@ def main() -> int:
           f"{p.ideal_data} known to the ideal denoiser, {len(train_set)} to train on")
     # --ideal-only: the ideal-denoiser rows of the table and of the leak part
     seeds, parts = (0, ("leak",)) if args.ideal_only else (args.seeds or p.seeds, args.parts)
-    plans = [ideal_rows(s)] + [PARTS[part][0](s, seeds) for part in parts]
-    s.progress = Progress(total=sum(map(len, plans)), to_compute=sum(not is_cached(s, row) for rows in plans for row in rows))
+    ideal, plans = ideal_rows(s), {part: PARTS[part].rows(s, seeds) for part in parts}
+    every = ideal + [row for rows in plans.values() for row in rows]
+    s.progress = Progress(total=len(every), to_compute=sum(not is_cached(s, row) for row in every), tic=tic)
     print(f"{s.progress.to_compute} of {s.progress.total} rows to compute")
     s.progress.part = "ideal"
-    rows = [run_row(s, row) for row in plans[0]]
-    if "table" in parts:
-        train_models(s, plans[1])
-    for i, part in enumerate(parts, 1):
-        s.progress.part = f"part {i} of {len(parts)}, {part}"
+    rows = [run_row(s, row) for row in ideal]
+    for i, (part, planned) in enumerate(plans.items(), 1):
+        s.progress.part = f"part {i} of {len(plans)}, {part}"
         print(s.progress.line())
-        rows += PARTS[part][1](s, seeds)
+        rows += PARTS[part].run(s, planned)
     command = " ".join(["python -m experiments.brightness", *sys.argv[1:]])
     report(s, rows, time.perf_counter() - tic, command, {"name": "data", "kind": "data", **row_metrics(data, data)})
     print(f"wrote {out / 'RESULTS.md'}")

@@ -7,8 +7,9 @@
 - quality:    baseline against fixed with the yardstick, with and without guidance (Table 3)
 - leak:       why the flawed schedule squeezes brightness: does the sample follow x_T's channel means?
 
-Each part runs at every training seed and returns rows (each a `Row`, cached under rows/ like the brightness
-table's); brightness.py groups them over seeds and draws the figures from the groups.
+Each part is two functions: `*_rows` lists its rows (each a `Row`, cached under rows/ like the brightness
+table's) at every training seed, and the other computes them; brightness.py groups them over seeds and
+draws the figures from the groups.
 """
 import shutil
 import statistics
@@ -34,8 +35,9 @@ def steps_rows(s: Setup, seeds: int) -> list[Row]:
     return [Row("steps", name, spacing, steps, seed) for name, seed in models for spacing in SPACINGS for steps in s.p.sweep_steps]
 
 
-def steps_sweep(s: Setup, seeds: int) -> list[dict]:
-    return [run_row(s, row, None if row.model in IDEAL else s.labels) for row in steps_rows(s, seeds)]
+def steps_sweep(s: Setup, rows: list[Row]) -> list[dict]:
+    """The ideal denoisers draw without a class (they know none), the trained models with the reference's."""
+    return [run_row(s, row, None if row.model in IDEAL else s.labels) for row in rows]
 
 
 def guidance_grid_rows(s: Setup, seeds: int) -> list[Row]:
@@ -47,8 +49,8 @@ def guidance_grid_rows(s: Setup, seeds: int) -> list[Row]:
             for seed in range(seeds) for w in s.p.guidance_weights for phi in s.p.guidance_rescales if w != 1 or phi == 0]
 
 
-def guidance_grid(s: Setup, seeds: int) -> list[dict]:
-    return [run_row(s, row, s.labels) for row in guidance_grid_rows(s, seeds)]
+def guidance_grid(s: Setup, rows: list[Row]) -> list[dict]:
+    return [run_row(s, row, s.labels) for row in rows]
 
 
 def finetune_rows(s: Setup, seeds: int) -> list[Row]:
@@ -59,7 +61,7 @@ def finetune_rows(s: Setup, seeds: int) -> list[Row]:
             for seed in range(seeds) for n in sorted(p.finetune_steps) for arm in ("finetuned", "scratch")]
 
 
-def finetune(s: Setup, seeds: int) -> list[dict]:
+def finetune(s: Setup, rows: list[Row]) -> list[dict]:
     """The trained baseline (ε, flawed schedule) fine-tuned to zero SNR + v for N steps, beside the
     fixed model trained from scratch for the same total number of steps (its run continued). At a constant
     rate a run continued is the same as one trained that long, so each N continues the run of the N before
@@ -84,7 +86,6 @@ def finetune(s: Setup, seeds: int) -> list[dict]:
         settings = {**train_settings(s, MODELS["fixed"], seed, n), "init_from": str(model_dir(s, "baseline", seed) / "checkpoint.pt")}
         return train_run(run_dir(arm, seed, n), settings, n, threads)
 
-    rows = finetune_rows(s, seeds)
     needed = list(dict.fromkeys((row.model, row.seed) for row in rows if not is_cached(s, row)))
     side_by_side(s, [lambda threads, arm=arm, seed=seed: [trained(arm, seed, n, threads) for n in counts]
                      for arm, seed in needed])
@@ -122,6 +123,7 @@ def first_x0(s: Setup, row: Row, x_T: Tensor, labels: Tensor | None) -> Tensor:
 
 
 def classes_of(s: Setup) -> list[int | None]:
+    """The classes of the reference, or [None] for data without classes."""
     return sorted(set(s.labels.tolist())) if s.labels is not None else [None]
 
 
@@ -131,7 +133,7 @@ def first_step_rows(s: Setup, seeds: int) -> list[Row]:
         Row("first_step", "ideal_fixed")]
 
 
-def first_step(s: Setup, seeds: int) -> list[dict]:
+def first_step(s: Setup, rows: list[Row]) -> list[dict]:
     """x̂0 at t = T over many noise draws: a zero-SNR model sees nothing of the image there, so it
     should give the (class-conditional) data mean whatever the noise; variation comes later."""
     n, classes = s.p.first_step_draws, classes_of(s)
@@ -148,7 +150,7 @@ def first_step(s: Setup, seeds: int) -> list[dict]:
                 "rms_to_class_mean": (x0 - mean).pow(2).mean().sqrt().item(),
                 "rms_of_data_to_class_mean": (members - mean).pow(2).mean().sqrt().item()}
 
-    return [cached(s, row, lambda row=row: measure(row)) for row in first_step_rows(s, seeds)]
+    return [cached(s, row, lambda row=row: measure(row)) for row in rows]
 
 
 def quality_rows(s: Setup, seeds: int) -> list[Row]:
@@ -161,8 +163,8 @@ def quality_rows(s: Setup, seeds: int) -> list[Row]:
             for steps in s.p.quality_steps for w in (1.0, s.p.guidance)]
 
 
-def quality(s: Setup, seeds: int) -> list[dict]:
-    return [run_row(s, row, s.labels) for row in quality_rows(s, seeds)]
+def quality(s: Setup, rows: list[Row]) -> list[dict]:
+    return [run_row(s, row, s.labels) for row in rows]
 
 
 LEAK_SHIFTS = (-0.2, -0.1, 0.0, 0.1, 0.2)  # δ, in units of the noise std of a channel mean, 1/√(HW)
@@ -182,17 +184,16 @@ def leak_rows(s: Setup, seeds: int) -> list[Row]:
         Row("leak_intervention", name, "trailing", steps, seed), Row("leak_everaert", name, "trailing", steps, seed))]
 
 
-def leak(s: Setup, seeds: int) -> list[dict]:
+def leak(s: Setup, rows: list[Row]) -> list[dict]:
     """Why the flawed schedule squeezes brightness (paper §3; Everaert et al., WACV 2024): does the
     sample follow the lowest frequency of its starting noise? For each model, the same x_T for every
     row: the correlation between x_T's per-image, per-channel means and the sample's (δ = 0), and the
     sample's mean brightness with those means of x_T shifted by δ·σ_m, σ_m = 1/√(HW) their own std
     (the dose-response; its slope is read off over δ); and the leak itself, the correlation of x_T's
-    means with those of the first x̂0 at t = T. `seeds` = 0 runs the ideal denoisers alone."""
+    means with those of the first x̂0 at t = T."""
     size = s.data.shape[1:]
     x_T = torch.randn(len(s.data), *size, generator=torch.Generator().manual_seed(0))
     sigma_m = 1 / (size[1] * size[2]) ** 0.5
-    rows = leak_rows(s, seeds)
     train_models(s, rows)
     # The leak put back at sampling time, from the same noise: a held-out image x0 (the positive control;
     # the samples' brightness should follow x0's), or channel means drawn from the data's (Everaert et al.).

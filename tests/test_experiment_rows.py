@@ -98,7 +98,7 @@ def test_a_trained_row_with_a_new_schedule_and_loss_space_is_one_declaration(set
     for name in list(MODELS):
         monkeypatch.delitem(MODELS, name)
     monkeypatch.setitem(MODELS, "linear_x0_v_loss", dict(schedule="linear", prediction="x0", loss_space="v"))  # the declaration
-    rows = trained_rows(setup, seeds=1)
+    rows = trained_rows(setup, table_rows(setup, seeds=1))
     assert {(r["model"], r["spacing"]) for r in rows} == {("linear_x0_v_loss", "leading"), ("linear_x0_v_loss", "trailing")}
     config = torch.load(setup.out / "models" / "linear_x0_v_loss" / "checkpoint.pt", weights_only=True)["config"]
     assert (config["schedule"], config["prediction"], config["loss_space"], config["zero_snr"]) == ("linear", "x0", "v", True)
@@ -122,10 +122,10 @@ def test_a_model_trained_with_other_settings_is_trained_anew(setup, monkeypatch)
     for name in list(MODELS):
         monkeypatch.delitem(MODELS, name)
     monkeypatch.setitem(MODELS, "m", dict(prediction="x0"))
-    trained_rows(setup, seeds=1)
+    trained_rows(setup, table_rows(setup, seeds=1))
     setup.models.clear()  # a later invocation, which finds the model on disk
     monkeypatch.setitem(MODELS, "m", dict(prediction="v"))
-    trained_rows(setup, seeds=1)
+    trained_rows(setup, table_rows(setup, seeds=1))
     config = torch.load(setup.out / "models" / "m" / "checkpoint.pt", weights_only=True)["config"]
     assert config["prediction"] == "v" and config["hold_out_seed"] == setup.split_seed
 
@@ -267,3 +267,12 @@ def test_a_row_read_back_counts_as_done_but_not_as_computed(setup):
     cached(setup, row, lambda: {"value": 1})
     cached(setup, row, lambda: {"value": 2})
     assert (setup.progress.done, setup.progress.computed) == (2, 1)
+
+
+def test_the_table_part_trains_all_its_models_side_by_side_before_its_first_row(setup, monkeypatch):
+    events = []
+    monkeypatch.setattr("experiments.brightness.train_models", lambda s, rows: events.append(("train", len(rows))))
+    monkeypatch.setattr("experiments.brightness.run_row", lambda s, row, labels=None: events.append(("row", row.model)))
+    rows = table_rows(setup, seeds=2)
+    trained_rows(setup, rows)
+    assert events[0] == ("train", len(rows)) and len(events) == len(rows) + 1

@@ -371,12 +371,14 @@ def plot_guidance(s: Setup, entries: list[dict]) -> None:
     fig.suptitle("Rescaled classifier-free guidance on the zero-SNR v-prediction model"
                  + (f" (means over {seeds} training seeds)" if seeds > 1 else ""), fontsize=11)
     save(fig, s.out / "guidance.png")
-    if s.data is None:  # a report rewritten from results.json: the images are not there to draw
+    samples = {key: s.out / "rows" / f"{entry['rows'][0]}.pt" for key, entry in cell.items()}
+    if not all(path.exists() for path in samples.values()):  # read back from results.json: no images to draw
+        print("guidance_grid.png not redrawn: the guidance grid's samples are not in rows/")
         return
     fig, axes = plt.subplots(len(phis), len(ws), figsize=(1.6 * len(ws), 1.6 * len(phis)), squeeze=False)
     for i, phi in enumerate(phis):
         for j, w in enumerate(ws):
-            image = torch.load(s.out / "rows" / f"{cell[w, phi]['rows'][0]}.pt")[0]
+            image = torch.load(samples[w, phi])[0]
             axes[i][j].imshow(((image + 1) / 2).permute(1, 2, 0).clamp(0, 1).numpy())
             axes[i][j].set_xticks([])
             axes[i][j].set_yticks([])

@@ -1,5 +1,6 @@
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -82,6 +83,15 @@ def test_the_run_says_how_many_rows_it_computes_and_counts_them_in_one_progress_
     assert len(done) >= len(rows) and done == sorted(done) and done[-1] == len(rows)
     assert any("min left" in line for line in lines)
     assert "%|" not in (tiny_experiment / "stderr.txt").read_text()  # no sampling or training bars beside it
+
+
+def test_a_finished_run_whose_rows_folder_is_gone_rewrites_its_report_without_computing_a_row(tiny_experiment, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_experiment, out, ignore=shutil.ignore_patterns("rows", "models"))
+    result = _run(out, *TWO_SEEDS, *QUICK_PARTS)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert f"0 of {len(rows)} rows to compute" in result.stdout and "guidance_grid.png not redrawn" in result.stdout
 
 
 @pytest.mark.slow

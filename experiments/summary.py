@@ -170,22 +170,22 @@ def leak_claim(results: dict) -> list[str]:
             e = leak.get(m)
             if e is None or key not in e:
                 return "?"
-            return num(e, key, digits) + (f" [{e[key + '_low']:.2f}, {e[key + '_high']:.2f}]" if interval else "")
+            return num(e, key, digits) + (f" (seed 0: [{e[key + '_low']:.2f}, {e[key + '_high']:.2f}])" if interval else "")
         return " / ".join(one(m) for m in models)
 
     sentences = [
-        "**The leak, where it acts (§3).** At t = T the correlation of x̂0's channel means with x_T's (95% interval, "
-        f"seed 0) is, for the ideal denoiser, flawed / zero SNR / flow {each(ideal, 'r_first', interval=True)} (0 by "
+        "**The leak, where it acts (§3).** At t = T the correlation of x̂0's channel means with x_T's (with 95% "
+        f"intervals) is, for the ideal denoiser, flawed / zero SNR / flow {each(ideal, 'r_first', interval=True)} (0 by "
         "construction on the zero-SNR paths, where the ideal x̂0 is the data mean whatever x_T is); for the trained "
         f"baseline / fixed / offset noise / flow {each(trained, 'r_first', interval=True)}."]
     if "gain" in leak.get("ideal_baseline", {}):
         sentences[0] += (
             " From x_T drawn as in training (√ᾱ_T of a held-out image plus noise), the slope of x̂0's mean brightness "
-            f"on x_T's (seed 0's 95% interval): ideal denoiser {each(ideal, 'gain', interval=True)} (predicted from the "
+            f"on x_T's (with 95% intervals): ideal denoiser {each(ideal, 'gain', interval=True)} (predicted from the "
             f"data alone: {leak['ideal_baseline']['predicted_gain']:.2f} / 0 / 0, the zeros by construction); trained "
             f"{each(trained, 'gain', interval=True)}. "
-            f"The data also predicts the squeeze: from pure noise, x_T's mean has {leak['ideal_baseline']['predicted_squeeze']:.2f} "
-            f"of its std in training, and the flawed schedule's first step alone would allow a spread of "
+            f"The data also predicts the squeeze: the std of x_T's mean brightness from pure noise is "
+            f"{leak['ideal_baseline']['predicted_squeeze']:.2f} of its std in training, and the flawed schedule's first step alone would allow a spread of "
             f"{leak['ideal_baseline']['leak_only_spread']:.2f}; its samples (trailing steps, δ = 0) spread "
             f"{each(('ideal_baseline', 'baseline', 'offset_noise'), 'spread_ratio')} (ideal denoiser / trained baseline / "
             "offset noise).")

@@ -243,7 +243,7 @@ def test_the_leak_part_predicts_the_flawed_schedules_squeeze_from_the_data_and_n
     assert 0 < leak["ideal_baseline"]["predicted_squeeze"] < 1 and 0 < leak["ideal_baseline"]["leak_only_spread"] < 1
     assert leak["ideal_fixed"]["predicted_squeeze"] == 1 and leak["ideal_fixed"]["leak_only_spread"] == 0
     summary = (tiny_experiment / "SUMMARY.md").read_text()
-    assert f"x_T's mean has {leak['ideal_baseline']['predicted_squeeze']:.2f} of its std in training" in summary
+    assert f"from pure noise is {leak['ideal_baseline']['predicted_squeeze']:.2f} of its std in training" in summary
 
 
 def test_a_leak_put_back_at_sampling_time_moves_the_flawed_schedule_and_leaves_zero_snr_untouched(tiny_experiment):

@@ -276,3 +276,28 @@ def test_the_table_part_trains_all_its_models_side_by_side_before_its_first_row(
     rows = table_rows(setup, seeds=2)
     trained_rows(setup, rows)
     assert events[0] == ("train", len(rows)) and len(events) == len(rows) + 1
+
+
+def one_resolution(px: int, x_T_ratio: float, leak_only: float, ideal_spread: float, trained_spread: float) -> dict:
+    """Results of the leak part at one resolution, as over_seeds and leak_summary write them (one seed)."""
+    return {"preset": {"image_size": px}, "leak": [
+        {"model": "ideal_baseline", "seeds": 1, "predicted_squeeze": x_T_ratio, "leak_only_spread": leak_only,
+         "spread_ratio": {"mean": ideal_spread, "std": 0.0}},
+        {"model": "baseline", "seeds": 1, "spread_ratio": {"mean": trained_spread, "std": 0.0}}]}
+
+
+def test_the_squeeze_by_resolution_sets_the_predicted_beside_the_measured_at_each_size():
+    from experiments.summary import squeeze_by_resolution
+
+    (sentence,) = squeeze_by_resolution([one_resolution(16, 0.68, 0.50, 0.75, 0.82), one_resolution(32, 0.34, 0.20, 0.49, 0.46)])
+    assert "At 16 / 32 px" in sentence and "0.68 / 0.34" in sentence and "0.50 / 0.20" in sentence
+    assert "0.75 / 0.49 (ideal denoiser)" in sentence and "0.82 / 0.46 (trained baseline)" in sentence
+    assert sentence.endswith("the squeeze grows with resolution, as predicted.")
+
+
+def test_the_squeeze_by_resolution_says_so_when_the_measured_squeeze_does_not_grow_as_predicted():
+    from experiments.summary import squeeze_by_resolution
+
+    (sentence,) = squeeze_by_resolution([one_resolution(16, 0.68, 0.50, 0.75, 0.82), one_resolution(32, 0.34, 0.20, 0.80, 0.85)])
+    assert sentence.endswith("the measured squeeze does not follow the prediction across resolutions.")
+    assert squeeze_by_resolution([one_resolution(16, 0.68, 0.50, 0.75, 0.82)]) == []  # one resolution: nothing to compare

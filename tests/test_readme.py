@@ -14,12 +14,12 @@ from train import resolve
 from train_config import check_config, parse_args
 
 
-def _results() -> dict:
-    return json.loads((ROOT / "docs" / "brightness" / "results.json").read_text())
+def _results(folder: str = "brightness") -> dict:
+    return json.loads((ROOT / "docs" / folder / "results.json").read_text())
 
 
-def test_the_brightness_page_states_the_numbers_of_the_committed_results():
-    assert block(_results()) in (ROOT / "docs" / "brightness.md").read_text()
+def test_the_brightness_page_states_the_numbers_of_the_committed_results_at_16_and_32_px():
+    assert block(_results(), (_results("brightness-shapes32"),)) in (ROOT / "docs" / "brightness.md").read_text()
 
 
 def test_the_readmes_headline_table_is_the_committed_results():

@@ -207,7 +207,7 @@ def leak_claim(results: dict) -> list[str]:
         f"sample, ideal denoiser flawed / zero SNR / flow {each(ideal, 'r')}, trained baseline / fixed / offset noise / "
         f"flow {each(trained, 'r')}), and shifting x_T's means by δ (in units of their own std, 1/√(HW)) moves the "
         f"brightness by {each(ideal, 'slope', 3)} and {each(trained, 'slope', 3)} per unit δ: a deterministic sampler "
-        "carries x_T's mean into the image, leak or not, so these numbers do not tell the schedules apart.")
+        "carries x_T's mean into the image, leak or not, so these numbers measure that map, not the leak.")
     return sentences
 
 
@@ -328,29 +328,29 @@ def headline_leak(results: dict) -> list[str]:
 
 def squeeze_by_resolution(runs: list[dict]) -> list[str]:
     """The squeeze the data predicts against the one measured, at each resolution of `runs`: the noise in x_T's
-    mean brightness shrinks as 1/√(HW) and the signal's does not, so the leak, and the squeeze, grow with HW."""
-    flawed = [({e["model"]: e for e in r.get("leak", [])}, r["preset"]["image_size"]) for r in runs]
-    flawed = [(leak, px) for leak, px in flawed if "predicted_squeeze" in leak.get("ideal_baseline", {})]
-    if len(flawed) < 2:
+    mean brightness shrinks as 1/√(HW) and the signal's does not, so the leak, and the squeeze, grow with HW.
+    The verdict compares the direction of the first-step-only spread with that of the ideal denoiser's
+    (the trained baseline's is shown beside it)."""
+    leaks = sorted((r["preset"]["image_size"], {e["model"]: e for e in r.get("leak", [])}) for r in runs)
+    leaks = [(px, leak) for px, leak in leaks if "predicted_squeeze" in leak.get("ideal_baseline", {})]
+    if len(leaks) < 2:
         return []
-    sizes = " / ".join(f"{px}" for _, px in flawed)
-
-    def at_each(model: str, key: str) -> str:
-        return " / ".join(num(leak.get(model), key, 2) for leak, _ in flawed)
 
     def listed(values: list[float]) -> str:
         return " / ".join(f"{x:.2f}" for x in values)
 
-    x_T_ratio = [leak["ideal_baseline"]["predicted_squeeze"] for leak, _ in flawed]
-    predicted = [leak["ideal_baseline"]["leak_only_spread"] for leak, _ in flawed]
-    measured = [leak["ideal_baseline"]["spread_ratio"]["mean"] for leak, _ in flawed]
-    shrinks = [all(b < a for a, b in zip(values, values[1:])) for values in (predicted, measured)]
-    return [f"**The squeeze by resolution (§3).** At {sizes} px the data predicts x_T's mean brightness, drawn from pure "
-            f"noise, to spread {listed(x_T_ratio)} of its spread in training and the flawed schedule's first step alone "
-            f"to allow a spread of {listed(predicted)}; the samples spread {at_each('ideal_baseline', 'spread_ratio')} "
-            f"(ideal denoiser) and {at_each('baseline', 'spread_ratio')} (trained baseline), trailing steps, δ = 0: "
-            + ("the squeeze grows with resolution, as predicted." if all(shrinks) else
-               "the measured squeeze does not follow the prediction across resolutions.")]
+    x_T_std_ratio = [leak["ideal_baseline"]["predicted_squeeze"] for _, leak in leaks]
+    leak_only = [leak["ideal_baseline"]["leak_only_spread"] for _, leak in leaks]
+    measured = [leak["ideal_baseline"]["spread_ratio"]["mean"] for _, leak in leaks]
+    shrinks = [all(b < a for a, b in zip(values, values[1:])) for values in (leak_only, measured)]
+    return [f"**The squeeze by resolution (§3).** At {' / '.join(str(px) for px, _ in leaks)} px the data predicts "
+            f"x_T's mean brightness, drawn from pure noise, to spread {listed(x_T_std_ratio)} of its spread in training "
+            f"and the flawed schedule's first step alone to allow a spread of {listed(leak_only)}; the samples spread "
+            f"{' / '.join(num(leak.get('ideal_baseline'), 'spread_ratio') for _, leak in leaks)} (ideal denoiser) and "
+            f"{' / '.join(num(leak.get('baseline'), 'spread_ratio') for _, leak in leaks)} (trained baseline), trailing "
+            "steps, δ = 0: " + ("the squeeze grows with resolution, as the prediction says (in direction: the later "
+                                 "steps add range to the first step's)." if all(shrinks) else
+                                 "the measured squeeze does not follow the prediction across resolutions.")]
 
 
 def block(results: dict, others: tuple[dict, ...] = ()) -> str:

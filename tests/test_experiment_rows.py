@@ -289,15 +289,20 @@ def one_resolution(px: int, x_T_ratio: float, leak_only: float, ideal_spread: fl
 def test_the_squeeze_by_resolution_sets_the_predicted_beside_the_measured_at_each_size():
     from experiments.summary import squeeze_by_resolution
 
-    (sentence,) = squeeze_by_resolution([one_resolution(16, 0.68, 0.50, 0.75, 0.82), one_resolution(32, 0.34, 0.20, 0.49, 0.46)])
-    assert "At 16 / 32 px" in sentence and "0.68 / 0.34" in sentence and "0.50 / 0.20" in sentence
+    (sentence,) = squeeze_by_resolution([one_resolution(32, 0.34, 0.20, 0.49, 0.46), one_resolution(16, 0.68, 0.50, 0.75, 0.82)])
+    assert "At 16 / 32 px" in sentence and "0.68 / 0.34" in sentence and "0.50 / 0.20" in sentence  # by size, any order given
     assert "0.75 / 0.49 (ideal denoiser)" in sentence and "0.82 / 0.46 (trained baseline)" in sentence
-    assert sentence.endswith("the squeeze grows with resolution, as predicted.")
+    assert "the squeeze grows with resolution, as the prediction says" in sentence
 
 
 def test_the_squeeze_by_resolution_says_so_when_the_measured_squeeze_does_not_grow_as_predicted():
     from experiments.summary import squeeze_by_resolution
 
-    (sentence,) = squeeze_by_resolution([one_resolution(16, 0.68, 0.50, 0.75, 0.82), one_resolution(32, 0.34, 0.20, 0.80, 0.85)])
+    (sentence,) = squeeze_by_resolution([one_resolution(16, 0.68, 0.50, 0.75, 0.82), one_resolution(32, 0.34, 0.20, 0.80, 0.46)])
     assert sentence.endswith("the measured squeeze does not follow the prediction across resolutions.")
-    assert squeeze_by_resolution([one_resolution(16, 0.68, 0.50, 0.75, 0.82)]) == []  # one resolution: nothing to compare
+
+
+def test_the_squeeze_by_resolution_says_nothing_of_a_single_resolution():
+    from experiments.summary import squeeze_by_resolution
+
+    assert squeeze_by_resolution([one_resolution(16, 0.68, 0.50, 0.75, 0.82)]) == []

@@ -339,6 +339,9 @@ def squeeze_by_resolution(runs: list[dict]) -> list[str]:
     def listed(values: list[float]) -> str:
         return " / ".join(f"{x:.2f}" for x in values)
 
+    def spread_at_each_size(model: str) -> str:
+        return " / ".join(num(leak.get(model), "spread_ratio") for _, leak in leaks)
+
     x_T_std_ratio = [leak["ideal_baseline"]["predicted_squeeze"] for _, leak in leaks]
     leak_only = [leak["ideal_baseline"]["leak_only_spread"] for _, leak in leaks]
     measured = [leak["ideal_baseline"]["spread_ratio"]["mean"] for _, leak in leaks]
@@ -346,8 +349,8 @@ def squeeze_by_resolution(runs: list[dict]) -> list[str]:
     return [f"**The squeeze by resolution (§3).** At {' / '.join(str(px) for px, _ in leaks)} px the data predicts "
             f"x_T's mean brightness, drawn from pure noise, to spread {listed(x_T_std_ratio)} of its spread in training "
             f"and the flawed schedule's first step alone to allow a spread of {listed(leak_only)}; the samples spread "
-            f"{' / '.join(num(leak.get('ideal_baseline'), 'spread_ratio') for _, leak in leaks)} (ideal denoiser) and "
-            f"{' / '.join(num(leak.get('baseline'), 'spread_ratio') for _, leak in leaks)} (trained baseline), trailing "
+            f"{spread_at_each_size('ideal_baseline')} (ideal denoiser) and {spread_at_each_size('baseline')} (trained "
+            "baseline), trailing "
             "steps, δ = 0: " + ("the squeeze grows with resolution, as the prediction says (in direction: the later "
                                  "steps add range to the first step's)." if all(shrinks) else
                                  "the measured squeeze does not follow the prediction across resolutions.")]

@@ -7,20 +7,32 @@ a copy of the one before resumed to N (resuming is bit-exact, so every point is 
 steps). Each point is scored as `experiments.main_job` scores the main job (`sample.py --evaluate`, the
 defaults: guided, a row per class) at each sampling seed. Minutes are the slow machine kind's: train.py's
 images at 290 images/s (fp32 on 2 AMD EPYC cores), so 2,700 steps of 64 are its 10 minutes (this
-machine's own minutes depend on what runs beside it; `train_seconds` reads them from a run's log). Writes --out/curve.json, with --page the table between the page's
-`<!-- curve:begin -->` and `<!-- curve:end -->` markers, and curve.png beside the JSON (with matplotlib).
+machine's own minutes depend on what runs beside it; `train_seconds` reads them from a run's log). Writes
+--out/curve.json, with --page the table between the page's `<!-- curve:begin -->` and `<!-- curve:end -->`
+markers, with --page and --readme the sentence of when each target is met (`when_met`) between their
+`<!-- curve_summary:… -->` markers, and curve.png beside the JSON (with matplotlib).
 """
 import json
+import math
 import sys
 from pathlib import Path
 
 from cli import Parser, run
 from experiments.common import copy_run, train_run
 from experiments.figures import pyplot, save
-from experiments.main_job import evaluate, misses
+from experiments.main_job import TARGETS, evaluate, misses
 from experiments.summary import markdown, replace_between
 from train_config import TrainConfig
 
+# Each target of experiments.main_job as a reader names it, and the numbers a row reads it by.
+TARGET_NAMES = {"spectrum": ("every spectrum band within [0.7, 1.4]", {"lowest band": "spectrum_min",
+                                                                        "highest": "spectrum_max"}),
+                "chroma_ratio": ("chroma ratio within [0.8, 1.25]", {"": "chroma_ratio"}),
+                "spread_ratio": ("brightness spread ≥ 0.9", {"": "spread_ratio"}), "w1": ("W1 ≤ 0.03", {"": "w1"}),
+                "fd_ratio": ("feature distance ratio ≤ 5", {"": "fd_ratio"}),
+                "class_accuracy_gap": ("class accuracy within 0.05 of held-out data's", {})}
+# Targets that training shrinks toward their bound, and the number and bound an extrapolation follows.
+SHRINKING = {"fd_ratio": ("fd_ratio", TARGETS["fd_ratio"][1]), "spectrum": ("spectrum_max", TARGETS["spectrum"][1])}
 SLOW_KIND_IMAGES_PER_SEC = 290  # train.py in fp32 on the slow machine kind (2 AMD EPYC cores)
 BATCH = TrainConfig.batch_size  # train.py's default, which every point keeps
 
@@ -53,6 +65,43 @@ def table(results: dict) -> str:
                      "chroma ratio ([0.8, 1.25])", "spread (≥ 0.9)", "W1 (≤ 0.03)", "targets missed"], lines)
 
 
+def when_met(results: dict) -> str:
+    """For each target, the training time from which every sampling seed meets it, or how far it is at the end.
+
+    A target not met at the last point and listed in SHRINKING is also carried on along the power law through
+    the means of the last two points, minutes = m₂·(bound / v₂)^(ln(m₂/m₁) / ln(v₂/v₁)): an extrapolation,
+    which the sentence says it is.
+    """
+    points = sorted({r["steps"] for r in results["rows"]})
+    rows = {s: [r for r in results["rows"] if r["steps"] == s] for s in points}
+    minutes = {s: rows[s][0]["minutes_slow_kind"] for s in points}
+    last = rows[points[-1]]
+    parts = []
+    for key, (name, values) in TARGET_NAMES.items():
+        met = [all(key not in misses(r) for r in rows[s]) for s in points]
+        if met[-1]:
+            first = next(s for i, s in enumerate(points) if all(met[i:]))
+            parts.append(f"{name} from {minutes[first]:.1f} minutes on" if first != points[-1]
+                         else f"{name} at {minutes[first]:.1f} minutes, the last point")
+            continue
+        text = (f"{name} not by {minutes[points[-1]]:.1f} minutes "
+                f"({sum(key not in misses(r) for r in last)} of {len(last)} sampling seeds there")
+        digits = 3 if key == "w1" else 2
+        for label, value in values.items():
+            low, high = min(r[value] for r in last), max(r[value] for r in last)
+            text += f", {label + ' ' if label else ''}{low:.{digits}f}-{high:.{digits}f}"
+        if any(met):
+            text += f"; met on every seed at {', '.join(f'{minutes[s]:.1f}' for s, m in zip(points, met) if m)} minutes"
+        if key in SHRINKING and len(points) > 1:
+            number, bound = SHRINKING[key]
+            (m1, v1), (m2, v2) = [(minutes[s], sum(r[number] for r in rows[s]) / len(rows[s])) for s in points[-2:]]
+            if bound < v2 < v1:
+                text += (f"; on the power law through its last two points, an extrapolation, it would reach {bound:g} "
+                         f"at about {m2 * (bound / v2) ** (math.log(m2 / m1) / math.log(v2 / v1)):.0f} minutes")
+        parts.append(text + ")")
+    return f"Over the curve's points (minutes of the slow machine kind), on every sampling seed: {'; '.join(parts)}."
+
+
 def plot(results: dict, path: Path) -> None:
     """Class accuracy, feature distance and the highest band against the slow kind's minutes."""
     plt = pyplot()
@@ -76,11 +125,15 @@ def plot(results: dict, path: Path) -> None:
 def main() -> int:
     p = Parser(description="Score one train.py run, continued, at several points: how long clean takes.")
     p.add_argument("--out", default="runs/curve", help="one folder per point, and curve.json (default: %(default)s)")
-    p.add_argument("--steps", type=int, nargs="+", default=[675, 1350, 2700, 5400, 10800],
-                   help="the points, in train.py steps of 64 (default: 2.5, 5, 10, 20 and 40 minutes of the slow kind)")
+    p.add_argument("--steps", type=int, nargs="+", default=[675, 1350, 2700, 5400, 10800, 21600],
+                   help="the points, in train.py steps of 64 (default: 2.5, 5, 10, 20, 40 and 80 minutes of the "
+                        "slow kind)")
     p.add_argument("--seeds", type=int, default=1, help="sampling seeds 0 … N − 1 per point (default: 1)")
     p.add_argument("--page", default="", help="also put the table between this page's <!-- curve:begin --> and "
-                                              "<!-- curve:end --> markers")
+                                              "<!-- curve:end --> markers, and the sentence of when each target is met "
+                                              "between its <!-- curve_summary:begin/end --> markers")
+    p.add_argument("--readme", default="", help="also put the sentence of when each target is met between this "
+                                                "page's <!-- curve_summary:begin/end --> markers")
     a = p.parse_args()
     if sorted(set(a.steps)) != a.steps or a.steps[0] < 1 or a.seeds < 1:
         p.error("--steps must be increasing positive step counts, and --seeds at least 1")
@@ -100,7 +153,10 @@ def main() -> int:
     plot(results, out / "curve.png")
     if a.page:
         replace_between(Path(a.page), "<!-- curve:begin -->", "<!-- curve:end -->", table(results))
+    for page in filter(None, [a.page, a.readme]):
+        replace_between(Path(page), "<!-- curve_summary:begin -->", "<!-- curve_summary:end -->", when_met(results))
     print(table(results))
+    print(when_met(results))
     return 0
 
 

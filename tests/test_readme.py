@@ -154,3 +154,10 @@ def test_the_main_job_page_states_the_training_curves_rows():
     curve = json.loads((ROOT / "docs" / "main_job" / "curve.json").read_text())
     assert table(curve) in (ROOT / "docs" / "main_job.md").read_text()
 
+
+
+def test_the_main_job_page_and_the_readme_say_when_each_target_is_met_as_the_committed_curve_does():
+    from experiments.training_curve import when_met
+
+    sentence = when_met(json.loads((ROOT / "docs" / "main_job" / "curve.json").read_text()))
+    assert sentence in (ROOT / "docs" / "main_job.md").read_text() and sentence in (ROOT / "README.md").read_text()

@@ -2,7 +2,7 @@
 import json
 
 from experiments import training_curve
-from experiments.training_curve import point, train_seconds
+from experiments.training_curve import point, train_seconds, when_met
 
 
 def test_training_time_is_each_logged_windows_images_over_its_speed(tmp_path):
@@ -27,3 +27,39 @@ def test_the_first_point_trains_its_steps_and_each_later_one_resumes_a_copy_of_t
     assert calls == [("step_000675", {"steps": 675}, 675, None),
                      ("step_001350", {}, 1350, ["checkpoint.pt"])]  # the copy: the checkpoint, not the grids
     assert (tmp_path / "step_000675" / "checkpoint.pt").read_text() == "675"  # the point before is kept
+
+
+def _curve(*points: tuple[float, list[float]]) -> dict:
+    """A curve whose rows meet every target but the feature distance, which reads the values given per point."""
+    good = {"spectrum_min": 1.0, "spectrum_max": 1.0, "chroma_ratio": 1.0, "spread_ratio": 1.0, "w1": 0.0,
+            "class_accuracy": 0.8, "data_class_accuracy": 0.8}
+    return {"rows": [{**good, "steps": 100 * (i + 1), "minutes_slow_kind": minutes, "seed": seed, "fd_ratio": fd}
+                     for i, (minutes, fds) in enumerate(points) for seed, fd in enumerate(fds)]}
+
+
+def test_a_target_met_on_every_seed_from_a_point_on_is_met_from_that_points_minutes():
+    text = when_met(_curve((10.0, [9.0, 4.0]), (20.0, [4.5, 4.0]), (40.0, [3.0, 2.0])))
+    assert "feature distance ratio ≤ 5 from 20.0 minutes on" in text
+    assert "W1 ≤ 0.03 from 10.0 minutes on" in text
+
+
+def test_a_target_met_only_at_the_last_point_says_so():
+    assert "feature distance ratio ≤ 5 at 40.0 minutes, the last point" in when_met(
+        _curve((10.0, [4.0]), (20.0, [6.0]), (40.0, [4.0])))  # met at first, lost, met again
+
+
+def test_a_target_met_earlier_but_missed_at_the_last_point_is_not_met_and_names_where_it_was():
+    text = when_met(_curve((10.0, [4.0, 4.0]), (20.0, [6.0, 4.0])))
+    assert "feature distance ratio ≤ 5 not by 20.0 minutes (1 of 2 sampling seeds there, 4.00-6.00; " \
+           "met on every seed at 10.0 minutes" in text
+
+
+def test_a_shrinking_target_not_met_is_carried_on_the_power_law_through_its_last_two_points():
+    # 20 at 10 minutes, 10 at 40: the ratio halves each time the training time is multiplied by 4, so 5 at 160
+    text = when_met(_curve((5.0, [30.0]), (10.0, [18.0, 22.0]), (40.0, [10.0, 10.0])))
+    assert "it would reach 5 at about 160 minutes" in text
+    assert "an extrapolation" in text
+
+
+def test_a_target_that_stopped_shrinking_is_not_extrapolated():
+    assert "would reach" not in when_met(_curve((10.0, [8.0]), (20.0, [9.0])))

@@ -161,3 +161,10 @@ def test_the_main_job_page_and_the_readme_say_when_each_target_is_met_as_the_com
 
     sentence = when_met(json.loads((ROOT / "docs" / "main_job" / "curve.json").read_text()))
     assert sentence in (ROOT / "docs" / "main_job.md").read_text() and sentence in (ROOT / "README.md").read_text()
+
+
+def test_the_main_job_pages_guidance_grid_is_the_committed_rows():
+    from experiments.main_job import table
+
+    grid = json.loads((ROOT / "docs" / "main_job" / "guidance.json").read_text())
+    assert table(grid) in (ROOT / "docs" / "main_job.md").read_text()

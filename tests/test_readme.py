@@ -168,3 +168,10 @@ def test_the_main_job_pages_guidance_grid_is_the_committed_rows():
 
     grid = json.loads((ROOT / "docs" / "main_job" / "guidance.json").read_text())
     assert table(grid) in (ROOT / "docs" / "main_job.md").read_text()
+
+
+def test_the_main_job_pages_unguided_curve_points_are_the_committed_rows():
+    from experiments.main_job import table
+
+    rows = json.loads((ROOT / "docs" / "main_job" / "curve_unguided.json").read_text())
+    assert table(rows) in (ROOT / "docs" / "main_job.md").read_text()

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from cli import UsageError, pick_device
-from models.checkpoint import CheckpointError, load_training_checkpoint, save_checkpoint
+from models.checkpoint import CheckpointError, load_training_checkpoint, save_checkpoint, saved_model_config
 
 CHECKPOINT = "checkpoint.pt"
 Config = TypeVar("Config")
@@ -127,7 +127,7 @@ def resume(state: dict, model: torch.nn.Module, ema: torch.nn.Module, optimizer:
            world: int, device: torch.device, seed: int) -> int:
     """Load a checkpoint's weights, EMA weights and optimizer state, and give each rank its RNG stream
     back (see `restore_rng_states`); returns the step to continue from."""
-    if state["model_config"] != model.config_dict():
+    if saved_model_config(state) != model.config_dict():
         raise CheckpointError("the checkpoint's model does not match this dataset and preset")
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])

@@ -6,6 +6,7 @@ with `weights_only=True`, so a file that smuggles in a pickled object is refused
 import os
 import pickle
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -71,6 +72,15 @@ def load_training_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def saved_model_config(state: dict) -> dict:
+    """A train.py checkpoint's UNet config as this code reads it: a field added since the checkpoint was written
+    takes its default, which is what the model was before the field existed."""
+    try:
+        return asdict(UNetConfig(**state["model_config"]))
+    except TypeError as e:
+        raise CheckpointError(f"the checkpoint's model config is not one this code can build ({e})") from None
+
+
 def load_ema_model(state: dict, path: str | Path) -> UNet | FlowAsV:
     """The EMA weights of a train.py checkpoint, the ones to sample with, in eval mode. A flow model
     comes as a v-predicting model of its VP path (`FlowAsV`), which every sampler takes."""
@@ -97,7 +107,7 @@ def load_weights(path: str | Path, model: UNet, ema: UNet) -> None:
     not fix may differ: the schedule, the prediction, the offset noise. Another UNet preset, image
     size or class count is refused."""
     source = load_training_checkpoint(path)
-    theirs, ours = source["model_config"], model.config_dict()
+    theirs, ours = saved_model_config(source), model.config_dict()
     differences = [f"{key} {theirs.get(key)} (this run: {ours[key]})" for key in ours if theirs.get(key) != ours[key]]
     if differences:
         raise CheckpointError(f"--init-from {path} holds another model: {', '.join(differences)}; use its --model, "

@@ -91,6 +91,19 @@ def test_resume_continues_from_the_checkpoint_to_the_new_step_count(tiny_run, tm
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_checkpoint_written_before_a_model_flag_existed_resumes_with_that_flags_default(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    del state["model_config"]["final_layer"], state["config"]["final_layer"]  # as checkpoints before --final-layer
+    torch.save(state, run / "checkpoint.pt")
+    result = run_script("train.py", "--out", str(run), "--resume", "--steps", "5")
+    assert result.returncode == 0, result.stderr
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 5
+
+
 def test_cifar10_folder_trains_through_the_cli(tmp_path):
     write_cifar10(tmp_path / "cifar")
     result = run_script("train.py", *TINY, "--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar"),

@@ -43,6 +43,11 @@ def test_a_target_met_on_every_seed_from_a_point_on_is_met_from_that_points_minu
     assert "W1 ≤ 0.03 from 10.0 minutes on" in text
 
 
+def test_a_target_met_from_a_point_on_names_the_points_before_where_it_was_met_too():
+    text = when_met(_curve((10.0, [4.0]), (20.0, [6.0]), (40.0, [4.0]), (80.0, [3.0])))
+    assert "feature distance ratio ≤ 5 from 40.0 minutes on (also met at 10.0 minutes)" in text
+
+
 def test_a_target_met_only_at_the_last_point_says_so():
     assert "feature distance ratio ≤ 5 at 40.0 minutes, the last point" in when_met(
         _curve((10.0, [4.0]), (20.0, [6.0]), (40.0, [4.0])))  # met at first, lost, met again
@@ -57,9 +62,20 @@ def test_a_target_met_earlier_but_missed_at_the_last_point_is_not_met_and_names_
 def test_a_shrinking_target_not_met_is_carried_on_the_power_law_through_its_last_two_points():
     # 20 at 10 minutes, 10 at 40: the ratio halves each time the training time is multiplied by 4, so 5 at 160
     text = when_met(_curve((5.0, [30.0]), (10.0, [18.0, 22.0]), (40.0, [10.0, 10.0])))
-    assert "it would reach 5 at about 160 minutes" in text
+    assert "the seeds' mean would reach 5 at about 160 minutes" in text
     assert "an extrapolation" in text
 
 
 def test_a_target_that_stopped_shrinking_is_not_extrapolated():
     assert "would reach" not in when_met(_curve((10.0, [8.0]), (20.0, [9.0])))
+
+
+def test_a_spectrum_missed_from_below_is_not_carried_on_toward_its_upper_bound():
+    curve = _curve((10.0, [4.0]), (20.0, [4.0]))
+    curve["rows"][0].update(spectrum_max=3.0)
+    curve["rows"][1].update(spectrum_max=2.0)
+    assert "the seeds' mean highest band would reach 1.4" in when_met(curve)  # too grainy only: carried on
+    curve["rows"][1].update(spectrum_min=0.5)  # and too smooth in a band: a fall of the highest band will not do
+    text = when_met(curve)
+    assert "every spectrum band within [0.7, 1.4] not by 20.0 minutes (0 of 1 sampling seeds there, " \
+           "lowest band 0.50-0.50, highest 2.00-2.00)" in text

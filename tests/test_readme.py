@@ -175,3 +175,10 @@ def test_the_main_job_pages_unguided_curve_points_are_the_committed_rows():
 
     rows = json.loads((ROOT / "docs" / "main_job" / "curve_unguided.json").read_text())
     assert table(rows) in (ROOT / "docs" / "main_job.md").read_text()
+
+
+def test_the_main_job_pages_second_training_seed_at_40_minutes_is_the_committed_rows():
+    from experiments.main_job import table
+
+    rows = json.loads((ROOT / "docs" / "main_job" / "curve_seed1.json").read_text())
+    assert table(rows) in (ROOT / "docs" / "main_job.md").read_text()

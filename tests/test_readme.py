@@ -91,6 +91,7 @@ def test_the_readme_command_reader_sees_continuations_and_stops_at_comments():
 
 
 @pytest.mark.parametrize("page, results", [("main_job", "main_job/results"), ("main_job", "main_job/guidance"),
+                                           ("main_job", "main_job/curve_unguided"), ("main_job", "main_job/curve_seed1"),
                                            ("quality_trials", "quality_trials/detail_skip"),
                                            ("quality_trials", "quality_trials/final_layer"),
                                            ("quality_trials", "quality_trials/lognormal"),
@@ -155,30 +156,9 @@ def test_the_main_job_page_states_the_training_curves_rows():
     assert table(curve) in (ROOT / "docs" / "main_job.md").read_text()
 
 
-
 def test_the_main_job_page_and_the_readme_say_when_each_target_is_met_as_the_committed_curve_does():
     from experiments.training_curve import when_met
 
     sentence = when_met(json.loads((ROOT / "docs" / "main_job" / "curve.json").read_text()))
     assert sentence in (ROOT / "docs" / "main_job.md").read_text() and sentence in (ROOT / "README.md").read_text()
 
-
-def test_the_main_job_pages_guidance_grid_is_the_committed_rows():
-    from experiments.main_job import table
-
-    grid = json.loads((ROOT / "docs" / "main_job" / "guidance.json").read_text())
-    assert table(grid) in (ROOT / "docs" / "main_job.md").read_text()
-
-
-def test_the_main_job_pages_unguided_curve_points_are_the_committed_rows():
-    from experiments.main_job import table
-
-    rows = json.loads((ROOT / "docs" / "main_job" / "curve_unguided.json").read_text())
-    assert table(rows) in (ROOT / "docs" / "main_job.md").read_text()
-
-
-def test_the_main_job_pages_second_training_seed_at_40_minutes_is_the_committed_rows():
-    from experiments.main_job import table
-
-    rows = json.loads((ROOT / "docs" / "main_job" / "curve_seed1.json").read_text())
-    assert table(rows) in (ROOT / "docs" / "main_job.md").read_text()

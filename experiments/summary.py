@@ -350,10 +350,10 @@ def squeeze_by_resolution(runs: list[dict]) -> list[str]:
             f"x_T's mean brightness, drawn from pure noise, to spread {listed(x_T_std_ratio)} of its spread in training "
             f"and the flawed schedule's first step alone to allow a spread of {listed(leak_only)}; the samples spread "
             f"{spread_at_each_size('ideal_baseline')} (ideal denoiser) and {spread_at_each_size('baseline')} (trained "
-            "baseline), trailing "
-            "steps, δ = 0: " + ("the squeeze grows with resolution, as the prediction says (in direction: the later "
-                                 "steps add range to the first step's)." if all(shrinks) else
-                                 "the measured squeeze does not follow the prediction across resolutions.")]
+            "baseline), trailing steps, δ = 0: "
+            + ("the squeeze grows with resolution, as the prediction says (in direction: the later steps add range to "
+               "the first step's)." if all(shrinks) else
+               "the measured squeeze does not follow the prediction across resolutions.")]
 
 
 def block(results: dict, others: tuple[dict, ...] = ()) -> str:

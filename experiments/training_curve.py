@@ -77,6 +77,10 @@ def when_met(results: dict) -> str:
     rows = {s: [r for r in results["rows"] if r["steps"] == s] for s in points}
     minutes = {s: rows[s][0]["minutes_slow_kind"] for s in points}
     last = rows[points[-1]]
+
+    def at(steps: list[int]) -> str:
+        return ", ".join(f"{minutes[s]:.1f}" for s in steps)
+
     parts = []
     for key, (name, values) in TARGET_NAMES.items():
         met = [all(key not in misses(r) for r in rows[s]) for s in points]
@@ -85,7 +89,7 @@ def when_met(results: dict) -> str:
             text = (f"{name} from {minutes[points[first]]:.1f} minutes on" if first < len(points) - 1
                     else f"{name} at {minutes[points[first]]:.1f} minutes, the last point")
             if any(met[:first]):
-                text += f" (also met at {', '.join(f'{minutes[s]:.1f}' for s, m in zip(points[:first], met) if m)} minutes)"
+                text += f" (also met at {at([s for s, m in zip(points[:first], met) if m])} minutes)"
             parts.append(text)
             continue
         text = (f"{name} not by {minutes[points[-1]]:.1f} minutes "
@@ -95,15 +99,16 @@ def when_met(results: dict) -> str:
             low, high = min(r[value] for r in last), max(r[value] for r in last)
             text += f", {label + ' ' if label else ''}{low:.{digits}f}-{high:.{digits}f}"
         if any(met):
-            text += f"; met on every seed at {', '.join(f'{minutes[s]:.1f}' for s, m in zip(points, met) if m)} minutes"
+            text += f"; met on every seed at {at([s for s, m in zip(points, met) if m])} minutes"
         # only a miss from above is carried on: a band below 0.7 is not what the highest band's fall would mend
         from_above = key != "spectrum" or all(r["spectrum_min"] >= TARGETS["spectrum"][0] for r in last)
         if key in SHRINKING and len(points) > 1 and from_above:
             number, label, bound = SHRINKING[key]
             (m1, v1), (m2, v2) = [(minutes[s], sum(r[number] for r in rows[s]) / len(rows[s])) for s in points[-2:]]
             if bound < v2 < v1:
+                reached = m2 * (bound / v2) ** (math.log(m2 / m1) / math.log(v2 / v1))
                 text += (f"; on the power law through its last two points, an extrapolation, {label} would reach "
-                         f"{bound:g} at about {m2 * (bound / v2) ** (math.log(m2 / m1) / math.log(v2 / v1)):.0f} minutes")
+                         f"{bound:g} at about {reached:.0f} minutes")
         parts.append(text + ")")
     return f"Over the curve's points (minutes of the slow machine kind), on every sampling seed: {'; '.join(parts)}."
 
@@ -157,12 +162,13 @@ def main() -> int:
     results = {"command": " ".join(["python -m experiments.training_curve", *sys.argv[1:]]), "rows": rows}
     (out / "curve.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "curve.png")
+    rows_table, sentence = table(results), when_met(results)
     if a.page:
-        replace_between(Path(a.page), "<!-- curve:begin -->", "<!-- curve:end -->", table(results))
+        replace_between(Path(a.page), "<!-- curve:begin -->", "<!-- curve:end -->", rows_table)
     for page in filter(None, [a.page, a.readme]):
-        replace_between(Path(page), "<!-- curve_summary:begin -->", "<!-- curve_summary:end -->", when_met(results))
-    print(table(results))
-    print(when_met(results))
+        replace_between(Path(page), "<!-- curve_summary:begin -->", "<!-- curve_summary:end -->", sentence)
+    print(rows_table)
+    print(sentence)
     return 0
 
 

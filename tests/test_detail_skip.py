@@ -63,8 +63,9 @@ def test_the_detail_skip_is_on_by_default_for_the_patch_unet_predicting_v_only()
 
 
 @pytest.mark.parametrize("flags", [["--prediction", "x0"], ["--prediction", "eps", "--no-zero-snr"], ["--objective", "flow"]])
-def test_the_detail_skip_is_refused_where_the_network_does_not_predict_v(flags):
-    result = run_script_in_this_process("train.py", *flags, "--detail-skip")
+def test_the_detail_skip_is_refused_where_the_network_does_not_predict_v(flags, tmp_path):
+    # --out away from runs/default, where a user's main job would answer first with its own checkpoint
+    result = run_script_in_this_process("train.py", *flags, "--detail-skip", "--out", str(tmp_path))
     assert result.returncode == 2 and "--detail-skip" in result.stderr
 
 

@@ -111,7 +111,7 @@ def setup(config: TrainConfig, state: dict | None) -> Job:
     channels, size = dataset[0][0].shape[:2]
     try:
         model = UNet(replace(unet_config(config.model, size, num_classes, channels), detail_skip=config.detail_skip,
-                             final_layer=config.final_layer), schedule.alpha_bar).to(device)
+                             final_layer=config.final_layer, detail_out=config.detail_out), schedule.alpha_bar).to(device)
     except ValueError as e:  # an image size this UNet cannot cut: the flags' fault, not a bug
         raise UsageError(f"--image-size {size}: {e}") from None
     ema = copy.deepcopy(model).eval().requires_grad_(False)

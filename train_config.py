@@ -20,7 +20,7 @@ NOT_FOR_FLOW = ("schedule", "zero_snr", "prediction", "loss_space", "offset_nois
 
 def trained_config(saved: dict) -> dict:
     """A checkpoint's config, with the value that a flag added since meant before it existed."""
-    return {"detail_skip": False, "final_layer": False, "timestep_sampling": "uniform", **saved}
+    return {"detail_skip": False, "final_layer": False, "detail_out": False, "timestep_sampling": "uniform", **saved}
 
 
 def detail_skip_default(c: "TrainConfig") -> bool:
@@ -75,6 +75,8 @@ class TrainConfig:
                                     action=argparse.BooleanOptionalAction)
     final_layer: bool = flag(False, "the UNet's output head as DiT's and U-ViT's: the last norm scaled and shifted by "
                              "(t, class), and a 3×3 convolution at full resolution after un-patching")
+    detail_out: bool = flag(False, "multiply the UNet's own finest scale D(F) by 1/σ_t, EDM's c_out for that band: the "
+                            "network predicts x0's detail and v elsewhere (with --detail-skip)")
     timesteps: int = flag(1000, "training timesteps T")
     timestep_sampling: str = flag("uniform", "how training draws t: uniform as the paper, or half of the draws from "
                                   "EDM's log-normal over noise levels", choices=TIMESTEP_SAMPLINGS)
@@ -146,6 +148,9 @@ def check_config(c: TrainConfig, given: dict) -> None:
         raise UsageError(f"--{fixed[0].replace('_', '-')} does nothing with --objective flow, whose path and target are fixed")
     if c.detail_skip and (c.objective == "flow" or c.prediction != "v"):
         raise UsageError("--detail-skip is v's pass-through: it needs --prediction v and --objective diffusion")
+    if c.detail_out and not (detail_skip_default(c) if c.detail_skip is None else c.detail_skip):
+        raise UsageError("--detail-out scales v's finest scale beside the detail skip: it needs --prediction v, "
+                         "--objective diffusion and the detail skip")
     if c.objective == "flow" and "timestep_sampling" in given:
         raise UsageError("--timestep-sampling draws the diffusion's t; a flow draws its own (--flow-time)")
     if c.objective != "flow" and "flow_time" in given:

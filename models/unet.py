@@ -30,6 +30,7 @@ class UNetConfig:
     input_skip: bool = False  # add g(t, class)·x_t to the output, a learned per-channel gain (see UNet.forward)
     detail_skip: bool = False  # add (√ᾱ_t/σ_t)·D(x_t), v's pass-through of x_t's finest scale (see detail_skip)
     final_layer: bool = False  # the last norm scaled and shifted by (t, class), and a 3×3 conv at full resolution
+    detail_out: bool = False  # the network's own finest scale times 1/σ_t: it predicts x0's detail (see detail_out_gain)
 
 
 PRESETS = {
@@ -71,6 +72,16 @@ def check_image_size(config: UNetConfig) -> None:
         )
 
 
+def patch(x: Tensor, p: int) -> Tensor:
+    """Fold each p×p patch of pixels into channels."""
+    return rearrange(x, "b c (h p1) (w p2) -> b (c p1 p2) h w", p1=p, p2=p)
+
+
+def unpatch(x: Tensor, p: int) -> Tensor:
+    """patch's inverse."""
+    return rearrange(x, "b (c p1 p2) h w -> b c (h p1) (w p2)", p1=p, p2=p)
+
+
 def detail(x: Tensor) -> Tensor:
     """D(x) = x − upsample₂(avgpool₂(x)): what each 2×2 patch holds beyond its mean, the finest scale."""
     return x - F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest")
@@ -87,6 +98,18 @@ def detail_skip_gain(alpha_bar: Tensor) -> Tensor:
     (ᾱ_T = 0), so the first step is the network's alone.
     """
     return (alpha_bar / (1 - alpha_bar)).sqrt().float()
+
+
+def detail_out_gain(alpha_bar: Tensor) -> Tensor:
+    """c_out of the finest scale for a v-predicting network, per timestep: 1/σ_t.
+
+    With the detail skip, D(v̂) = (√ᾱ_t/σ_t)·D(x_t) + D(F), and x̂0 = √ᾱ_t·x_t − σ_t·v̂ makes D(x̂0) = −σ_t·D(F): to draw
+    the data's detail at small t, F must output it amplified by 1/σ_t (up to 34 times at t = 0), a scale the network
+    would have to learn from t. Multiplying the network's own D(F) by 1/σ_t (EDM's c_out, for one band) makes
+    D(x̂0) = −D(F): the network predicts x0's detail at every t, on the same scale, and v everywhere else. 1 at zero
+    terminal SNR (σ_T = 1), so the first step is unchanged; the loss is still the v-loss.
+    """
+    return (1 - alpha_bar).rsqrt().float()
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -187,6 +210,10 @@ class UNet(nn.Module):
                 raise ValueError(f"the detail skip needs an even image size, got {config.image_size}")
             # Not saved with the weights: the schedule a checkpoint records rebuilds it (fine-tuning may change it).
             self.register_buffer("detail_gain", detail_skip_gain(alpha_bar), persistent=False)
+        if config.detail_out:
+            if alpha_bar is None:
+                raise ValueError("a UNet with the detail's c_out needs its schedule's alpha_bar")
+            self.register_buffer("detail_out_gain", detail_out_gain(alpha_bar), persistent=False)
         self.config = config
         ch, emb_dim = config.base_channels, 4 * config.base_channels
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -252,7 +279,7 @@ class UNet(nn.Module):
             emb = emb + self.class_emb(torch.where(labels == NULL_CLASS, self.config.num_classes, labels))
 
         p = self.config.patch_size
-        patches = rearrange(x, "b c (h p1) (w p2) -> b (c p1 p2) h w", p1=p, p2=p)
+        patches = patch(x, p)
         h = self.conv_in(patches)
         skips = [h]
         for i, level in enumerate(self.down):
@@ -273,9 +300,12 @@ class UNet(nn.Module):
             scale, shift = rearrange(self.out_modulation(F.silu(emb)), "b c -> b c 1 1").chunk(2, dim=1)
             h = h * (1 + scale) + shift
         out = self.conv_out(F.silu(h))
+        if self.config.detail_out:  # on the network's own output only, not on the input skip's pass-through
+            out = unpatch(out, p)
+            out = patch(out + rearrange(self.detail_out_gain[t] - 1, "b -> b 1 1 1") * detail(out), p)
         if self.skip_gain is not None:
             out = out + rearrange(self.skip_gain(F.silu(emb)), "b c -> b c 1 1") * patches
-        out = rearrange(out, "b (c p1 p2) h w -> b c (h p1) (w p2)", p1=p, p2=p)
+        out = unpatch(out, p)
         if self.config.final_layer:
             out = self.conv_full(out)
         if self.config.detail_skip:

@@ -95,7 +95,8 @@ def test_the_readme_command_reader_sees_continuations_and_stops_at_comments():
                                            ("quality_trials", "quality_trials/detail_skip"),
                                            ("quality_trials", "quality_trials/final_layer"),
                                            ("quality_trials", "quality_trials/lognormal"),
-                                           ("quality_trials", "quality_trials/fullres")])
+                                           ("quality_trials", "quality_trials/fullres"),
+                                           ("quality_trials", "quality_trials/detail_out")])
 def test_the_main_job_pages_state_the_rows_of_their_results(page, results):
     from experiments.main_job import table
 

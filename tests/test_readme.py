@@ -103,6 +103,13 @@ def test_the_main_job_pages_state_the_rows_of_their_results(page, results):
     assert table(json.loads((ROOT / "docs" / f"{results}.json").read_text())) in (ROOT / "docs" / f"{page}.md").read_text()
 
 
+def test_the_main_job_page_quotes_its_error_by_t_rows_from_the_file_the_command_wrote():
+    page = (ROOT / "docs" / "main_job.md").read_text()
+    quoted = page.split("<!-- error_by_t:begin -->")[1].split("<!-- error_by_t:end -->")[0].strip().splitlines()
+    written = (ROOT / "docs" / "main_job" / "error_by_t.md").read_text().splitlines()
+    assert len(quoted) == 14 and all(row in written for row in quoted)
+
+
 @pytest.mark.parametrize("name", ["noise", "noise_data"])
 def test_the_quality_page_states_the_yardsticks_noise_of_its_results(name):
     from experiments.yardstick_noise import table

@@ -149,8 +149,12 @@ def check_config(c: TrainConfig, given: dict) -> None:
     if c.detail_skip and (c.objective == "flow" or c.prediction != "v"):
         raise UsageError("--detail-skip is v's pass-through: it needs --prediction v and --objective diffusion")
     if c.detail_out and not (detail_skip_default(c) if c.detail_skip is None else c.detail_skip):
-        raise UsageError("--detail-out scales v's finest scale beside the detail skip: it needs --prediction v, "
-                         "--objective diffusion and the detail skip")
+        raise UsageError("--detail-out scales the network's own finest scale beside the detail skip, which is off here: "
+                         "give --detail-skip (with --prediction v and --objective diffusion; it is on by default for a "
+                         "--model that folds patches, such as cpu)")
+    if c.detail_out and c.final_layer:
+        raise UsageError("--detail-out and --final-layer do not combine: the full-resolution convolution would mix the "
+                         "detail that --detail-out scales with the coarser scales")
     if c.objective == "flow" and "timestep_sampling" in given:
         raise UsageError("--timestep-sampling draws the diffusion's t; a flow draws its own (--flow-time)")
     if c.objective != "flow" and "flow_time" in given:

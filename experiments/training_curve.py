@@ -130,7 +130,7 @@ def plot(results: dict, path: Path) -> None:
         for target in targets:
             ax.axhline(target, color="grey", linestyle="--", linewidth=1)
         ax.set_xscale("log")
-        if key != "class_accuracy":  # ratios: a factor off reads the same above and below
+        if keys != ["class_accuracy"]:  # ratios: a factor off reads the same above and below
             ax.set_yscale("log")
         ax.set_xlabel("minutes of training (slow machine kind)")
         ax.set_title(f"{title} (dashed: target)", fontsize=9)

@@ -104,10 +104,10 @@ def detail_out_gain(alpha_bar: Tensor) -> Tensor:
     """c_out of the finest scale for a v-predicting network, per timestep: 1/σ_t.
 
     With the detail skip, D(v̂) = (√ᾱ_t/σ_t)·D(x_t) + D(F), and x̂0 = √ᾱ_t·x_t − σ_t·v̂ makes D(x̂0) = −σ_t·D(F): to draw
-    the data's detail at small t, F must output it amplified by 1/σ_t (up to 34 times at t = 0), a scale the network
-    would have to learn from t. Multiplying the network's own D(F) by 1/σ_t (EDM's c_out, for one band) makes
-    D(x̂0) = −D(F): the network predicts x0's detail at every t, on the same scale, and v everywhere else. 1 at zero
-    terminal SNR (σ_T = 1), so the first step is unchanged; the loss is still the v-loss.
+    the data's detail at small t, F must output it amplified by 1/σ_t (34 times at t = 0 of the default schedule), a
+    scale the network would have to learn from t. Multiplying the network's own D(F) by 1/σ_t (EDM's c_out, for one
+    band) makes D(x̂0) = −D(F): the network predicts x0's detail at every t, on the same scale, and v everywhere else.
+    1 at zero terminal SNR (σ_T = 1), so the first step is unchanged; the loss is still the v-loss.
     """
     return (1 - alpha_bar).rsqrt().float()
 
@@ -200,7 +200,7 @@ class UNet(nn.Module):
     """
 
     def __init__(self, config: UNetConfig, alpha_bar: Tensor | None = None):
-        """`alpha_bar`: the noise schedule's ᾱ_t, needed by the detail skip (and only by it)."""
+        """`alpha_bar`: the noise schedule's ᾱ_t, needed by the detail skip and the detail's c_out (and only by them)."""
         super().__init__()
         check_image_size(config)
         if config.detail_skip:
@@ -299,13 +299,11 @@ class UNet(nn.Module):
         if self.config.final_layer:
             scale, shift = rearrange(self.out_modulation(F.silu(emb)), "b c -> b c 1 1").chunk(2, dim=1)
             h = h * (1 + scale) + shift
-        out = self.conv_out(F.silu(h))
+        out = unpatch(self.conv_out(F.silu(h)), p)
         if self.config.detail_out:  # on the network's own output only, not on the input skip's pass-through
-            out = unpatch(out, p)
-            out = patch(out + rearrange(self.detail_out_gain[t] - 1, "b -> b 1 1 1") * detail(out), p)
+            out = out + rearrange(self.detail_out_gain[t] - 1, "b -> b 1 1 1") * detail(out)
         if self.skip_gain is not None:
-            out = out + rearrange(self.skip_gain(F.silu(emb)), "b c -> b c 1 1") * patches
-        out = unpatch(out, p)
+            out = out + unpatch(rearrange(self.skip_gain(F.silu(emb)), "b c -> b c 1 1") * patches, p)
         if self.config.final_layer:
             out = self.conv_full(out)
         if self.config.detail_skip:

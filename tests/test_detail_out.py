@@ -10,6 +10,7 @@ from models import UNet, unet_config
 from models.checkpoint import load_ema_model, load_training_checkpoint
 from models.unet import detail
 from tests.conftest import TINY, run_script, run_script_in_this_process
+from train_config import TrainConfig, check_config
 
 SCHEDULE = make_schedule("scaled_linear", 1000, zero_snr=True)
 T = torch.tensor([0, 19, 500, 999])
@@ -72,10 +73,14 @@ def test_the_detail_out_leaves_the_input_skips_pass_through_unscaled():
     assert detail(before).abs().amax() > 0.1
 
 
-@pytest.mark.parametrize("flags", [["--model", "tiny"], ["--prediction", "x0"], ["--no-detail-skip"]])
-def test_the_detail_out_is_refused_without_the_detail_skip(flags, tmp_path):
+@pytest.mark.parametrize("flags", [["--model", "tiny"], ["--prediction", "x0"], ["--no-detail-skip"], ["--final-layer"]])
+def test_the_detail_out_is_refused_without_the_detail_skip_or_with_the_final_layer(flags, tmp_path):
     result = run_script_in_this_process("train.py", *flags, "--detail-out", "--out", str(tmp_path))
     assert result.returncode == 2 and "--detail-out" in result.stderr
+
+
+def test_the_detail_out_is_accepted_beside_the_default_detail_skip():
+    check_config(TrainConfig(detail_out=True), {"detail_out": True})  # the cpu preset: the skip is on by default
 
 
 def test_a_checkpoint_rebuilds_its_detail_out_from_its_schedule(tmp_path):

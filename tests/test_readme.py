@@ -92,6 +92,7 @@ def test_the_readme_command_reader_sees_continuations_and_stops_at_comments():
 
 @pytest.mark.parametrize("page, results", [("main_job", "main_job/results"), ("main_job", "main_job/guidance"),
                                            ("main_job", "main_job/curve_unguided"), ("main_job", "main_job/curve_seed1"),
+                                           ("main_job", "main_job/guidance_120"),
                                            ("quality_trials", "quality_trials/detail_skip"),
                                            ("quality_trials", "quality_trials/final_layer"),
                                            ("quality_trials", "quality_trials/lognormal"),

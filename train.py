@@ -30,7 +30,7 @@ from evaluation.metrics import brightness_summary, summary_line
 from evaluation.preview import preview
 from models import UNet, unet_config
 from models.checkpoint import load_weights
-from train_config import (RESUMABLE, TrainConfig, check_config, detail_skip_default, parse_args, recipe_defaults,
+from train_config import (RESUMABLE, TrainConfig, check_config, detail_skip_on, parse_args, recipe_defaults,
                           trained_config)
 
 
@@ -107,7 +107,7 @@ def setup(config: TrainConfig, state: dict | None) -> Job:
     config = replace(config, hflip=config.dataset != "folder" if config.hflip is None else config.hflip,
                      label_dropout=config.label_dropout if num_classes else 0.0,
                      workers=(4 if device.type == "cuda" else 0) if config.workers is None else config.workers,
-                     detail_skip=detail_skip_default(config) if config.detail_skip is None else config.detail_skip)
+                     detail_skip=detail_skip_on(config))
     channels, size = dataset[0][0].shape[:2]
     try:
         model = UNet(replace(unet_config(config.model, size, num_classes, channels), detail_skip=config.detail_skip,

@@ -28,6 +28,11 @@ def detail_skip_default(c: "TrainConfig") -> bool:
     return c.objective == "diffusion" and c.prediction == "v" and PRESETS[c.model].get("patch_size", 1) > 1
 
 
+def detail_skip_on(c: "TrainConfig") -> bool:
+    """Whether the run has the detail skip: --detail-skip or --no-detail-skip where given, else its default."""
+    return detail_skip_default(c) if c.detail_skip is None else c.detail_skip
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = flag("shapes", "training data; 'shapes' is embedded and needs no download", choices=DATASETS)
@@ -148,7 +153,7 @@ def check_config(c: TrainConfig, given: dict) -> None:
         raise UsageError(f"--{fixed[0].replace('_', '-')} does nothing with --objective flow, whose path and target are fixed")
     if c.detail_skip and (c.objective == "flow" or c.prediction != "v"):
         raise UsageError("--detail-skip is v's pass-through: it needs --prediction v and --objective diffusion")
-    if c.detail_out and not (detail_skip_default(c) if c.detail_skip is None else c.detail_skip):
+    if c.detail_out and not detail_skip_on(c):
         raise UsageError("--detail-out scales the network's own finest scale beside the detail skip, which is off here: "
                          "give --detail-skip (with --prediction v and --objective diffusion; it is on by default for a "
                          "--model that folds patches, such as cpu)")

@@ -203,16 +203,14 @@ class UNet(nn.Module):
         """`alpha_bar`: the noise schedule's ᾱ_t, needed by the detail skip and the detail's c_out (and only by them)."""
         super().__init__()
         check_image_size(config)
+        if (config.detail_skip or config.detail_out) and alpha_bar is None:
+            raise ValueError("a UNet with the detail skip or the detail's c_out needs its schedule's alpha_bar")
         if config.detail_skip:
-            if alpha_bar is None:
-                raise ValueError("a UNet with the detail skip needs its schedule's alpha_bar")
             if config.image_size % 2:
                 raise ValueError(f"the detail skip needs an even image size, got {config.image_size}")
             # Not saved with the weights: the schedule a checkpoint records rebuilds it (fine-tuning may change it).
             self.register_buffer("detail_gain", detail_skip_gain(alpha_bar), persistent=False)
         if config.detail_out:
-            if alpha_bar is None:
-                raise ValueError("a UNet with the detail's c_out needs its schedule's alpha_bar")
             self.register_buffer("detail_out_gain", detail_out_gain(alpha_bar), persistent=False)
         self.config = config
         ch, emb_dim = config.base_channels, 4 * config.base_channels

@@ -16,6 +16,13 @@ SCHEDULE = make_schedule("scaled_linear", 1000, zero_snr=True)
 T = torch.tensor([0, 19, 500, 999])
 
 
+def rebuilt(model: UNet, **changes) -> UNet:
+    """The same weights in a UNet whose config differs by `changes`."""
+    copy = UNet(replace(model.config, **changes), SCHEDULE.alpha_bar).eval()
+    copy.load_state_dict(model.state_dict())
+    return copy
+
+
 def trained_looking_unets() -> tuple[UNet, UNet]:
     """The cpu UNet with random weights everywhere (the head is no longer zero), without and with the c_out;
     neither has the input skip or the detail skip, so the first one's output is the network's own F."""
@@ -24,16 +31,13 @@ def trained_looking_unets() -> tuple[UNet, UNet]:
     plain = UNet(config, SCHEDULE.alpha_bar).eval()
     for p in plain.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    with_out = UNet(replace(config, detail_out=True), SCHEDULE.alpha_bar).eval()
-    with_out.load_state_dict(plain.state_dict())
-    return plain, with_out
+    return plain, rebuilt(plain, detail_out=True)
 
 
 def test_with_the_detail_skip_x0s_finest_scale_is_minus_the_networks_own():
     # x̂0 = √ᾱ·x_t − σ·v̂ and v̂ = (√ᾱ/σ)·D(x_t) + D(F)/σ + the rest, so D(x̂0) = −D(F) at every t
     plain, with_out = trained_looking_unets()
-    both = UNet(replace(with_out.config, detail_skip=True), SCHEDULE.alpha_bar).eval()
-    both.load_state_dict(with_out.state_dict())
+    both = rebuilt(with_out, detail_skip=True)
     x, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
     alpha_bar = SCHEDULE.alpha_bar[T].float().view(-1, 1, 1, 1)
     with torch.no_grad():
@@ -64,8 +68,7 @@ def test_the_detail_out_leaves_the_input_skips_pass_through_unscaled():
     torch.manual_seed(0)
     plain = UNet(config, SCHEDULE.alpha_bar).eval()
     torch.nn.init.normal_(plain.skip_gain.bias, std=1.0)  # the head stays zero: the output is the skip's alone
-    with_out = UNet(replace(config, detail_out=True), SCHEDULE.alpha_bar).eval()
-    with_out.load_state_dict(plain.state_dict())
+    with_out = rebuilt(plain, detail_out=True)
     x, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
     with torch.no_grad():
         before = plain(x, T, labels)

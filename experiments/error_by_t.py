@@ -10,6 +10,8 @@ last step hands x̂0 at its last timestep straight to the image, so grain there 
 errors at large t show as wrong shapes, classes and brightness.
 """
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from cli import Parser, UsageError, run
 from data import make_shapes
@@ -19,6 +21,23 @@ from evaluation.yardstick import REFERENCE_SEED
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
 TIMESTEPS = (0, 10, 25, 50, 100, 200, 400, 600, 800, 999)
+
+
+def noise_left(error: Tensor, noise: Tensor) -> float:
+    """The share of x_t's noise n = σ_t·ε that x̂0 still carries: the least-squares c of x̂0 − x0 ≈ c·n.
+
+    1 where x̂0 is x_t itself (nothing denoised), 0 where the error is uncorrelated with the noise: then the
+    error is the network's own, not noise it failed to remove.
+    """
+    return ((error * noise).sum() / noise.square().sum()).item()
+
+
+def near_edges(images: Tensor, radius: int = 2) -> Tensor:
+    """(N, 1, H, W): the pixels within `radius` of a step between neighbouring pixels in any channel."""
+    step_x = (images[..., :, 1:] - images[..., :, :-1]).abs().amax(1, keepdim=True) > 1e-3
+    step_y = (images[..., 1:, :] - images[..., :-1, :]).abs().amax(1, keepdim=True) > 1e-3
+    edge = F.pad(step_x, (0, 1)) | F.pad(step_x, (1, 0)) | F.pad(step_y, (0, 0, 0, 1)) | F.pad(step_y, (0, 0, 1, 0))
+    return F.max_pool2d(edge.float(), 2 * radius + 1, stride=1, padding=radius) > 0
 
 
 @torch.no_grad()
@@ -32,15 +51,21 @@ def error_by_t(path: str, num_images: int, sample_steps: int) -> list[dict]:
         raise UsageError(f"{path}: this diagnostic uses held-out shapes; the model was trained on {config['dataset']}")
     model, schedule = load_ema_model(state, path), checkpoint_schedule(state)
     x0, labels, _ = make_shapes(num_images, model.config.image_size, REFERENCE_SEED - 1)  # a seed no training run uses
+    edges = near_edges(x0).expand_as(x0)
     generator, rows = torch.Generator().manual_seed(0), []
     for t in timesteps:
         t_batch = torch.full((num_images,), t)
         alpha_bar = schedule.alpha_bar_at(t_batch, x0).float()
-        x_t = schedule.add_noise(x0, torch.randn(x0.shape, generator=generator), t_batch).float()
+        eps = torch.randn(x0.shape, generator=generator)
+        x_t = schedule.add_noise(x0, eps, t_batch).float()
         output = model(x_t, t_batch, labels if model.config.num_classes else None).float()
         x0_hat = predict_x0_eps(x_t, output, alpha_bar, config["prediction"])[0]
-        rows.append({"t": t, "alpha_bar": alpha_bar[0].item(), "rms": (x0_hat - x0).square().mean().sqrt().item(),
-                     "hf_ratio": hf_residual(x0_hat) / hf_residual(x0), "bands": spectrum_ratio(x0_hat, x0)})
+        error = x0_hat - x0
+        rows.append({"t": t, "alpha_bar": alpha_bar[0].item(), "rms": error.square().mean().sqrt().item(),
+                     "hf_ratio": hf_residual(x0_hat) / hf_residual(x0), "bands": spectrum_ratio(x0_hat, x0),
+                     "noise_left": noise_left(error, (1 - alpha_bar).sqrt() * eps),
+                     "rms_edges": error[edges].square().mean().sqrt().item(),
+                     "rms_elsewhere": error[~edges].square().mean().sqrt().item()})
     return rows
 
 
@@ -53,11 +78,13 @@ def main() -> int:
     a = p.parse_args()
     if a.num_images < 2 or a.num_steps < 2:
         p.error("--num-images and --num-steps must be at least 2")
-    print("| checkpoint | t | ᾱ_t | RMS of x̂0 − x0 | HF ratio of x̂0 | spectrum bands 1-8 of x̂0 |\n|---|---|---|---|---|---|")
+    print("| checkpoint | t | ᾱ_t | RMS of x̂0 − x0 | near edges / elsewhere | x_t's noise left in x̂0 | HF ratio of x̂0 | "
+          "spectrum bands 1-8 of x̂0 |\n|---|---|---|---|---|---|---|---|")
     for path in a.checkpoints:
         for r in error_by_t(path, a.num_images, a.num_steps):
             bands = " / ".join(f"{b:.2f}" for b in r["bands"])
-            print(f"| {path} | {r['t']} | {r['alpha_bar']:.4f} | {r['rms']:.4f} | {r['hf_ratio']:.2f} | {bands} |")
+            print(f"| {path} | {r['t']} | {r['alpha_bar']:.4f} | {r['rms']:.4f} | {r['rms_edges']:.4f} / "
+                  f"{r['rms_elsewhere']:.4f} | {r['noise_left']:.3f} | {r['hf_ratio']:.2f} | {bands} |")
     return 0
 
 

@@ -140,9 +140,9 @@ def plot(results: dict, path: Path) -> None:
 def main() -> int:
     p = Parser(description="Score one train.py run, continued, at several points: how long clean takes.")
     p.add_argument("--out", default="runs/curve", help="one folder per point, and curve.json (default: %(default)s)")
-    p.add_argument("--steps", type=int, nargs="+", default=[675, 1350, 2700, 5400, 10800, 21600, 32400],
-                   help="the points, in train.py steps of 64 (default: 2.5, 5, 10, 20, 40, 80 and 120 minutes of "
-                        "the slow kind)")
+    p.add_argument("--steps", type=int, nargs="+", default=[675, 1350, 2700, 5400, 10800, 21600, 32400, 43200],
+                   help="the points, in train.py steps of 64 (default: 2.5, 5, 10, 20, 40, 80, 120 and 160 minutes "
+                        "of the slow kind)")
     p.add_argument("--seeds", type=int, default=1, help="sampling seeds 0 … N − 1 per point (default: 1)")
     p.add_argument("--page", default="", help="also put the table between this page's <!-- curve:begin --> and "
                                               "<!-- curve:end --> markers, and the sentence of when each target is met "

@@ -29,6 +29,8 @@ REAL_IMAGES = 10_000  # training images FID compares with (the whole set when sm
 # The default guidance of a class-conditional model, with the paper's rescale φ = 0.7: the weight that measured
 # best on the main job's models (docs/main_job.md, "Guidance").
 GUIDANCE = 1.5
+# What --out may be: the image formats torchvision's save_image writes (through Pillow), checked before sampling.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class SampleConfig:
     guidance: float | None = flag(None, f"classifier-free guidance weight w; 1 is no guidance (default: {GUIDANCE} for "
                                   "a class-conditional model, 1 for an unconditional one)", type=float)
     guidance_rescale: float = flag(0.7, "fix #4: rescale phi in [0, 1]; 0 is plain CFG")
+    guidance_interval: tuple[int, int] | None = flag(None, "guide only at timesteps LOW ≤ t ≤ HIGH and draw the "
+                                                     "class's own prediction elsewhere, e.g. 0 700 (default: every "
+                                                     "step, as the paper)", type=int, nargs=2, metavar=("LOW", "HIGH"))
     class_: str | None = flag(None, "class name or index to generate (default: a class-conditional model draws one row "
                               "of the grid per class, in turn)", type=str)
     unconditional: bool = flag(False, "draw without a class and without guidance (the null label)")
@@ -80,6 +85,12 @@ def check_sample_config(config: SampleConfig) -> None:
     for name, value in unit_interval.items():
         if not 0 <= value <= 1:
             raise UsageError(f"--{name} must be in [0, 1], got {value}")
+    if config.out is not None and Path(config.out).suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"--out {config.out}: name an image file, e.g. grid.png")
+    if config.guidance_interval is not None:
+        low, high = config.guidance_interval
+        if not 0 <= low <= high:
+            raise UsageError(f"--guidance-interval takes LOW ≤ HIGH, both zero or positive; got {low} {high}")
 
 
 def parse_args(argv: list[str] | None = None) -> SampleConfig:
@@ -114,6 +125,8 @@ def main() -> int:
     guidance = config.guidance if config.guidance is not None else (GUIDANCE if conditional else 1.0)
     if guidance != 1 and not conditional:
         raise UsageError("--guidance needs a class-conditional model drawn with its classes: guidance pushes toward a class")
+    if config.guidance_interval is not None and guidance == 1:
+        raise UsageError("--guidance-interval limits guidance, and this draws unguided: give --guidance above 1")
     offset = config.offset if config.offset is not None else spacing_offset(config.spacing)
     try:
         timesteps = get_timesteps(trained["timesteps"], config.num_steps, config.spacing, offset)
@@ -135,7 +148,8 @@ def main() -> int:
         labels = None
     images = sample_in_batches(model, config.num_samples, (channels, size, size), checkpoint_schedule(state), timesteps,
                                trained["prediction"], labels=labels, batch_size=config.batch_size, seed=config.seed,
-                               device=device, guidance=guidance, rescale=config.guidance_rescale, eta=config.eta,
+                               device=device, guidance=guidance, rescale=config.guidance_rescale,
+                               guidance_interval=config.guidance_interval, eta=config.eta,
                                sampler=config.sampler, offset_noise=config.offset_noise,
                                amp_dtype=amp_dtype(device, config.precision))
     save_image((images + 1) / 2, out, nrow=GRID_ROW)
@@ -144,6 +158,8 @@ def main() -> int:
             save_image((image + 1) / 2, Path(config.out_dir) / f"{i:06d}.png")
     summary = summarize(brightness(images))
     drawn = f"guidance w = {guidance:g}, φ = {config.guidance_rescale:g}" if guidance != 1 else "unguided"
+    if config.guidance_interval is not None:  # refused above when unguided
+        drawn += " at t in [{}, {}]".format(*config.guidance_interval)
     print(f"wrote {out} ({config.num_samples} samples, step {state['step']}, "
           f"{config.num_steps} {config.spacing} {config.sampler} steps, {drawn})")
     print(summary_line("brightness", summary))

@@ -116,3 +116,17 @@ def test_rescaling_an_x0_prediction_in_its_own_space_would_give_another_image():
     labels = torch.tensor([0, 2])
     in_x0_space = apply_cfg(x0_model(x, None, labels), x0_model(x, None, torch.full_like(labels, -1)), 7.5, 0.7)
     assert (out - in_x0_space).abs().mean() > 0.05
+
+
+def test_a_guidance_interval_guides_inside_it_and_draws_the_conditional_prediction_outside():
+    model, labels = LabelModel(), torch.tensor([0, 2])
+    schedule = Schedule(torch.linspace(0.1, 0.9, 10, dtype=torch.float64))
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    everywhere = guided_denoiser(model, schedule, "v", labels, 3.0, 0.7)
+    limited = guided_denoiser(model, schedule, "v", labels, 3.0, 0.7, interval=(2, 6))
+    conditional = guided_denoiser(model, schedule, "v", labels, 1.0, 0.7)
+    for t in (2, 4, 6):  # inside, ends included
+        torch.testing.assert_close(limited(x, t), everywhere(x, t))
+    for t in (0, 1, 7, 9):
+        torch.testing.assert_close(limited(x, t), conditional(x, t))
+    assert not torch.allclose(everywhere(x, 9)[0], conditional(x, 9)[0])  # guidance does change the answer there

@@ -18,6 +18,9 @@ BAD_VALUES = [
     ({"guidance_rescale": 1.5}, "--guidance-rescale must be in [0, 1], got 1.5"),
     ({"guidance_rescale": -0.1}, "--guidance-rescale must be in [0, 1], got -0.1"),
     ({"eta": 2.0}, "--eta must be in [0, 1], got 2.0"),
+    ({"out": "runs/grid"}, "--out runs/grid: name an image file, e.g. grid.png"),
+    ({"guidance_interval": (700, 200)}, "--guidance-interval takes LOW ≤ HIGH, both zero or positive; got 700 200"),
+    ({"guidance_interval": (-1, 700)}, "--guidance-interval takes LOW ≤ HIGH, both zero or positive; got -1 700"),
 ]
 
 
@@ -31,7 +34,8 @@ def test_the_sample_check_refuses_each_bad_value_with_its_one_line_message(value
 def test_the_sample_check_accepts_the_defaults_and_each_range_up_to_its_edges():
     check_sample_config(SampleConfig("run/checkpoint.pt"))
     check_sample_config(SampleConfig("run/checkpoint.pt", spacing="leading", offset=0, num_samples=1, batch_size=1,
-                                     guidance=0.0, offset_noise=0.0, guidance_rescale=1.0, eta=1.0))
+                                     guidance=0.0, offset_noise=0.0, guidance_rescale=1.0, eta=1.0,
+                                     guidance_interval=(0, 0)))
 
 
 def test_parse_args_refuses_a_bad_value_through_the_same_check():

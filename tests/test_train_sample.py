@@ -57,6 +57,19 @@ def test_sample_draws_a_class_conditional_model_guided_a_row_per_class_by_defaul
     assert f"guidance w = {GUIDANCE:g}, φ = 0.7" in result.stdout and GUIDANCE > 1
 
 
+def test_sample_guides_only_within_the_guidance_interval_it_is_given(tiny_run, tmp_path):
+    def grid(*flags: str) -> bytes:  # 2 trailing steps of 1,000: t = 999 and 499
+        out = tmp_path / f"grid{'_'.join(flags)}.png"
+        result = run_script("sample.py", str(tiny_run / "checkpoint.pt"), *flags, "--num-samples", "4",
+                            "--num-steps", "2", "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        return out.read_bytes()
+
+    outside = grid("--guidance-interval", "0", "400")
+    assert outside == grid("--guidance", "1")  # no step inside: the class's own prediction throughout
+    assert outside != grid("--guidance-interval", "0", "999") == grid()  # every step inside: the default
+
+
 def test_sample_unconditional_draws_without_class_or_guidance(tiny_run, tmp_path):
     result = run_script("sample.py", str(tiny_run / "checkpoint.pt"), "--unconditional", "--num-samples", "2",
                         "--num-steps", "2", "--out", str(tmp_path / "u.png"))

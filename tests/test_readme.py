@@ -93,6 +93,8 @@ def test_the_readme_command_reader_sees_continuations_and_stops_at_comments():
 @pytest.mark.parametrize("page, results", [("main_job", "main_job/results"), ("main_job", "main_job/guidance"),
                                            ("main_job", "main_job/curve_unguided"), ("main_job", "main_job/curve_seed1"),
                                            ("main_job", "main_job/guidance_120"),
+                                           ("main_job", "main_job/guidance_interval"),
+                                           ("main_job", "main_job/guidance_interval_grid"),
                                            ("quality_trials", "quality_trials/detail_skip"),
                                            ("quality_trials", "quality_trials/final_layer"),
                                            ("quality_trials", "quality_trials/lognormal"),

@@ -87,6 +87,9 @@ def check_sample_config(config: SampleConfig) -> None:
             raise UsageError(f"--{name} must be in [0, 1], got {value}")
     if config.out is not None and Path(config.out).suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"--out {config.out}: name an image file, e.g. grid.png")
+    if config.guidance_interval is not None and (config.unconditional or config.guidance == 1):
+        raise UsageError("--guidance-interval limits guidance, and this draws unguided: drop it, or give a --guidance "
+                         "other than 1 without --unconditional")
     if config.guidance_interval is not None:
         low, high = config.guidance_interval
         if not 0 <= low <= high:
@@ -101,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> SampleConfig:
     config = SampleConfig(**{k: v for k, v in vars(p.parse_args(argv)).items() if v is not None})
     if config.num_samples is None:
         config = replace(config, num_samples=512 if config.evaluate else 64)
+    if config.guidance_interval is not None:  # argparse gives a list
+        config = replace(config, guidance_interval=tuple(config.guidance_interval))
     check_sample_config(config)
     return config
 
@@ -125,8 +130,8 @@ def main() -> int:
     guidance = config.guidance if config.guidance is not None else (GUIDANCE if conditional else 1.0)
     if guidance != 1 and not conditional:
         raise UsageError("--guidance needs a class-conditional model drawn with its classes: guidance pushes toward a class")
-    if config.guidance_interval is not None and guidance == 1:
-        raise UsageError("--guidance-interval limits guidance, and this draws unguided: give --guidance above 1")
+    if config.guidance_interval is not None and guidance == 1:  # an unconditional model, which draws unguided
+        raise UsageError("--guidance-interval limits guidance, and this model has no classes to guide toward")
     offset = config.offset if config.offset is not None else spacing_offset(config.spacing)
     try:
         timesteps = get_timesteps(trained["timesteps"], config.num_steps, config.spacing, offset)
@@ -159,7 +164,8 @@ def main() -> int:
     summary = summarize(brightness(images))
     drawn = f"guidance w = {guidance:g}, φ = {config.guidance_rescale:g}" if guidance != 1 else "unguided"
     if config.guidance_interval is not None:  # refused above when unguided
-        drawn += " at t in [{}, {}]".format(*config.guidance_interval)
+        low, high = config.guidance_interval
+        drawn += f" at t in [{low}, {high}]"
     print(f"wrote {out} ({config.num_samples} samples, step {state['step']}, "
           f"{config.num_steps} {config.spacing} {config.sampler} steps, {drawn})")
     print(summary_line("brightness", summary))

@@ -4,13 +4,14 @@
 
 For each checkpoint and timestep t: x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε from held-out shapes, the EMA model's
 x̂0, the RMS error ‖x̂0 − x0‖, the high-frequency ratio of x̂0 against x0 (above 1: the model leaves
-noise in x̂0, grain; below 1: blur), and the power ratio in each of the 8 spectrum bands. The timesteps
+noise in x̂0, grain; below 1: blur), the power ratio in each of the 8 spectrum bands, and the share of
+x_t's noise that x̂0 still carries (`noise_left`: how much of the error is noise not removed, the rest
+being the network's own). The timesteps
 include the sampler's last two (19 and 39 for 50 trailing steps of 1,000, sample.py's default): DDIM's
 last step hands x̂0 at its last timestep straight to the image, so grain there is grain in the samples;
 errors at large t show as wrong shapes, classes and brightness.
 """
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from cli import Parser, UsageError, run
@@ -24,20 +25,14 @@ TIMESTEPS = (0, 10, 25, 50, 100, 200, 400, 600, 800, 999)
 
 
 def noise_left(error: Tensor, noise: Tensor) -> float:
-    """The share of x_t's noise n = σ_t·ε that x̂0 still carries: the least-squares c of x̂0 − x0 ≈ c·n.
+    """The share of x_t's noise n = σ_t·ε that x̂0 still carries: the least-squares c of x̂0 − x0 ≈ c·n,
 
-    1 where x̂0 is x_t itself (nothing denoised), 0 where the error is uncorrelated with the noise: then the
-    error is the network's own, not noise it failed to remove.
+        c = ⟨x̂0 − x0, n⟩ / ⟨n, n⟩.
+
+    About 1 where x̂0 is x_t itself (nothing denoised; exactly 1 but for x_t's (√ᾱ_t − 1)·x0), 0 where the
+    error is uncorrelated with the noise: then it is the network's own, not noise it failed to remove.
     """
     return ((error * noise).sum() / noise.square().sum()).item()
-
-
-def near_edges(images: Tensor, radius: int = 2) -> Tensor:
-    """(N, 1, H, W): the pixels within `radius` of a step between neighbouring pixels in any channel."""
-    step_x = (images[..., :, 1:] - images[..., :, :-1]).abs().amax(1, keepdim=True) > 1e-3
-    step_y = (images[..., 1:, :] - images[..., :-1, :]).abs().amax(1, keepdim=True) > 1e-3
-    edge = F.pad(step_x, (0, 1)) | F.pad(step_x, (1, 0)) | F.pad(step_y, (0, 0, 0, 1)) | F.pad(step_y, (0, 0, 1, 0))
-    return F.max_pool2d(edge.float(), 2 * radius + 1, stride=1, padding=radius) > 0
 
 
 @torch.no_grad()
@@ -51,7 +46,6 @@ def error_by_t(path: str, num_images: int, sample_steps: int) -> list[dict]:
         raise UsageError(f"{path}: this diagnostic uses held-out shapes; the model was trained on {config['dataset']}")
     model, schedule = load_ema_model(state, path), checkpoint_schedule(state)
     x0, labels, _ = make_shapes(num_images, model.config.image_size, REFERENCE_SEED - 1)  # a seed no training run uses
-    edges = near_edges(x0).expand_as(x0)
     generator, rows = torch.Generator().manual_seed(0), []
     for t in timesteps:
         t_batch = torch.full((num_images,), t)
@@ -63,9 +57,7 @@ def error_by_t(path: str, num_images: int, sample_steps: int) -> list[dict]:
         error = x0_hat - x0
         rows.append({"t": t, "alpha_bar": alpha_bar[0].item(), "rms": error.square().mean().sqrt().item(),
                      "hf_ratio": hf_residual(x0_hat) / hf_residual(x0), "bands": spectrum_ratio(x0_hat, x0),
-                     "noise_left": noise_left(error, (1 - alpha_bar).sqrt() * eps),
-                     "rms_edges": error[edges].square().mean().sqrt().item(),
-                     "rms_elsewhere": error[~edges].square().mean().sqrt().item()})
+                     "noise_left": noise_left(error, (1 - alpha_bar).sqrt() * eps)})
     return rows
 
 
@@ -78,13 +70,13 @@ def main() -> int:
     a = p.parse_args()
     if a.num_images < 2 or a.num_steps < 2:
         p.error("--num-images and --num-steps must be at least 2")
-    print("| checkpoint | t | ᾱ_t | RMS of x̂0 − x0 | near edges / elsewhere | x_t's noise left in x̂0 | HF ratio of x̂0 | "
-          "spectrum bands 1-8 of x̂0 |\n|---|---|---|---|---|---|---|---|")
+    print("| checkpoint | t | ᾱ_t | RMS of x̂0 − x0 | x_t's noise left in x̂0 | HF ratio of x̂0 | spectrum bands 1-8 of x̂0 |"
+          "\n|---|---|---|---|---|---|---|")
     for path in a.checkpoints:
         for r in error_by_t(path, a.num_images, a.num_steps):
             bands = " / ".join(f"{b:.2f}" for b in r["bands"])
-            print(f"| {path} | {r['t']} | {r['alpha_bar']:.4f} | {r['rms']:.4f} | {r['rms_edges']:.4f} / "
-                  f"{r['rms_elsewhere']:.4f} | {r['noise_left']:.3f} | {r['hf_ratio']:.2f} | {bands} |")
+            print(f"| {path} | {r['t']} | {r['alpha_bar']:.4f} | {r['rms']:.4f} | {r['noise_left']:.3f} | "
+                  f"{r['hf_ratio']:.2f} | {bands} |")
     return 0
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from experiments.error_by_t import TIMESTEPS, error_by_t, near_edges, noise_left
+from experiments.error_by_t import TIMESTEPS, error_by_t, noise_left
 
 
 def test_the_diagnostic_measures_the_last_two_timesteps_of_the_default_sampler_with_every_band(tiny_run):
@@ -18,15 +18,3 @@ def test_noise_left_is_the_share_of_the_noise_that_the_error_carries():
     assert noise_left(0.3 * noise + own, noise) == pytest.approx(0.3, abs=1e-5)
     assert noise_left(own, noise) == pytest.approx(0, abs=1e-5)
 
-
-def test_near_edges_marks_the_pixels_within_the_radius_of_a_step_on_either_side():
-    image = torch.zeros(1, 3, 16, 16)
-    image[:, 1, :, 8:] = 1  # a vertical step between columns 7 and 8, in one channel
-    columns = near_edges(image, radius=2)[0, 0].any(0).nonzero().flatten().tolist()
-    assert columns == [5, 6, 7, 8, 9, 10]
-    assert not near_edges(torch.zeros(1, 3, 16, 16)).any()
-
-
-def test_the_error_near_edges_and_elsewhere_split_the_pixels_between_them(tiny_run):
-    for r in error_by_t(str(tiny_run / "checkpoint.pt"), num_images=8, sample_steps=50):
-        assert min(r["rms_edges"], r["rms_elsewhere"]) < r["rms"] < max(r["rms_edges"], r["rms_elsewhere"])

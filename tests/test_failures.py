@@ -175,7 +175,7 @@ BAD_INPUTS = [
     ("sample.py", ["{root}/good/checkpoint.pt", "--class", "9"], "unknown class"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--unconditional", "--guidance", "5"], "without guidance"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--guidance", "1", "--guidance-interval", "0", "700"],
-     "give --guidance above 1"),
+     "this draws unguided"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--guidance-interval", "700", "0"], "LOW ≤ HIGH"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--spacing", "random"], "invalid choice"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--num-samples", "-1"], "--num-samples"),
@@ -183,6 +183,7 @@ BAD_INPUTS = [
     ("sample.py", ["{root}/good/checkpoint.pt", "--offset-noise", "-1"], "--offset-noise"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--sampler", "dpmpp-2m", "--eta", "1"], "--eta"),
     ("sample.py", ["{root}/good/checkpoint.pt", "--out", "{root}/a_file/grid.png"], "cannot write"),
+    ("sample.py", ["{root}/good/checkpoint.pt", "--out", "{root}/grid"], "name an image file"),
 ]
 
 
@@ -204,7 +205,7 @@ def test_bad_input_ends_with_one_clear_line_and_exit_2(bad_checkpoints, tmp_path
                                                    ("sample.py", ["missing.pt"], "no checkpoint")])
 def test_bad_input_in_a_fresh_interpreter_ends_with_one_line_and_exit_2(tmp_path, script, args, message):
     # The cases above run in the test's process; here the whole process, imports included, as a user meets it.
-    result = run_script(script, *args, "--out", str(tmp_path / "out"))
+    result = run_script(script, *args, "--out", str(tmp_path / ("run" if script == "train.py" else "grid.png")))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 

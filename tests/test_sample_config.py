@@ -19,6 +19,8 @@ BAD_VALUES = [
     ({"guidance_rescale": -0.1}, "--guidance-rescale must be in [0, 1], got -0.1"),
     ({"eta": 2.0}, "--eta must be in [0, 1], got 2.0"),
     ({"out": "runs/grid"}, "--out runs/grid: name an image file, e.g. grid.png"),
+    ({"guidance_interval": (0, 700), "unconditional": True}, "--guidance-interval limits guidance, and this draws "
+     "unguided: drop it, or give a --guidance other than 1 without --unconditional"),
     ({"guidance_interval": (700, 200)}, "--guidance-interval takes LOW ≤ HIGH, both zero or positive; got 700 200"),
     ({"guidance_interval": (-1, 700)}, "--guidance-interval takes LOW ≤ HIGH, both zero or positive; got -1 700"),
 ]

@@ -87,11 +87,11 @@ def check_sample_config(config: SampleConfig) -> None:
             raise UsageError(f"--{name} must be in [0, 1], got {value}")
     if config.out is not None and Path(config.out).suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"--out {config.out}: name an image file, e.g. grid.png")
-    if config.guidance_interval is not None and (config.unconditional or config.guidance == 1):
-        raise UsageError("--guidance-interval limits guidance, and this draws unguided: drop it, or give a --guidance "
-                         "other than 1 without --unconditional")
     if config.guidance_interval is not None:
         low, high = config.guidance_interval
+        if config.unconditional or config.guidance == 1:
+            raise UsageError("--guidance-interval limits guidance, and this draws unguided: drop it, or give a "
+                             "--guidance other than 1 without --unconditional")
         if not 0 <= low <= high:
             raise UsageError(f"--guidance-interval takes LOW ≤ HIGH, both zero or positive; got {low} {high}")
 

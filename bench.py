@@ -34,7 +34,7 @@ from torchvision.utils import save_image
 from cli import Parser, run
 from data import load_dataset, make_shapes
 from data.images import write_cifar10_files
-from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample
+from diffusion import IdealDenoiser, get_timesteps, guided_denoiser, initial_noise, make_schedule, sample
 from models import UNet, unet_config
 from runtime import setup_distributed
 
@@ -201,7 +201,8 @@ def sampler_overhead(args, device: torch.device) -> dict:
     labels = torch.arange(shape[0], device=device) % NUM_CLASSES
     forward_s = 1 / rate(lambda: model(x, t, labels), 1, device, args.seconds)
     timesteps = get_timesteps(1000, steps, "trailing")
-    sample_s = 1 / rate(lambda: sample(model, shape, schedule, timesteps, "x0", labels=labels, device=device, progress=False),
+    denoise = guided_denoiser(model, schedule, "x0", labels)
+    sample_s = 1 / rate(lambda: sample(denoise, initial_noise(shape).to(device), schedule, timesteps, progress=False),
                         1, device, args.seconds, warmup=1)
     row = {"model": f"ours: {preset}", "steps": steps, "forward_s": forward_s, "sample_s": sample_s,
            "overhead": sample_s / (steps * forward_s) - 1}
@@ -236,7 +237,8 @@ def ideal_row(args, device: torch.device) -> dict:
     model = IdealDenoiser(make_shapes(args.ideal_known, 32, 0)[0], schedule, "v").to(device)
     timesteps = get_timesteps(1000, 25, "trailing")
     n = args.forward_batch
-    samples_s = rate(lambda: sample(model, (n, 3, 32, 32), schedule, timesteps, "v", device=device, progress=False),
+    denoise = guided_denoiser(model, schedule, "v")
+    samples_s = rate(lambda: sample(denoise, initial_noise((n, 3, 32, 32)).to(device), schedule, timesteps, progress=False),
                      n, device, args.seconds, warmup=1)
     print(f"ideal denoiser: {samples_s:.0f} samples/s")
     return {"known": args.ideal_known, "steps": 25, "samples_s": samples_s}

@@ -27,13 +27,16 @@ def resolve_config(defaults: Config, given: dict, saved: dict | None, resumable:
     given. A resumed run may change only the `resumable` fields: anything else would silently
     train a different model."""
     if saved is not None:
+        known = [f.name for f in fields(defaults)]
+        if other := sorted(set(saved) ^ set(known)):
+            raise CheckpointError(f"the checkpoint's config does not have this code's fields ({', '.join(other)}): "
+                                  "another version of train.py wrote it")
         clashes = [f"--{k.replace('_', '-')} {given[k]} (checkpoint: {saved[k]})"
-                   for k in given if k not in resumable and given[k] != saved.get(k)]
+                   for k in given if k not in resumable and given[k] != saved[k]]
         if clashes:
             raise UsageError(f"the checkpoint was trained differently from what was asked: {', '.join(clashes)}; "
                                   "drop those flags to resume, or train into a new --out")
-    known = {f.name for f in fields(defaults)}
-    return replace(defaults, **{**{k: v for k, v in (saved or {}).items() if k in known}, **given})
+    return replace(defaults, **{**(saved or {}), **given})
 
 
 def previous_state(out: Path, resume: bool) -> dict | None:
@@ -113,7 +116,7 @@ def gather_rng_states(device: torch.device, world: int) -> dict[str, list[torch.
 def restore_rng_states(state: dict, rank: int, world: int, device: torch.device, seed: int) -> None:
     """Each rank takes back its own saved stream; with another number of processes than were saved,
     every rank restarts from (seed, rank, step) instead, since no saved stream is its own."""
-    saved = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    saved = state["rng"]
     if len(saved) != world:
         torch.manual_seed(seed + 1_000_003 * rank + state["step"])  # seeds CUDA too
         return
@@ -127,7 +130,7 @@ def resume(state: dict, model: torch.nn.Module, ema: torch.nn.Module, optimizer:
            world: int, device: torch.device, seed: int) -> int:
     """Load a checkpoint's weights, EMA weights and optimizer state, and give each rank its RNG stream
     back (see `restore_rng_states`); returns the step to continue from."""
-    if saved_model_config(state) != model.config_dict():
+    if saved_model_config(state) != model.config:
         raise CheckpointError("the checkpoint's model does not match this dataset and preset")
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])

@@ -18,7 +18,7 @@ from torchvision.utils import save_image
 from cli import (DEVICE_HELP, PRECISION_HELP, PRECISIONS, Parser, UsageError, add_flags, amp_dtype, check_writable_dir,
                  flag, pick_device, run)
 from data import load_dataset
-from diffusion import SAMPLERS, SPACINGS, get_timesteps, sample_in_batches, spacing_offset
+from diffusion import SAMPLERS, SPACINGS, Guidance, SamplingSettings, get_timesteps, sample_in_batches, spacing_offset
 from evaluation.fid import fid_quality, inception_extractor
 from evaluation.metrics import brightness, summarize, summary_line
 from evaluation.preview import GRID_ROW, grid_labels
@@ -27,7 +27,7 @@ from models.checkpoint import checkpoint_schedule, load_ema_model, load_training
 
 REAL_IMAGES = 10_000  # training images FID compares with (the whole set when smaller)
 # The default guidance of a class-conditional model, with the paper's rescale φ = 0.7: the weight that measured
-# best on the main job's models (docs/main_job.md, "Guidance").
+# best on the default run's models at its length (docs/design.md, "What we tried").
 GUIDANCE = 1.5
 # What --out may be: the image formats torchvision's save_image writes (through Pillow), checked before sampling.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -124,7 +124,7 @@ def class_label(name: str, classes: list[str]) -> int:
 def main() -> int:
     config = parse_args()
     state = load_training_checkpoint(config.checkpoint)
-    trained, classes = state["config"], state.get("classes", [])
+    trained, classes = state["config"], state["classes"]
     label = class_label(config.class_, classes) if config.class_ is not None else None
     conditional = bool(classes) and not config.unconditional
     guidance = config.guidance if config.guidance is not None else (GUIDANCE if conditional else 1.0)
@@ -151,12 +151,12 @@ def main() -> int:
         labels = grid_labels(config.num_samples, len(classes))
     else:
         labels = None
-    images = sample_in_batches(model, config.num_samples, (channels, size, size), checkpoint_schedule(state), timesteps,
-                               trained["prediction"], labels=labels, batch_size=config.batch_size, seed=config.seed,
-                               device=device, guidance=guidance, rescale=config.guidance_rescale,
-                               guidance_interval=config.guidance_interval, eta=config.eta,
-                               sampler=config.sampler, offset_noise=config.offset_noise,
-                               amp_dtype=amp_dtype(device, config.precision))
+    settings = SamplingSettings(timesteps, sampler=config.sampler, eta=config.eta,
+                                guidance=Guidance(guidance, config.guidance_rescale, config.guidance_interval),
+                                offset_noise=config.offset_noise, seed=config.seed, batch_size=config.batch_size,
+                                amp_dtype=amp_dtype(device, config.precision))
+    images = sample_in_batches(model, (config.num_samples, channels, size, size), checkpoint_schedule(state),
+                               trained["prediction"], settings, labels=labels, device=device)
     save_image((images + 1) / 2, out, nrow=GRID_ROW)
     if config.out_dir:
         for i, image in enumerate(images):
@@ -169,8 +169,7 @@ def main() -> int:
     print(f"wrote {out} ({config.num_samples} samples, step {state['step']}, "
           f"{config.num_steps} {config.spacing} {config.sampler} steps, {drawn})")
     print(summary_line("brightness", summary))
-    if "data_brightness" in state:
-        print(summary_line("data brightness", state["data_brightness"]))
+    print(summary_line("data brightness", state["data_brightness"]))
     if config.evaluate:
         print(summary_line("quality", evaluate(images, labels, trained, device)))
     return 0

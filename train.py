@@ -30,8 +30,7 @@ from evaluation.metrics import brightness_summary, summary_line
 from evaluation.preview import preview
 from models import UNet, unet_config
 from models.checkpoint import load_weights
-from train_config import (RESUMABLE, TrainConfig, check_config, detail_skip_on, parse_args, recipe_defaults,
-                          trained_config)
+from train_config import RESUMABLE, TrainConfig, check_config, detail_skip_on, parse_args, recipe_defaults
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -110,8 +109,9 @@ def setup(config: TrainConfig, state: dict | None) -> Job:
                      detail_skip=detail_skip_on(config))
     channels, size = dataset[0][0].shape[:2]
     try:
-        model = UNet(replace(unet_config(config.model, size, num_classes, channels), detail_skip=config.detail_skip,
-                             final_layer=config.final_layer, detail_out=config.detail_out), schedule.alpha_bar).to(device)
+        # The detail skip's gain comes from this run's schedule (zero SNR or not), as a checkpoint rebuilds it.
+        model = UNet(replace(unet_config(config.model, size, num_classes, channels), detail_skip=config.detail_skip),
+                     schedule.alpha_bar).to(device)
     except ValueError as e:  # an image size this UNet cannot cut: the flags' fault, not a bug
         raise UsageError(f"--image-size {size}: {e}") from None
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -182,8 +182,7 @@ def train(config: TrainConfig, state: dict | None = None) -> Path:
                     loss = flow_loss(ddp_model, x0, labels, config.flow_time)
                 else:  # Fix #2: regress v_t = √ᾱ·ε − √(1 − ᾱ)·x0 (the paper's v-loss), or the target --prediction names.
                     loss = diffusion_loss(ddp_model, x0, job.schedule, config.prediction, labels,
-                                          offset_noise=config.offset_noise, loss_space=config.loss_space or None,
-                                          timestep_sampling=config.timestep_sampling)
+                                          offset_noise=config.offset_noise, loss_space=config.loss_space or None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
@@ -217,7 +216,7 @@ def train(config: TrainConfig, state: dict | None = None) -> Path:
 def resolve(given: dict, state: dict | None) -> TrainConfig:
     """The run's recipe: TrainConfig's defaults, under the model preset's recipe, under the config of the
     checkpoint being resumed, under the flags given."""
-    saved = trained_config(state["config"]) if state else None
+    saved = state["config"] if state else None
     model = given.get("model") or (saved["model"] if saved else TrainConfig.model)
     return runtime.resolve_config(recipe_defaults(model), given, saved, RESUMABLE)
 

@@ -9,18 +9,13 @@ from dataclasses import dataclass, replace
 
 from cli import DEVICE_HELP, PRECISION_HELP, PRECISIONS, Parser, UsageError, add_flags, flag
 from data import DATASETS
-from diffusion import FLOW_TIMES, PREDICTION_TYPES, SCHEDULES, TIMESTEP_SAMPLINGS, check_pairing
+from diffusion import FLOW_TIMES, PREDICTION_TYPES, SCHEDULES, check_pairing
 from models import PRESETS
 
 LR_SCHEDULES = ("constant", "cosine")
 OBJECTIVES = ("diffusion", "flow")
 # What a flow run fixes by construction: its path, what it predicts and its loss.
 NOT_FOR_FLOW = ("schedule", "zero_snr", "prediction", "loss_space", "offset_noise")
-
-
-def trained_config(saved: dict) -> dict:
-    """A checkpoint's config, with the value that a flag added since meant before it existed."""
-    return {"detail_skip": False, "final_layer": False, "detail_out": False, "timestep_sampling": "uniform", **saved}
 
 
 def detail_skip_default(c: "TrainConfig") -> bool:
@@ -49,7 +44,7 @@ class TrainConfig:
     hflip: bool | None = flag(None, "flip training images left-right at random (default: on, except for a folder, "
                               "which may hold text or digits)", action=argparse.BooleanOptionalAction)
     class_cond: bool = flag(True, "condition on the class label when the dataset has classes")
-    model: str = flag("cpu", "UNet size: tiny (tests), cpu, cpu_fullres (cpu without the patch fold), cifar10 (35.7M) or "
+    model: str = flag("cpu", "UNet size: tiny (tests), cpu, cifar10 (35.7M) or "
                       "celeba64, the last two for a GPU and bringing their recipe (RECIPES) for the flags not given",
                       choices=PRESETS)
     init_from: str = flag("", "fine-tune: start from this checkpoint's model and EMA weights with a fresh optimizer and "
@@ -78,13 +73,7 @@ class TrainConfig:
                                     "the finest scale's fixed pass-through, which v needs at small t (default: on for a "
                                     "v-predicting UNet that folds 2×2 patches, the cpu preset)",
                                     action=argparse.BooleanOptionalAction)
-    final_layer: bool = flag(False, "the UNet's output head as DiT's and U-ViT's: the last norm scaled and shifted by "
-                             "(t, class), and a 3×3 convolution at full resolution after un-patching")
-    detail_out: bool = flag(False, "multiply the UNet's own finest scale D(F) by 1/σ_t, EDM's c_out for that band: the "
-                            "network predicts x0's detail and v elsewhere (with --detail-skip)")
     timesteps: int = flag(1000, "training timesteps T")
-    timestep_sampling: str = flag("uniform", "how training draws t: uniform as the paper, or half of the draws from "
-                                  "EDM's log-normal over noise levels", choices=TIMESTEP_SAMPLINGS)
     offset_noise: float = flag(0.0, "add S·N(0, 1) per image and channel to the noise: the older workaround")
     label_dropout: float = flag(0.1, "probability of the null label, which guidance needs (unconditional models: none)")
     seed: int = flag(0, "seed of the data order, the noise and the initial weights")
@@ -153,15 +142,6 @@ def check_config(c: TrainConfig, given: dict) -> None:
         raise UsageError(f"--{fixed[0].replace('_', '-')} does nothing with --objective flow, whose path and target are fixed")
     if c.detail_skip and (c.objective == "flow" or c.prediction != "v"):
         raise UsageError("--detail-skip is v's pass-through: it needs --prediction v and --objective diffusion")
-    if c.detail_out and not detail_skip_on(c):
-        raise UsageError("--detail-out scales the network's own finest scale beside the detail skip, which is off here: "
-                         "give --detail-skip (with --prediction v and --objective diffusion; it is on by default for a "
-                         "--model that folds patches, such as cpu)")
-    if c.detail_out and c.final_layer:
-        raise UsageError("--detail-out and --final-layer do not combine: the full-resolution convolution would mix the "
-                         "detail that --detail-out scales with the coarser scales")
-    if c.objective == "flow" and "timestep_sampling" in given:
-        raise UsageError("--timestep-sampling draws the diffusion's t; a flow draws its own (--flow-time)")
     if c.objective != "flow" and "flow_time" in given:
         raise UsageError("--flow-time needs --objective flow")
     for_files = sorted({"data_dir", "download"} & set(given))

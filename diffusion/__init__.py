@@ -10,69 +10,17 @@
 """
 from .flow import FLOW_TIMES, FlowAsV, flow_loss, flow_schedule, flow_time, flow_velocity_target
 from .ideal import IdealDenoiser
-from .parameterization import (
-    PREDICTION_TYPES,
-    TIMESTEP_SAMPLINGS,
-    check_defined,
-    check_pairing,
-    convert_prediction,
-    diffusion_loss,
-    predict_x0_eps,
-    prediction_target,
-    training_timesteps,
-    v_target,
-)
-from .samplers import (
-    NULL_CLASS,
-    SAMPLERS,
-    Denoiser,
-    apply_cfg,
-    ddim_update,
-    dpmpp_2m_step,
-    guided_denoiser,
-    sample,
-    sample_ddim,
-    sample_dpmpp_2m,
-    sample_in_batches,
-)
+from .parameterization import (PREDICTION_TYPES, check_defined, check_pairing, convert_prediction, diffusion_loss,
+                               predict_x0_eps, prediction_target, v_target)
+from .samplers import (NULL_CLASS, SAMPLERS, Denoiser, Guidance, SamplingSettings, apply_cfg, ddim_update, dpmpp_2m_step,
+                       guided_denoiser, initial_noise, sample, sample_ddim, sample_dpmpp_2m, sample_in_batches)
 from .schedules import SCHEDULES, Schedule, enforce_zero_terminal_snr, make_betas, make_schedule
 from .timesteps import SPACINGS, get_timesteps, spacing_offset
 
-__all__ = [
-    "FLOW_TIMES",
-    "NULL_CLASS",
-    "PREDICTION_TYPES",
-    "SAMPLERS",
-    "SCHEDULES",
-    "SPACINGS",
-    "TIMESTEP_SAMPLINGS",
-    "Denoiser",
-    "FlowAsV",
-    "IdealDenoiser",
-    "Schedule",
-    "apply_cfg",
-    "check_defined",
-    "check_pairing",
-    "convert_prediction",
-    "ddim_update",
-    "dpmpp_2m_step",
-    "diffusion_loss",
-    "enforce_zero_terminal_snr",
-    "flow_loss",
-    "flow_schedule",
-    "flow_time",
-    "flow_velocity_target",
-    "get_timesteps",
-    "guided_denoiser",
-    "make_betas",
-    "make_schedule",
-    "predict_x0_eps",
-    "prediction_target",
-    "sample",
-    "sample_ddim",
-    "sample_dpmpp_2m",
-    "sample_in_batches",
-    "spacing_offset",
-    "training_timesteps",
-    "v_target",
-]
+__all__ = ["Denoiser", "FLOW_TIMES", "FlowAsV", "Guidance", "IdealDenoiser", "NULL_CLASS", "PREDICTION_TYPES",
+           "SAMPLERS", "SCHEDULES", "SPACINGS", "SamplingSettings", "Schedule", "apply_cfg", "check_defined",
+           "check_pairing", "convert_prediction", "ddim_update", "diffusion_loss", "dpmpp_2m_step",
+           "enforce_zero_terminal_snr", "flow_loss", "flow_schedule", "flow_time", "flow_velocity_target",
+           "get_timesteps", "guided_denoiser", "initial_noise", "make_betas", "make_schedule", "predict_x0_eps",
+           "prediction_target", "sample", "sample_ddim", "sample_dpmpp_2m", "sample_in_batches", "spacing_offset",
+           "v_target"]

@@ -10,7 +10,6 @@ from torch import Tensor, nn
 from .schedules import Schedule
 
 PREDICTION_TYPES = ("eps", "v", "x0")
-TIMESTEP_SAMPLINGS = ("uniform", "uniform+lognormal")
 
 
 def check_prediction_type(prediction_type: str) -> None:
@@ -62,8 +61,8 @@ def predict_x0_eps(x_t: Tensor, model_output: Tensor, alpha_bar: Tensor, predict
     eps: x̂0 = (x_t − √(1−ᾱ)·ε̂) / √ᾱ                                (undefined at ᾱ = 0)
     x0:  ε̂  = (x_t − √ᾱ·x̂0) / √(1−ᾱ)                               (undefined at ᾱ = 1)
 
-    Where ᾱ is on the CPU the end points are refused here (`check_defined`); the samplers check theirs
-    before the loop.
+    Where ᾱ is on the CPU the end points are refused here (`check_defined`); the guided denoiser checks
+    each step's before the network runs.
     """
     check_prediction_type(prediction_type)
     sqrt_ab, sqrt_one_minus_ab = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
@@ -89,24 +88,6 @@ def convert_prediction(x_t: Tensor, model_output: Tensor, alpha_bar: Tensor, sou
     return prediction_target(x0, eps, alpha_bar, target)
 
 
-def training_timesteps(n: int, schedule: Schedule, sampling: str = "uniform", device: torch.device | None = None) -> Tensor:
-    """The timesteps of a batch of n: t ~ U{0, …, T−1}, the paper's; or with "uniform+lognormal" each
-    draw, with probability 1/2, from EDM's log-normal over noise levels instead (Karras et al. 2022:
-    ln σ ~ N(−1.2, 1.2²) with σ = √((1 − ᾱ)/ᾱ)), taken to the first timestep at or above that σ. That
-    half spends the training where the image's fine detail is decided (median σ 0.3, ᾱ ≈ 0.92); the
-    uniform half keeps every timestep, t = T − 1 included, which zero terminal SNR needs.
-    """
-    if sampling not in TIMESTEP_SAMPLINGS:
-        raise ValueError(f"unknown timestep sampling {sampling!r}; choose one of {', '.join(TIMESTEP_SAMPLINGS)}")
-    t = torch.randint(0, schedule.num_train_steps, (n,), device=device)
-    if sampling == "uniform":
-        return t
-    sigma = torch.exp(-1.2 + 1.2 * torch.randn(n, device=device, dtype=torch.float64))
-    sigmas = ((1 - schedule.alpha_bar) / schedule.alpha_bar).sqrt().to(device)  # increasing in t, inf at zero SNR
-    lognormal = torch.searchsorted(sigmas, sigma).clamp(max=schedule.num_train_steps - 1)
-    return torch.where(torch.rand(n, device=device) < 0.5, lognormal, t)
-
-
 def diffusion_loss(
     model: nn.Module,
     x0: Tensor,
@@ -115,7 +96,6 @@ def diffusion_loss(
     labels: Tensor | None = None,
     offset_noise: float = 0.0,
     loss_space: str | None = None,
-    timestep_sampling: str = "uniform",
 ) -> Tensor:
     """Denoising loss (paper §3.2): L = E_{t, x0, ε} ‖target_t − f(x_t, t, c)‖², every t weighted alike.
 
@@ -126,12 +106,12 @@ def diffusion_loss(
     regresses in another space than the network predicts (e.g. the paper's v-loss for an
     x0-predicting network), through the conversions of `predict_x0_eps`.
 
-    t (`training_timesteps`, uniform by default) and ε ~ N(0, I) come from torch's global RNG, so a
+    t ~ U{0, …, T−1} (the paper's) and ε ~ N(0, I) come from torch's global RNG, in that order, so a
     checkpoint that saves that RNG state resumes bit-exactly. `offset_noise` = s adds s·N(0, I) per
     (sample, channel) to ε: the earlier workaround for the brightness problem, kept as a baseline.
     """
     check_prediction_type(prediction_type)
-    t = training_timesteps(x0.shape[0], schedule, timestep_sampling, x0.device)
+    t = torch.randint(0, schedule.num_train_steps, (x0.shape[0],), device=x0.device)
     noise = torch.randn_like(x0)
     if offset_noise:
         noise = noise + offset_noise * torch.randn(x0.shape[0], x0.shape[1], *[1] * (x0.ndim - 2), device=x0.device)

@@ -2,11 +2,12 @@
 denoiser (x_t, t) ↦ (x̂0, ε̂); classifier-free guidance with the paper's rescale (fix #4) wrapped into
 that denoiser, so the samplers never see w or φ; and the batched helper the scripts share.
 
-    sample_in_batches → sample → sample_ddim | sample_dpmpp_2m → denoise (from guided_denoiser) → apply_cfg
+    sample_in_batches → initial_noise, guided_denoiser, sample → sample_ddim | sample_dpmpp_2m → denoise → apply_cfg
 """
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -50,33 +51,43 @@ def apply_cfg(cond: Tensor, uncond: Tensor, weight: float, rescale: float = 0.0)
     return cfg * (rescale * factor + (1 - rescale))
 
 
+@dataclass(frozen=True)
+class Guidance:
+    """Classifier-free guidance: weight w (1: the conditional prediction itself, no guidance), rescale φ
+    (fix #4; 0: plain CFG, the paper uses 0.7), and `interval` = (low, high), the timesteps low ≤ t ≤ high
+    where it acts (None: every step, as the paper)."""
+
+    weight: float = 1.0
+    rescale: float = 0.0
+    interval: tuple[int, int] | None = None
+
+
 def guided_denoiser(
     model: nn.Module, schedule: Schedule, prediction_type: str, labels: Tensor | None = None,
-    guidance: float = 1.0, rescale: float = 0.0, amp_dtype: torch.dtype | None = None,
-    interval: tuple[int, int] | None = None,
+    guidance: Guidance = Guidance(), amp_dtype: torch.dtype | None = None,
 ) -> Denoiser:
     """The network as the denoiser every sampler calls: (x_t, t) ↦ (x̂0, ε̂) (`predict_x0_eps`),
-    classifier-free guided with w = `guidance` and φ = `rescale` when labels are given and w ≠ 1.
+    classifier-free guided as `guidance` says when labels are given and w ≠ 1.
 
-    `interval` = (low, high) guides only at timesteps low ≤ t ≤ high and uses the conditional prediction
-    elsewhere (Kynkäänniemi et al. 2024, "Applying Guidance in a Limited Interval"): guidance at the
-    noisiest steps, where each image's overall brightness and colour are decided, narrows their spread.
-    None guides at every step, as the paper does.
+    A guidance interval guides only at its timesteps and uses the conditional prediction elsewhere
+    (Kynkäänniemi et al. 2024, "Applying Guidance in a Limited Interval"): guidance at the noisiest
+    steps, where each image's overall brightness and colour are decided, narrows their spread.
 
     The conditional and unconditional (NULL_CLASS) branches run as one batch of 2B. Fix #4 guides and
     rescales v, as the paper's Algorithm 2, whatever the network predicts: each branch is converted to
     v = √ᾱ·ε̂ − √(1−ᾱ)·x̂0, `apply_cfg` combines the two, and the guided v gives (x̂0, ε̂).
     Only the network runs under autocast (`amp_dtype`); its output is cast to float32 before any
-    arithmetic of the sampler, where ε-prediction near t = T amplifies errors by 1/√ᾱ_t.
+    arithmetic of the sampler, where ε-prediction near t = T amplifies errors by 1/√ᾱ_t. A timestep where
+    the parameterisation cannot give both x̂0 and ε̂ (`check_defined`) is refused before the network runs.
     """
     alpha_bars = schedule.alpha_bar.tolist()  # read once: the loop then never waits on the device
-
-    low, high = interval or (0, len(alpha_bars) - 1)
+    low, high = guidance.interval or (0, len(alpha_bars) - 1)
 
     def denoise(x: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        check_defined(prediction_type, [alpha_bars[t]])
         t_batch = torch.full((len(x),), t, device=x.device, dtype=torch.long)
         alpha_bar = torch.tensor(alpha_bars[t], dtype=x.dtype, device=x.device)
-        if labels is None or guidance == 1 or not low <= t <= high:
+        if labels is None or guidance.weight == 1 or not low <= t <= high:
             with autocast(x.device, amp_dtype):
                 output = model(x, t_batch, labels).float()
             return predict_x0_eps(x, output, alpha_bar, prediction_type)
@@ -85,7 +96,7 @@ def guided_denoiser(
                          torch.cat([labels, torch.full_like(labels, NULL_CLASS)])).float()
         # Fix #4: guide and rescale in v space, whatever the network predicts
         cond, uncond = (convert_prediction(x, out, alpha_bar, prediction_type, "v") for out in both.chunk(2))
-        return predict_x0_eps(x, apply_cfg(cond, uncond, guidance, rescale), alpha_bar, "v")
+        return predict_x0_eps(x, apply_cfg(cond, uncond, guidance.weight, guidance.rescale), alpha_bar, "v")
 
     return denoise
 
@@ -185,67 +196,72 @@ def sample_dpmpp_2m(
     return x
 
 
+def initial_noise(shape: tuple[int, ...], generator: torch.Generator | None = None, offset_noise: float = 0.0,
+                  noise: Tensor | None = None) -> Tensor:
+    """x_T ~ N(0, I) of `shape`, drawn on the CPU from `generator` so that a seed gives the same images on
+    every device; `noise` replaces that draw (to measure what the noise's own content does to the sample).
+
+    `offset_noise` = s adds s·N(0, 1) per image and channel, x_T = ε + s·m: the noise an offset-noise model
+    was trained on. From plain N(0, I) such a model sees a narrower spread of per-image means than it
+    learned, and its brightness stays squeezed.
+    """
+    x = torch.randn(shape, generator=generator) if noise is None else noise.float()
+    if offset_noise:
+        x = x + offset_noise * torch.randn(*shape[:2], *[1] * (len(shape) - 2), generator=generator)
+    return x
+
+
 @torch.no_grad()
 def sample(
-    model: nn.Module, shape: tuple[int, ...], schedule: Schedule, timesteps: Tensor, prediction_type: str,
-    labels: Tensor | None = None, guidance: float = 1.0, rescale: float = 0.0, generator: torch.Generator | None = None,
-    eta: float = 0.0, device: torch.device | str = "cpu", progress: bool = True, amp_dtype: torch.dtype | None = None,
-    sampler: str = "ddim", offset_noise: float = 0.0, x_T: Tensor | None = None,
-    guidance_interval: tuple[int, int] | None = None,
+    denoise: Denoiser, x: Tensor, schedule: Schedule, timesteps: Tensor, *, sampler: str = "ddim", eta: float = 0.0,
+    generator: torch.Generator | None = None, progress: bool = True,
 ) -> Tensor:
-    """Generate images in [−1, 1] from x_T ~ N(0, I) with `sampler` (one of SAMPLERS) visiting
-    `timesteps`, the model guided by w = `guidance` and φ = `rescale` at the timesteps of
-    `guidance_interval` (`guided_denoiser`; None: at every step).
-
-    `offset_noise` = s starts instead from x_T = ε + s·N(0, 1) per image and channel: the noise an
-    offset-noise model was trained on. From plain N(0, I) such a model sees a narrower spread of
-    per-image means than it learned, and its brightness stays squeezed. `x_T` replaces the drawn
-    start (to measure what the noise's own content does to the sample). Noise is drawn on the CPU
-    from `generator`, so a seed gives the same images on every device. `amp_dtype` (e.g.
-    torch.bfloat16) runs the network under autocast; the sampler's own arithmetic stays float32.
-    """
+    """Images in [−1, 1] from x = x_T with `sampler` (one of SAMPLERS) visiting `timesteps` (descending, fix #3);
+    `eta` and `generator` are DDIM's (its fresh noise, drawn on the CPU)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if sampler != "ddim" and eta != 0:
         raise ValueError(f"eta > 0 is a DDIM option; {sampler} is deterministic")
-    check_defined(prediction_type, schedule.alpha_bar[timesteps].tolist())
-    x = torch.randn(shape, generator=generator) if x_T is None else x_T.float()
-    if offset_noise:
-        x = x + offset_noise * torch.randn(*shape[:2], *[1] * (len(shape) - 2), generator=generator)
-    denoise = guided_denoiser(model, schedule, prediction_type, None if labels is None else labels.to(device),
-                              guidance, rescale, amp_dtype, guidance_interval)
     if sampler == "ddim":
-        x = sample_ddim(denoise, x.to(device), schedule, timesteps, progress=progress, eta=eta, generator=generator)
+        x = sample_ddim(denoise, x, schedule, timesteps, progress=progress, eta=eta, generator=generator)
     else:
-        x = sample_dpmpp_2m(denoise, x.to(device), schedule, timesteps, progress=progress)
+        x = sample_dpmpp_2m(denoise, x, schedule, timesteps, progress=progress)
     return x.clamp(-1, 1)
 
 
-def sample_in_batches(
-    model: nn.Module,
-    num_samples: int,
-    image_shape: tuple[int, int, int],
-    schedule: Schedule,
-    timesteps: Tensor,
-    prediction_type: str,
-    labels: Tensor | None = None,
-    batch_size: int = 256,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    x_T: Tensor | None = None,
-    **options,
-) -> Tensor:
-    """`num_samples` images of `image_shape` (C, H, W) from `sample`, `batch_size` at a time, on the CPU.
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How `sample_in_batches` draws: the timesteps to visit (fix #3), the sampler and its η, the guidance
+    (fix #4), the offset of x_T (`initial_noise`), the seed and the batch size that fix every draw of noise,
+    and the dtype the network runs in under autocast (e.g. torch.bfloat16; the sampler's own arithmetic
+    stays float32)."""
 
-    One generator seeded with `seed` draws all the noise, so a seed and a batch size give the same
-    images on every device; `labels` and `x_T` (one per sample) are cut to match the batches. `options` go to
-    `sample` (guidance, rescale, guidance_interval, eta, sampler, amp_dtype).
+    timesteps: Tensor
+    sampler: str = "ddim"
+    eta: float = 0.0
+    guidance: Guidance = Guidance()
+    offset_noise: float = 0.0
+    seed: int = 0
+    batch_size: int = 256
+    amp_dtype: torch.dtype | None = None
+
+
+def sample_in_batches(
+    model: nn.Module, shape: tuple[int, ...], schedule: Schedule, prediction_type: str, settings: SamplingSettings, *,
+    labels: Tensor | None = None, x_T: Tensor | None = None, device: torch.device | str = "cpu",
+) -> Tensor:
+    """`shape[0]` images of `shape[1:]` (C, H, W) in [−1, 1], `settings.batch_size` at a time, on the CPU.
+
+    One generator seeded with `settings.seed` draws all the noise, batch after batch: the batch's x_T,
+    its offset, then the sampler's η noise, so a seed and a batch size give the same images on every
+    device. `labels` and `x_T` (one per sample; x_T replaces the drawn ε) are cut to match the batches.
     """
-    generator, chunks = torch.Generator().manual_seed(seed), []
-    for start in range(0, num_samples, batch_size):
-        n = min(batch_size, num_samples - start)
-        chunk_labels = None if labels is None else labels[start:start + n]
-        chunk_x_T = None if x_T is None else x_T[start:start + n]
-        chunks.append(sample(model, (n, *image_shape), schedule, timesteps, prediction_type, labels=chunk_labels,
-                             generator=generator, device=device, progress=False, x_T=chunk_x_T, **options).cpu())
+    generator, chunks = torch.Generator().manual_seed(settings.seed), []
+    for start in range(0, shape[0], settings.batch_size):
+        n = min(settings.batch_size, shape[0] - start)
+        x = initial_noise((n, *shape[1:]), generator, settings.offset_noise, None if x_T is None else x_T[start:start + n])
+        chunk_labels = None if labels is None else labels[start:start + n].to(device)
+        denoise = guided_denoiser(model, schedule, prediction_type, chunk_labels, settings.guidance, settings.amp_dtype)
+        chunks.append(sample(denoise, x.to(device), schedule, settings.timesteps, sampler=settings.sampler,
+                             eta=settings.eta, generator=generator, progress=False).cpu())
     return torch.cat(chunks)

@@ -102,7 +102,7 @@ class Schedule:
         """ᾱ_t gathered for a batch of timesteps, shaped (B, 1, …, 1) to broadcast against `like`, on its device
         and in its dtype (or in `dtype`).
 
-        Timesteps on the CPU are range-checked (see docs/layout.md, "Waiting on the device").
+        Timesteps on the CPU are range-checked (on an accelerator a check would wait for the device).
         """
         if t.device.type == "cpu" and ((t < 0).any() or (t >= self.num_train_steps).any()):
             raise ValueError(f"timesteps must lie in [0, {self.num_train_steps}), got {t.tolist()}")

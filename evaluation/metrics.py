@@ -1,6 +1,5 @@
 """Brightness metrics of the paper's experiment, on per-image mean brightness in [0, 1]."""
 import json
-import math
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +31,11 @@ def summarize(b: Tensor) -> dict[str, float]:
     }
 
 
-def summary_line(label: str, summary: dict[str, float | list[float]]) -> str:
-    """`label {"mean": …, …}` rounded to 4 places (lists value by value): one line a script prints and a test can parse."""
-    rounded = {k: [round(x, 4) for x in v] if isinstance(v, list) else round(v, 4) for k, v in summary.items()}
+def summary_line(label: str, summary: dict[str, float | list[float] | str]) -> str:
+    """`label {"mean": …, …}` rounded to 4 places (lists value by value, text as it is): one line a script prints
+    and a test can parse."""
+    rounded = {k: v if isinstance(v, str) else [round(x, 4) for x in v] if isinstance(v, list) else round(v, 4)
+               for k, v in summary.items()}
     return f"{label} " + json.dumps(rounded)
 
 
@@ -61,35 +62,6 @@ def hf_residual(images: Tensor, per_image: bool = False) -> float | Tensor:
     blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     residual = (x - blurred).abs().flatten(1).mean(1)
     return residual if per_image else residual.mean().item()
-
-
-def channel_means(images: Tensor) -> Tensor:
-    """Per-image, per-channel mean (N, C): the lowest frequency, where the schedule's leak lives."""
-    return images.float().mean((-2, -1))
-
-
-def mean_correlation(x_T: Tensor, samples: Tensor) -> dict[str, float]:
-    """Pearson's r, over samples and channels, between each channel mean of the starting noise x_T and
-    the same mean of the image sampled from it, with a 95% interval (Fisher's z: atanh r ± 1.96/√(n − 3),
-    n the number of images: an image's channels are not independent draws).
-
-    Each channel is centred on its own mean over the samples first, so that the data's colour does
-    not count as agreement. The leak predicts r > 0 for a model that learnt to read brightness off x_T.
-    """
-    a, b = channel_means(x_T).double(), channel_means(samples).double()
-    a, b = (a - a.mean(0)).flatten(), (b - b.mean(0)).flatten()
-    scale = a.norm() * b.norm()  # 0 when either side does not vary: no linear relation to find
-    r = ((a * b).sum() / scale).clamp(-1, 1).item() if scale > 0 else 0.0
-    half_width = 1.96 / math.sqrt(len(x_T) - 3)
-    z = math.atanh(max(min(r, 1 - 1e-12), -1 + 1e-12))
-    return {"r": r, "low": math.tanh(z - half_width), "high": math.tanh(z + half_width)}
-
-
-def slope(x: list[float], y: list[float]) -> float:
-    """Least-squares slope of y against x."""
-    x_, y_ = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
-    x_ = x_ - x_.mean()
-    return ((x_ * (y_ - y_.mean())).sum() / x_.square().sum()).item()
 
 
 def power_spectrum(images: Tensor, bands: int = 8) -> Tensor:

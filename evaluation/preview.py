@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from diffusion import Schedule, get_timesteps, sample_in_batches
+from diffusion import SamplingSettings, Schedule, get_timesteps, sample_in_batches
 from evaluation.metrics import brightness, summarize
 from evaluation.yardstick import shapes_quality
 
@@ -22,8 +22,8 @@ def preview(model: torch.nn.Module, schedule: Schedule, prediction: str, path: P
     grid at `path`; returns their quality: the yardstick on the shapes (`shapes`), elsewhere their brightness."""
     num_classes, size = model.config.num_classes, model.config.image_size
     labels = grid_labels(num_classes * GRID_ROW, num_classes) if num_classes else None
-    images = sample_in_batches(model, len(labels) if num_classes else 64, (model.config.in_channels, size, size), schedule,
-                               get_timesteps(schedule.num_train_steps, 25, "trailing"), prediction, labels=labels,
-                               seed=seed, device=device, amp_dtype=amp_dtype)
+    settings = SamplingSettings(get_timesteps(schedule.num_train_steps, 25, "trailing"), seed=seed, amp_dtype=amp_dtype)
+    shape = (len(labels) if num_classes else 64, model.config.in_channels, size, size)
+    images = sample_in_batches(model, shape, schedule, prediction, settings, labels=labels, device=device)
     save_image((images + 1) / 2, path, nrow=GRID_ROW)
     return shapes_quality(images, labels) if shapes else summarize(brightness(images))

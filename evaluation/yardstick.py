@@ -16,23 +16,27 @@ machine trains differently on different CPUs, and so would its distances.
   from grain (above 1), and the ratio of their mean chroma (whole image, and background corners),
   which sees washed-out colour that neither the spectrum nor the classifier sees.
 
+A reference set's features are cached (runs/yardstick by default) under a name that holds the frozen
+network's hash and the hash of the code that builds them, so a cache built another way is never read.
+
 Its pattern features are a tanh layer of 32 units: bounded, so the distance is not dominated by a
 few heavy-tailed units, whose rare large values would make it depend on which reference set is drawn
 (as unbounded ReLU units allow).
 """
 import functools
 import hashlib
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import data.shapes
 from data import SHAPE_CLASSES, make_shapes
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
+from . import metrics
 from .metrics import brightness, chroma, frechet_distance, hf_residual, power_spectrum, spectrum_ratio, spread_ratio, wasserstein1
 
 FEATURES = 32
@@ -41,7 +45,8 @@ REFERENCE_SEED = 8_000_001  # held-out reference set k: seeds REFERENCE_SEED + 2
 TRAIN_IMAGES, TRAIN_STEPS, BATCH = 8192, 400, 128
 REFERENCE_COUNT, POOL_COUNT = 20_000, 16_384
 FROZEN_DIR = Path(__file__).resolve().parent / "feature_nets"
-REFERENCE_VERSION = 3  # raised whenever a reference set gains a statistic, so an older cache is rebuilt
+# The code a reference set is built by: its cache is named by their hash, so a cache built another way is never read.
+REFERENCE_SOURCES = (Path(__file__), Path(metrics.__file__), Path(data.shapes.__file__))
 
 
 class FeatureNet(nn.Module):
@@ -105,26 +110,36 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def feature_net_state(image_size: int, cache_dir: str | Path = "runs/yardstick") -> tuple[dict, str]:
-    """The feature network's weights for this image size and a name for them (the frozen file's hash).
+def feature_net_state(image_size: int) -> tuple[dict, str]:
+    """The frozen feature network's weights for this image size (evaluation/feature_nets/), checked against
+    their SHA-256, and a name for them: the first 16 hex digits of that hash.
 
-    The frozen weights of evaluation/feature_nets/ where they exist, checked against their SHA-256;
-    for any other size a network trained on this machine and cached, with a warning, since its
-    distances hold on this machine only."""
-    name = f"shapes{image_size}.pt"
+    Never trained here: a network trained on this machine would measure distances that no other machine
+    reproduces. A size without frozen weights, or weights that do not match their hash, is refused in one
+    line (CheckpointError) that names the command which freezes them."""
+    name, path = f"shapes{image_size}.pt", FROZEN_DIR / f"shapes{image_size}.pt"
     digest = frozen_hashes().get(name)
-    if digest is None:
-        warnings.warn(f"no frozen yardstick for {image_size} px shapes: training one on this machine, whose "
-                      f"feature distances other machines will not reproduce (python -m evaluation.train_feature_net "
-                      f"--image-size {image_size} freezes one)", stacklevel=2)
-        state = _cached(Path(cache_dir) / f"shapes{image_size}_net{NET_SEED}.pt",
-                        lambda: {"net": train_feature_net(image_size).state_dict()})
-        return state["net"], f"trained{NET_SEED}"
-    path = FROZEN_DIR / name
-    if not path.is_file() or sha256(path) != digest:
-        raise CheckpointError(f"{path} is missing or does not match its SHA-256 in {FROZEN_DIR / 'SHA256SUMS'}; "
-                              "restore it from git")
+    if digest is None or not path.is_file() or sha256(path) != digest:
+        problem = "has no SHA-256 entry" if digest is None else "is missing or does not match its SHA-256"
+        raise CheckpointError(f"the yardstick's feature network {path} {problem} in {FROZEN_DIR / 'SHA256SUMS'}: "
+                              f"restore it from git, or freeze one with python -m evaluation.train_feature_net "
+                              f"--image-size {image_size}")
     return load_checkpoint(path)["net"], digest[:16]
+
+
+def code_digest(sources: Iterable[Path] | None = None) -> str:
+    """The first 12 hex digits of the SHA-256 of the source files read in order (default: REFERENCE_SOURCES)."""
+    h = hashlib.sha256()
+    for source in REFERENCE_SOURCES if sources is None else sources:
+        h.update(Path(source).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def reference_path(image_size: int, reference_set: int, cache_dir: str | Path) -> Path:
+    """Where a reference set's features are cached: named by the feature network's hash and by the hash of
+    the code that builds the set (`code_digest`), so that a change to either builds a new cache."""
+    _, net_name = feature_net_state(image_size)
+    return Path(cache_dir) / f"shapes{image_size}_reference{reference_set}_net{net_name}_code{code_digest()}.pt"
 
 
 def _cached(path: Path, make: Callable[[], dict]) -> dict:
@@ -138,9 +153,9 @@ def _cached(path: Path, make: Callable[[], dict]) -> dict:
         return state
 
 
-def load_feature_net(image_size: int, cache_dir: str | Path = "runs/yardstick") -> FeatureNet:
-    """The feature network for this image size: frozen where evaluation/feature_nets/ has it."""
-    weights, _ = feature_net_state(image_size, cache_dir)
+def load_feature_net(image_size: int) -> FeatureNet:
+    """The frozen feature network for this image size (`feature_net_state`)."""
+    weights, _ = feature_net_state(image_size)
     with torch.random.fork_rng():  # building it draws initial weights: leave the caller's random stream alone
         net = FeatureNet()
     net.load_state_dict(weights)
@@ -152,7 +167,7 @@ def reference(image_size: int, reference_set: int = 0, cache_dir: str | Path = "
     """One held-out reference set, as features: REFERENCE_COUNT images to measure against, and a
     pool of POOL_COUNT others from which the data-vs-data distance is measured."""
     def make() -> dict:
-        net = load_feature_net(image_size, cache_dir)
+        net = load_feature_net(image_size)
         ref, _, _ = make_shapes(REFERENCE_COUNT, image_size, REFERENCE_SEED + 2 * reference_set)
         pool, pool_labels, _ = make_shapes(POOL_COUNT, image_size, REFERENCE_SEED + 2 * reference_set + 1)
         # in chunks of 1,000 images, whose activations stay small; each image's features are the same
@@ -163,8 +178,7 @@ def reference(image_size: int, reference_set: int = 0, cache_dir: str | Path = "
                 "pool_features": pool_features,
                 "pool_accuracy": (pool_logits.argmax(1) == pool_labels).float().mean().item()}
 
-    _, net_name = feature_net_state(image_size, cache_dir)  # features are the net's: a cache per net
-    return _cached(Path(cache_dir) / f"shapes{image_size}_reference{reference_set}_v{REFERENCE_VERSION}_{net_name}.pt", make)
+    return _cached(reference_path(image_size, reference_set, cache_dir), make)
 
 
 @functools.lru_cache
@@ -178,18 +192,18 @@ def data_distance(image_size: int, reference_set: int, n: int, cache_dir: str) -
 
 @torch.no_grad()
 def shapes_quality(samples: Tensor, labels: Tensor | None = None, reference_set: int = 0,
-                   cache_dir: str | Path = "runs/yardstick") -> dict[str, float]:
+                   cache_dir: str | Path = "runs/yardstick") -> dict:
     """The yardstick for samples in [−1, 1] of the embedded shapes (labels: the classes asked for).
 
     `fd_ratio` = FD(samples, R) / mean_i FD(D_i, R): R a large held-out reference set, D_i held-out
     sets of the samples' count. Fréchet distance grows as the count shrinks, so only this ratio
     compares runs: 1 means "as close to R as other data of the same size". The mean runs over
     every set the pool holds (at least 2, at most 64: 32 at 512 samples), since one set's distance
-    alone varies from draw to draw (measured in docs/quality.md).
+    alone varies from draw to draw.
     """
     samples = samples.float().cpu()
     n, size = len(samples), samples.shape[-1]
-    net, ref = load_feature_net(size, cache_dir), reference(size, reference_set, cache_dir)
+    net, ref = load_feature_net(size), reference(size, reference_set, cache_dir)
     fd = frechet_distance(net.features(samples), ref["features"])
     fd_data = data_distance(size, reference_set, n, str(cache_dir))
     b, bands = brightness(samples), spectrum_ratio(samples, data_spectrum=ref["spectrum"])
@@ -202,6 +216,7 @@ def shapes_quality(samples: Tensor, labels: Tensor | None = None, reference_set:
         "chroma_ratio": chroma(samples) / ref["chroma"],
         "background_chroma_ratio": chroma(samples, background=True) / ref["background_chroma"],
         "data_class_accuracy": ref["pool_accuracy"],
+        "feature_net": feature_net_state(size)[1],  # which frozen network measured it
     }
     if labels is not None:
         quality["class_accuracy"] = (net(samples).argmax(1) == labels.cpu()).float().mean().item()

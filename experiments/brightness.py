@@ -1,383 +1,536 @@
-"""The paper's brightness experiment and its other claims, at sizes for a CPU (shapes16, shapes32) or a GPU.
+"""The paper's brightness experiment and its other claims, on the embedded shapes (or your images).
 
-    python -m experiments.brightness --ideal-only      # ideal-denoiser rows only
-    python -m experiments.brightness                   # everything (--preset shapes16: 16 px, 3 training seeds)
-    python -m experiments.brightness --parts table steps   # some parts only (resumable: a rerun skips what is done)
-    python -m experiments.brightness --preset shapes32 --ideal-only   # ideal rows at 32×32
-    python -m experiments.brightness --dataset folder --data-dir DIR --image-size 32 --ideal-only   # your images
+    python -m experiments.brightness --preset headline --page README.md   # the README's figure and table
+    python -m experiments.brightness --page docs/results.md               # every claim, 3 training seeds
+    python -m experiments.brightness --parts table steps                  # some parts only
 
-The preset sets the model size and the budget; --dataset, --data-dir and --image-size choose the
-data. The reference images every row is measured against are held out (a seeded split): neither
-the trained models nor the ideal denoiser ever see them.
+Every row draws 1,000 samples with the same noise and measures their per-image mean brightness against
+1,000 held-out images (never trained on). Two kinds of model: the ideal denoiser of the data
+(diffusion/ideal.py: no training error, so what squeezes its brightness is the schedule and the steps)
+and small UNets trained by `python train.py` with the reference held out, each at several seeds.
 
-Claim under test (paper §3, Fig. 1): with a schedule whose terminal SNR is not zero and
-steps that skip the last timestep, generated images cannot be very dark or very bright;
-zero terminal SNR + v-prediction + trailing steps restores the data's brightness range.
-
-Two kinds of evidence, both on per-image mean brightness:
-1. the ideal denoiser of the data (diffusion/ideal.py): no training error, so any squeeze
-   of the brightness range comes from the schedule and the step spacing alone;
-2. trained models, same architecture, data and budget, each at several training seeds (--seeds):
-   the baseline (scaled_linear, ε), v_only (the same flawed schedule, v-prediction), fixed (zero
-   SNR, v), fixed_x0 (zero SNR, x0) and offset noise (baseline + 0.1, sampled
-   from N(0, I) and from the offset noise it was trained on); plus guidance rows on the fixed model.
-
-The parts (`--parts`): table (the rows above), and the claims of experiments/claims.py: steps,
-guidance, finetune, first_step, quality, each at every training seed; the tables and figures give
-the mean ± std over seeds. Each row is a `Row` (experiments/common.py): its fields are its settings,
-and its cache file under rows/ is named by them, so the command is resumable and idempotent, and a
-changed setting is computed anew. Each trained model is a `python train.py` run in models/NAME/
-with the reference held out (`--hold-out`). Outputs: RESULTS.md, results.json, SUMMARY.md (the findings in
-sentences, experiments/summary.py) and the figures.
+The parts, in the paper's order: table (Fig. 1-3, and offset noise, §5.4), steps (Table 2, Fig. 4),
+guidance (Fig. 6), finetune (§4), first_step (§5.2), quality (Table 3), leak (where the leak acts, §3).
+Each part lists its rows and computes one row at a time into WORK/rows.jsonl (a rerun skips the rows
+there); the report is OUT/results.json, one table per part (OUT/tables.md, and with --page between
+that page's markers) and the figures.
 """
 import json
-import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from statistics import mean
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, NamedTuple
 
 import torch
+from torch import Tensor
 
-from cli import Parser, UsageError, add_flags, flag, pick_device, run
+from cli import Parser, UsageError, amp_dtype, pick_device, run
 from data import DATASETS, hold_out, load_dataset
-from evaluation.metrics import brightness
-from experiments import claims
-from experiments.common import (EXPERIMENT_PRESETS, HF_CONVERGED, IDEAL, MODELS, Preset, Progress, Row, Setup, finished_rows,
-                                is_cached, row_metrics, run_row, train_models, YARDSTICK)
-from experiments.figures import pyplot, save
-from experiments.summary import block as summary_block, markdown, num
+from diffusion import (Guidance, IdealDenoiser, SamplingSettings, Schedule, flow_schedule, get_timesteps, make_schedule,
+                       predict_x0_eps, sample_in_batches, spacing_offset)
+from evaluation.metrics import brightness, first_step_gain, leak_prediction
+from evaluation.yardstick import shapes_quality
+from experiments.common import (Results, Row, continue_run, markdown, matches, mean_std, pyplot, replace_between, row_metrics,
+                                save, seeds_of, side_by_side, train)
 from models import unet_config
+from models.checkpoint import checkpoint_schedule
 
-ROW_FIELDS = tuple(f.name for f in fields(Row))
-TABLE_SPACINGS = ("leading", "trailing")
-SUMMARY_KEYS = ("spread_ratio", "w1", "hf_ratio", "frac_dark", "frac_bright")
-# The row's own numbers averaged over training seeds, against the experiment's held-out reference; the
-# yardstick's (against its own generated shapes) come beside them under YARDSTICK + their name.
-NUMBERS = SUMMARY_KEYS + ("contrast_ratio", "clip_fraction", "x0_brightness_spread", "rms_to_class_mean",
-                          "rms_of_data_to_class_mean")
-
-
-def x_T_offsets(settings: dict) -> tuple[float, ...]:
-    """An offset-noise model is sampled both from N(0, I) and from the offset noise it was trained on."""
-    return (0.0, settings["offset_noise"]) if settings.get("offset_noise") else (0.0,)
-
-
-def ideal_rows(s: Setup) -> list[Row]:
-    return [Row("ideal", name, spacing, steps, x_T_offset=offset)
-            for name, settings in IDEAL.items() for offset in x_T_offsets(settings)
-            for spacing in TABLE_SPACINGS for steps in s.p.step_counts]
-
-
-def table_rows(s: Setup, seeds: int) -> list[Row]:
-    """Every model of MODELS at every training seed (seeds beyond the first at the first step count only),
-    and the fixed model under plain and rescaled guidance."""
-    rows = [Row("trained", name, spacing, steps, seed, x_T_offset=offset)
-            for seed in range(seeds) for name, settings in MODELS.items() for offset in x_T_offsets(settings)
-            for spacing in TABLE_SPACINGS for steps in (s.p.step_counts if seed == 0 else s.p.step_counts[:1])]
-    if s.labels is not None:  # guidance needs classes
-        rows += [Row("guidance", "fixed", "trailing", s.p.step_counts[0], guidance=s.p.guidance, rescale=rescale)
-                 for rescale in (0.0, 0.7)]
-    return rows
-
-
-def trained_rows(s: Setup, rows: list[Row]) -> list[dict]:
-    """The table's models, trained side by side first; the guidance rows draw with the reference's classes."""
-    train_models(s, rows)
-    return [run_row(s, row, s.labels if row.kind == "guidance" else None) for row in rows]
-
-
-class Part(NamedTuple):
-    rows: Callable[[Setup, int], list[Row]]  # the part's rows at so many training seeds
-    run: Callable[[Setup, list[Row]], list[dict]]  # their numbers, each computed once (its models trained first)
-
-
-PARTS = {"table": Part(table_rows, trained_rows), "steps": Part(claims.steps_rows, claims.steps_sweep),
-         "guidance": Part(claims.guidance_grid_rows, claims.guidance_grid),
-         "finetune": Part(claims.finetune_rows, claims.finetune),
-         "first_step": Part(claims.first_step_rows, claims.first_step),
-         "quality": Part(claims.quality_rows, claims.quality), "leak": Part(claims.leak_rows, claims.leak)}
-
-
-def over_seeds(rows: list[dict]) -> list[dict]:
-    """Every row but the ideal table's grouped over training seeds: per group, the mean and standard
-    deviation of each number. A group is a row's settings, all but its seed. The row's own numbers keep
-    their names; the yardstick's, measured against another reference, are named YARDSTICK + key, so that
-    its spread or W1 never stands in for the row's."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        if r["kind"] not in ("ideal", "data"):
-            groups.setdefault(Row(**{f: r[f] for f in ROW_FIELDS}).settings(), []).append(r)
-    summary = []
-    for settings, group in groups.items():
-        entry = {**{k: v for k, v in settings if v is not None}, "seeds": len(group), "rows": [r["key"] for r in group]}
-        numbers = [{**{k: r[k] for k in NUMBERS if k in r}, **{YARDSTICK + k: v for k, v in r.get("quality", {}).items()}}
-                   for r in group]
-        # the numbers every row of the group has; per-band lists stay per row
-        for key in (k for k, v in numbers[0].items() if not isinstance(v, list) and all(k in n for n in numbers)):
-            values = [n[key] for n in numbers]
-            entry[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-        summary.append(entry)
-    return summary
-
-
-def interval(entry: dict, key: str) -> str:
-    low, high = entry.get(f"{key}_low"), entry.get(f"{key}_high")
-    return "" if low is None else f"[{low:.3f}, {high:.3f}]"
-
-
-def status(row: dict) -> str:
-    return "ok" if row["hf_ratio"] < HF_CONVERGED else "not converged"
-
-
-def section(title: str, header: list[str], lines: list[list]) -> str:
-    return f"## {title}\n\n{markdown(header, lines)}\n\n"
-
-
-def report(s: Setup, rows: list[dict], seconds: float, command: str, data_row: dict) -> None:
-    """results.json, RESULTS.md and the figures, from every row computed so far."""
-    summary, leak = over_seeds(rows), claims.leak_summary(rows)
-    results = {"preset": asdict(s.p), "command": command, "seconds": seconds, "data": data_row, "rows": rows,
-               "over_seeds": summary, "leak": leak}
-    # Four decimals of each image's brightness are plenty, and keep the committed file small.
-    compact = [{**r, "brightness": [round(v, 4) for v in r["brightness"]]} if "brightness" in r else r for r in rows]
-    (s.out / "results.json").write_text(json.dumps({**results, "rows": compact}))
-    table = [[r["name"], r["kind"], r.get("spacing", ""), r.get("steps", ""), f"{r['mean']:.3f}", f"{r['std']:.3f}",
-              f"{r['frac_dark']:.3f}", f"{r['frac_bright']:.3f}", f"{r['spread_ratio']:.2f}", f"{r['w1']:.3f}",
-              f"{r['hf_ratio']:.2f}", f"{r['clip_fraction']:.3f}", status(r) if r["kind"] != "data" else ""]
-             for r in [data_row] + [r for r in rows if "mean" in r]]  # rows of samples: not the first step's
-    text = (f"# Brightness experiment on `{s.p.dataset}` at {s.p.image_size}px, {s.p.num_samples} samples a row\n\n"
-            f"`{command}`: this invocation took {seconds / 60:.1f} min (rows finished before are reused, not timed "
-            "again). Per-image mean brightness in [0, 1]; spread = std(samples)/std(data); W1 against the data; HF "
-            f"ratio = high-frequency residual against the data's (≥ {HF_CONVERGED}: not converged, so its brightness is "
-            "no evidence).\n\n")
-    text += section("Every row", ["row", "kind", "spacing", "steps", "mean", "std", "< 0.1", "> 0.9", "spread", "W1",
-                                   "HF ratio", "clipped", "status"], table)
-    trained = [e for e in summary if e["kind"] == "trained"]
-    if trained and max(e["seeds"] for e in trained) > 1:
-        text += section("Trained rows over training seeds (mean ± std)", ["model", "spacing", "steps", "seeds"]
-                         + list(SUMMARY_KEYS), [[e["model"], e["spacing"], e["steps"], e["seeds"]]
-                                                + [num(e, k, 3, missing="") for k in SUMMARY_KEYS] for e in trained])
-    text += claims_tables(summary, rows)
-    gains = [e for e in leak if "gain" in e]
-    if gains:
-        text += section("The leak where it acts: x̂0 at t = T from x_T drawn as in training (paper §3)",
-                         ["model", "seeds", "slope of x̂0's mean on x_T's", "its 95% interval (seed 0)",
-                          "ideal denoiser's, predicted from the data (Gaussian)", "predicted squeeze: std of x_T's mean, "
-                          "sampling / training", "predicted spread of the first x̂0", "measured spread of the samples"],
-                         [[e["model"], e["seeds"], num(e, "gain", 3), interval(e, "gain"), f"{e['predicted_gain']:.3f}",
-                           f"{e['predicted_squeeze']:.2f}", f"{e['leak_only_spread']:.2f}", num(e, "spread_ratio", 2)]
-                          for e in gains])
-    if leak:
-        text += section("The sampler's map from noise to image: does the sample follow x_T's mean? (trailing steps; any "
-                        "deterministic sampler carries x_T's mean into the image, leak or not)",
-                         ["model", "seeds", "r of x̂0 at t = T", "its 95% interval (seed 0)", "r of the sample",
-                          "its 95% interval (seed 0)", "slope: brightness per unit δ", "spread at δ = 0"],
-                         [[e["model"], e["seeds"], num(e, "r_first", 3), interval(e, "r_first"), num(e, "r", 3),
-                           interval(e, "r"), num(e, "slope", 4), num(e, "spread_ratio", 2)] for e in leak])
-    put_back = [e for e in leak if "leak_intervention.spread_ratio" in e]
-    if put_back:
-        text += section("The leak put back at sampling time: x_T = √ᾱ_T·signal + √(1 − ᾱ_T)·ε, the same ε as the row at "
-                        "δ = 0 (signal: a held-out image, or channel means drawn from the data's, after Everaert et al.)",
-                         ["model", "seeds", "spread from plain noise", "spread, a held-out image's leak",
-                          "r of the sample's mean with that image's", "spread, the data's statistics' leak"],
-                         [[e["model"], e["seeds"], num(e, "spread_ratio", 2), num(e, "leak_intervention.spread_ratio", 2),
-                           num(e, "leak_intervention.r_x0", 2), num(e, "leak_everaert.spread_ratio", 2)] for e in put_back])
-    (s.out / "RESULTS.md").write_text(text)
-    (s.out / "SUMMARY.md").write_text(summary_block(results) + "\n")
-    plot_histograms(s.out / "histograms.png", data_row, [r for r in rows if r["kind"] in ("ideal", "trained", "guidance")])
-    if s.data is not None:  # a report rewritten from results.json has the numbers, not the images
-        plot_at_a_glance(s, rows)
-    claims.plot_leak(s, leak)
-    claims.plot_lines(s, [e for e in summary if e["kind"] == "steps"], "steps", "sample steps S (log scale)", "steps.png",
-                      "Brightness against sample steps: ideal denoiser and trained models, three spacings",
-                      lambda e: f"{e['model'].replace('_', ' ')}, {e['spacing']}", log_x=True)
-    claims.plot_guidance(s, [e for e in summary if e["kind"] == "guidance_grid"])
-    claims.plot_lines(s, [e for e in summary if e["kind"] == "finetune"], "finetune_steps", "fine-tuning steps N",
-                      "finetune.png", f"Fine-tuning the ε baseline to zero SNR + v, against the fixed model trained "
-                      f"{s.p.train_steps} + N steps", lambda e: "fine-tuned baseline" if e["model"] == "finetuned"
-                      else "fixed, from scratch", log_x=False)
-
-
-def claims_tables(summary: list[dict], rows: list[dict]) -> str:
-    """One table per claim, each line a setting with its numbers over training seeds; the first step's
-    rows one by one."""
-    text = ""
-    parts = {
-        "steps": ("Sample steps (paper Table 2, Fig. 4)", ["model", "spacing", "S"], ["model", "spacing", "steps"]),
-        "guidance_grid": ("Rescaled guidance on the fixed model (paper Fig. 6)", ["w", "φ"], ["guidance", "rescale"]),
-        "finetune": ("Fine-tuning the baseline to zero SNR + v (paper §4)", ["model", "fine-tuning steps", "total steps"],
-                     ["model", "finetune_steps", "total_steps"]),
-        "quality": ("Baseline against fixed with the yardstick (paper Table 3)", ["model", "spacing", "S", "w", "φ"],
-                    ["model", "spacing", "steps", "guidance", "rescale"]),
-    }
-    numbers = [("spread_ratio", "spread", 2), ("w1", "W1", 3), ("hf_ratio", "HF ratio", 2), ("contrast_ratio", "contrast", 2),
-               ("clip_fraction", "clipped", 3), (YARDSTICK + "class_accuracy", "class acc. (yardstick)", 3),
-               (YARDSTICK + "fd_ratio", "FD ratio (yardstick)", 2)]
-    for kind, (title, header, keys) in parts.items():
-        chosen = [e for e in summary if e["kind"] == kind]
-        if chosen:
-            text += section(title, header + ["seeds"] + [label for _, label, _ in numbers],
-                             [[e[k] for k in keys] + [e["seeds"]] + [num(e, k, d, missing="") for k, _, d in numbers] for e in chosen])
-    first = [r for r in rows if r["kind"] == "first_step"]
-    if first:
-        text += section("The first step at t = T (paper §5.2)", ["row", "model", "seed", "class",
-                                                                 "spread of x̂0's brightness / data's", "RMS to the class mean",
-                                                                 "RMS of data to the class mean"],
-                         [[r["name"], r["model"], r["seed"], "all data" if r["label"] is None else r["label"],
-                           f"{r['x0_brightness_spread']:.4f}", f"{r['rms_to_class_mean']:.4f}",
-                           f"{r['rms_of_data_to_class_mean']:.4f}"] for r in first])
-    return text
-
-
-def title_of(r: dict) -> str:
-    """A row's name in words, for figures."""
-    model = r["model"].replace("ideal_", "ideal denoiser, ").replace("_", " ") + (", x_T with offset" if r["x_T_offset"] else "")
-    extra = f", w={r['guidance']:g}, φ={r['rescale']:g}" if r["guidance"] != 1 else ""
-    return f"{model}: {r['spacing']} {r['steps']} steps{extra}"
-
-
-def plot_histograms(path: Path, data_row: dict, rows: list[dict]) -> None:
-    plt = pyplot()
-    if plt is None or not rows:
-        return
-    cols = 4
-    fig, axes = plt.subplots((len(rows) + cols - 1) // cols, cols, figsize=(4.2 * cols, 2.3 * ((len(rows) + cols - 1) // cols)),
-                             squeeze=False, sharex=True)
-    bins = torch.linspace(0, 1, 41).tolist()
-    for ax, r in zip(axes.flat, rows):
-        ax.hist(data_row["brightness"], bins=bins, color="lightgray", label="data (held out)")
-        ax.hist(r["brightness"], bins=bins, histtype="step", lw=1.5, color="C0" if status(r) == "ok" else "C3",
-                label="samples" if status(r) == "ok" else "samples (not converged)")
-        ax.set_title(f"{title_of(r)}\nspread {r['spread_ratio']:.2f}", fontsize=7)
-        ax.set_yticks([])
-    for ax in list(axes.flat)[len(rows):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
-    fig.supxlabel("per-image mean brightness")
-    fig.suptitle("Brightness of samples against the data's")
-    save(fig, path)
-
-
-def plot_at_a_glance(s: Setup, rows: list[dict]) -> None:
-    """The whole claim in one figure: data | the flawed schedule with leading steps | fixed with trailing steps,
-    each a grid of samples sorted by brightness. The flawed schedule's model is the v-predicting one, as in the
-    README's table: its network is the fixed model's but for the schedule, and it converges at this budget (the
-    ε baseline's grain says it has not)."""
-    plt = pyplot()
-    steps = s.p.step_counts[0]
-    keys = {(r["kind"], r["model"], r["spacing"], r["steps"], r["seed"], r["x_T_offset"]): r["key"] for r in rows if "key" in r}
-    panels = [("held-out data", s.data[:64]),
-              (f"flawed schedule (v), leading {steps} steps", keys.get(("trained", "v_only", "leading", steps, 0, 0.0))),
-              (f"fixed (zero SNR, v), trailing {steps} steps", keys.get(("trained", "fixed", "trailing", steps, 0, 0.0)))]
-    if plt is None or not all(p is not None for _, p in panels):
-        return
-    if missing := [p for _, p in panels[1:] if not (s.out / "rows" / f"{p}.pt").exists()]:
-        print(f"at_a_glance.png not redrawn: the samples of {', '.join(missing)} are not in rows/")
-        return
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for ax, (label, images) in zip(axes, panels):
-        images = images if isinstance(images, torch.Tensor) else torch.load(s.out / "rows" / f"{images}.pt")
-        images = images[brightness(images).argsort()]
-        side = int(len(images) ** 0.5)
-        grid = images[:side * side].view(side, side, *images.shape[1:]).permute(0, 3, 1, 4, 2).flatten(0, 1).flatten(1, 2)
-        ax.imshow(((grid + 1) / 2).clamp(0, 1).numpy())
-        ax.set_title(label, fontsize=9)
-        ax.axis("off")
-    fig.suptitle("Samples sorted by brightness: the flawed schedule cannot make very dark or very bright images; the fix can")
-    save(fig, s.out / "at_a_glance.png")
+# The trained models: Stable Diffusion's recipe, then one change at a time, and rectified flow (SD3).
+MODELS = {
+    "baseline": dict(zero_snr=False, prediction="eps"),  # Stable Diffusion's recipe
+    "v_only": dict(zero_snr=False, prediction="v"),  # the flawed schedule with v-prediction
+    "fixed": dict(zero_snr=True, prediction="v"),  # the paper's fixes: train.py's default
+    "fixed_x0": dict(zero_snr=True, prediction="x0"),
+    "offset_noise": dict(zero_snr=False, prediction="eps", offset_noise=0.1),  # the older workaround
+    "flow": dict(objective="flow"),  # zero terminal SNR by construction
+}
+# The ideal denoiser of each path: ε or v makes no difference to an exact model; offset noise changes its noise.
+IDEAL = {"ideal_baseline": dict(zero_snr=False), "ideal_fixed": dict(zero_snr=True),
+         "ideal_offset_noise": dict(zero_snr=False, offset_noise=0.1), "ideal_flow": dict(objective="flow")}
+WORDS = {"ideal_baseline": "flawed schedule (Stable Diffusion's)", "ideal_fixed": "zero terminal SNR (the paper)",
+         "ideal_offset_noise": "flawed schedule, offset noise 0.1", "ideal_flow": "rectified flow (SD3)",
+         "baseline": "flawed schedule, ε (Stable Diffusion)", "v_only": "flawed schedule, v",
+         "fixed": "zero terminal SNR, v (the paper)", "fixed_x0": "zero terminal SNR, x0",
+         "offset_noise": "flawed schedule, ε, offset noise 0.1", "flow": "rectified flow (SD3)"}
+PARTS = ("table", "steps", "guidance", "finetune", "first_step", "quality", "leak")
+HF_CONVERGED = 2.0  # at twice the data's high-frequency residual a row is still noisy: its brightness is no evidence
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
-    """Every flag of the experiment (cli.flag, as train.py's TrainConfig)."""
+class Preset:
+    """The size of one run: data, UNet (a `models.PRESETS` name), budget, and which rows."""
 
-    preset: str = flag("shapes16", "the experiment's size: smoke (tests), shapes16 (16px, 3 training seeds), shapes32 "
-                       "(32px, train.py's default model and budget), cifar10-gpu", choices=EXPERIMENT_PRESETS)
-    ideal_only: bool = flag(False, "only the ideal-denoiser rows, the leak part's included")
-    report_only: bool = flag(False, "rewrite the report (results.json's summaries, RESULTS.md, SUMMARY.md, the figures) "
-                             "from the rows of OUT/results.json, sampling nothing")
-    parts: tuple[str, ...] = flag(tuple(PARTS), "which parts to run (default: all)", nargs="+", choices=tuple(PARTS), type=str)
-    seeds: int | None = flag(None, "training seeds of the trained rows (default: the preset's)", type=int)
-    out: str | None = flag(None, "output folder (default: runs/brightness-PRESET)", type=str)
-    dataset: str | None = flag(None, "the data (default: the preset's; shapes is embedded)", choices=DATASETS, type=str)
-    data_dir: str | None = flag(None, "where cifar10/celeba live, or the image folder's root (one subfolder per class) "
-                                "(default: the preset's)", type=str)
-    image_size: int | None = flag(None, "image side in pixels (default: the preset's)", type=int)
-    seed: int = flag(0, "seed of the split that holds the reference out, from the data and from every trained model "
-                     "(the sampling noise is the same for every row)")
+    dataset: str = "shapes"
+    image_size: int = 16
+    unet: str = "tiny"
+    num_samples: int = 1000  # per row, and the held-out images they are measured against
+    ideal_data: int = 1000  # images the ideal denoiser knows
+    train_steps: int = 2000
+    batch_size: int = 64
+    seeds: int = 3  # training seeds of every trained model
+    models: tuple[str, ...] = tuple(MODELS)
+    ideal: tuple[str, ...] = tuple(IDEAL)
+    parts: tuple[str, ...] = PARTS
+    steps: int = 25  # sampling steps of every row but the steps sweep
+    sweep_steps: tuple[int, ...] = (1, 2, 3, 5, 10, 25, 50)
+    guidance: float = 6.0  # a weight high enough to over-expose
+    guidance_weights: tuple[float, ...] = (1, 2, 4, 7.5)
+    guidance_rescales: tuple[float, ...] = (0, 0.25, 0.5, 0.7, 0.75, 1)
+    finetune_steps: tuple[int, ...] = (100, 300, 1000)
+    first_step_draws: int = 256  # noise draws per class at t = T
+    quality_steps: tuple[int, ...] = (25, 50)
+    data_dir: str = "datasets"
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ExperimentConfig, Preset]:
-    """The flags, checked, and the preset they choose with the data they ask for."""
-    parser = Parser(description="Reproduce the paper's brightness experiment (ideal denoiser and trained models).")
-    add_flags(parser, ExperimentConfig)
-    given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
-    config = ExperimentConfig(**given)
-    if config.image_size is not None and config.image_size < 4:
-        raise UsageError(f"--image-size must be at least 4, got {config.image_size}")
-    if config.seeds is not None and config.seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {config.seeds}")
-    chosen = {"dataset": config.dataset, "data_dir": config.data_dir, "image_size": config.image_size}
-    p = replace(EXPERIMENT_PRESETS[config.preset], **{k: v for k, v in chosen.items() if v is not None})
+PRESETS = {
+    "headline": Preset(seeds=1, models=("v_only", "fixed"), ideal=("ideal_baseline", "ideal_fixed"), parts=("table",)),
+    "shapes16": Preset(),
+    "smoke": Preset(num_samples=64, ideal_data=64, train_steps=4, batch_size=8, seeds=2, steps=5, sweep_steps=(1, 3),
+                    guidance_weights=(1, 4), guidance_rescales=(0, 0.7), finetune_steps=(2, 4), first_step_draws=8,
+                    quality_steps=(5,)),
+    "cifar10-gpu": Preset(dataset="cifar10", image_size=32, unet="cifar10", num_samples=10_000, ideal_data=10_000,
+                          train_steps=200_000, batch_size=128, seeds=1, finetune_steps=(1000, 5000, 20_000)),
+}
+
+
+@dataclass
+class Setup:
+    """One invocation: the preset, the held-out reference, the images the ideal denoiser knows, the results."""
+
+    p: Preset
+    work: Path  # the trained models and rows.jsonl
+    data: Tensor  # the held-out reference
+    labels: Tensor | None  # a class per sample, in turn (None: the data has no classes)
+    known: Tensor
+    device: torch.device
+    split_seed: int
+    results: Results = None
+    models: dict = field(default_factory=dict)  # (name, seed) -> (EMA model, checkpoint)
+
+
+def train_settings(s: Setup, name: str, seed: int) -> dict:
+    p = s.p
+    settings = {"dataset": p.dataset, "image_size": p.image_size, "model": p.unet, "batch_size": p.batch_size,
+                "steps": p.train_steps, "seed": seed, "hold_out": len(s.data), "hold_out_seed": s.split_seed,
+                "ckpt_every": max(p.train_steps // 4, min(p.train_steps, 100)), **MODELS[name]}
+    return settings if p.dataset == "shapes" else {**settings, "data_dir": p.data_dir}
+
+
+def run_dir(s: Setup, name: str, seed: int) -> Path:
+    return s.work / "models" / (name + (f"_seed{seed}" if seed else ""))
+
+
+def trained(s: Setup, name: str, seed: int, threads: int | None = None) -> tuple[torch.nn.Module, dict]:
+    if (name, seed) not in s.models:
+        s.models[name, seed] = train(run_dir(s, name, seed), train_settings(s, name, seed), threads)
+    return s.models[name, seed]
+
+
+def train_all(s: Setup, rows: list[Row]) -> None:
+    """The models these rows need and whose numbers are not known yet, trained side by side first."""
+    needed = sorted({(r.model, r.seed) for r in rows if r.model in MODELS and r.name not in s.results.rows})
+    side_by_side([lambda threads, n=n, seed=seed: trained(s, n, seed, threads) for n, seed in needed], s.device)
+
+
+def row_model(s: Setup, row: Row) -> tuple[torch.nn.Module, Schedule, str]:
+    """The row's model, its schedule and what it predicts."""
+    if row.model in IDEAL:
+        kind = IDEAL[row.model]
+        schedule = flow_schedule() if "objective" in kind else make_schedule("scaled_linear", zero_snr=kind["zero_snr"])
+        return IdealDenoiser(s.known, schedule, "v", offset_noise=kind.get("offset_noise", 0.0)), schedule, "v"
+    model, state = trained(s, row.model, row.seed)
+    return model, checkpoint_schedule(state), state["config"]["prediction"]
+
+
+def sampled(s: Setup, row: Row, labels: Tensor | None = None, model=None, x_T: Tensor | None = None,
+            extra=None) -> dict:
+    """The row's samples (the same noise for every row, seed 0) and their numbers; `extra(images)` adds its own."""
+    def compute() -> dict:
+        tic = time.perf_counter()
+        net, schedule, prediction = model or row_model(s, row)
+        timesteps = get_timesteps(schedule.num_train_steps, row.steps, row.spacing, spacing_offset(row.spacing))
+        settings = SamplingSettings(timesteps, guidance=Guidance(row.guidance, row.rescale), offset_noise=row.x_T_offset,
+                                    batch_size=500, amp_dtype=amp_dtype(s.device))
+        images = sample_in_batches(net.to(s.device), (len(s.data), *s.data.shape[1:]), schedule, prediction, settings,
+                                   labels=labels, x_T=x_T, device=s.device)
+        numbers = {**row_metrics(images, s.data), **(extra(images) if extra else {})}
+        if s.p.dataset == "shapes":
+            numbers["quality"] = shapes_quality(images, labels)
+        return {**numbers, "seconds": time.perf_counter() - tic}
+
+    return s.results.get(row, compute)
+
+
+def sample_part(s: Setup, rows: list[Row]) -> None:
+    """Draw each row: the brightness table's rows and the ideal denoisers without a class (the null label), the
+    other trained rows with the reference's classes in turn."""
+    train_all(s, rows)
+    for row in rows:
+        sampled(s, row, None if row.kind in ("ideal", "trained") or row.model in IDEAL else s.labels)
+
+
+# Part 1, Fig. 1-3: brightness of every model, leading against trailing steps (and offset noise, §5.4).
+def table_rows(s: Setup) -> list[Row]:
+    offsets = lambda settings: (0.0, settings["offset_noise"]) if "offset_noise" in settings else (0.0,)  # noqa: E731
+    return ([Row("ideal", name, spacing, s.p.steps, x_T_offset=o)
+             for name in s.p.ideal for o in offsets(IDEAL[name]) for spacing in ("leading", "trailing")]
+            + [Row("trained", name, spacing, s.p.steps, seed, x_T_offset=o) for seed in range(s.p.seeds)
+               for name in s.p.models for o in offsets(MODELS[name]) for spacing in ("leading", "trailing")])
+
+
+def brightness_table(results: dict) -> str:
+    rows, lines = results["rows"], []
+    for kind in ("ideal", "trained"):
+        for r in (r for r in rows if r["kind"] == kind and r["seed"] == 0):
+            settings = {k: r[k] for k in ("kind", "model", "spacing", "steps", "x_T_offset")}
+            values = {k: seeds_of(rows, k, **settings) for k in ("spread_ratio", "w1", "frac_dark", "frac_bright", "hf_ratio")}
+            lines.append([f"{'ideal denoiser' if kind == 'ideal' else 'trained'}: {WORDS[r['model']]}"
+                          + (", started from its offset noise" if r["x_T_offset"] else ""), f"{r['spacing']} {r['steps']}",
+                          len(values["w1"]), mean_std(values["spread_ratio"]), mean_std(values["w1"], 3),
+                          f"{mean_std(values['frac_dark'])} / {mean_std(values['frac_bright'])}",
+                          mean_std(values["hf_ratio"]) + (" (noisy)" if mean(values["hf_ratio"]) >= HF_CONVERGED else "")])
+    data = results["data"]
+    return markdown(["model", "steps", "seeds", "brightness spread", "W1", "images < 0.1 / > 0.9", "HF ratio"], lines) + (
+        f"\n\nHeld-out data: {data['frac_dark']:.2f} / {data['frac_bright']:.2f} images below 0.1 / above 0.9.")
+
+
+# Part 2, Table 2 and Fig. 4: leading, linspace and trailing steps against the number of steps S.
+STEP_MODELS = ("ideal_baseline", "ideal_fixed", "ideal_flow", "baseline", "fixed", "flow")
+
+
+def steps_rows(s: Setup) -> list[Row]:
+    models = [(m, 0) for m in STEP_MODELS if m in IDEAL] + [(m, seed) for seed in range(s.p.seeds) for m in STEP_MODELS
+                                                             if m in MODELS]
+    return [Row("steps", m, spacing, n, seed) for m, seed in models for spacing in ("leading", "linspace", "trailing")
+            for n in s.p.sweep_steps]
+
+
+def steps_table(results: dict) -> str:
+    rows = [r for r in results["rows"] if r["kind"] == "steps"]
+    counts = sorted({r["steps"] for r in rows})
+    lines = [[("ideal denoiser: " if m in IDEAL else "trained: ") + WORDS[m], spacing]
+             + [mean_std(seeds_of(rows, "spread_ratio", model=m, spacing=spacing, steps=n)) for n in counts]
+             for m in dict.fromkeys(r["model"] for r in rows) for spacing in ("leading", "linspace", "trailing")]
+    return markdown(["model", "spacing", *(f"S = {n}" for n in counts)], lines)
+
+
+# Part 3, Fig. 6: classifier-free guidance with the rescale φ, on the fixed model.
+def guidance_rows(s: Setup) -> list[Row]:
+    return [Row("guidance_grid", "fixed", "trailing", s.p.steps, seed, guidance=w, rescale=phi) for seed in range(s.p.seeds)
+            for w in s.p.guidance_weights for phi in s.p.guidance_rescales if w != 1 or phi == 0] if s.labels is not None else []
+
+
+def guidance_table(results: dict) -> str:
+    rows = [r for r in results["rows"] if r["kind"] == "guidance_grid"]
+    lines = [[f"{w:g}", f"{phi:g}"] + [mean_std([100 * v for v in seeds_of(rows, "clip_fraction", guidance=w, rescale=phi)], 1)]
+             + [mean_std(seeds_of(rows, k, guidance=w, rescale=phi)) for k in ("contrast_ratio", "spread_ratio")]
+             for w, phi in dict.fromkeys((r["guidance"], r["rescale"]) for r in rows)]
+    return markdown(["w", "φ", "clipped pixels (%)", "contrast (data: 1)", "brightness spread"], lines)
+
+
+# Part 4, §4: the ε baseline fine-tuned to zero SNR + v for N steps, against the fixed model trained as long.
+def finetune_rows(s: Setup) -> list[Row]:
+    return [Row("finetune", arm, "trailing", s.p.steps, seed, finetune_steps=n) for seed in range(s.p.seeds)
+            for n in s.p.finetune_steps for arm in ("finetuned", "scratch")]
+
+
+def finetune_part(s: Setup, rows: list[Row]) -> None:
+    """Each N continues the run of the N before it (at a constant rate, the same as training that long)."""
+    counts = sorted(s.p.finetune_steps)
+
+    def chain(arm: str, seed: int, threads: int | None) -> list:
+        runs, before = [], None
+        for n in counts:
+            folder = s.work / "models" / f"{arm}_{n}{f'_seed{seed}' if seed else ''}"
+            if before is not None:
+                runs.append(continue_run(before, folder, n if arm == "finetuned" else s.p.train_steps + n, threads))
+            elif arm == "scratch":
+                trained(s, "fixed", seed, threads)
+                runs.append(continue_run(run_dir(s, "fixed", seed), folder, s.p.train_steps + n, threads))
+            else:
+                trained(s, "baseline", seed, threads)
+                settings = {**train_settings(s, "fixed", seed), "steps": n,
+                            "init_from": str(run_dir(s, "baseline", seed) / "checkpoint.pt")}
+                runs.append(train(folder, settings, threads))
+            before = folder
+        return runs
+
+    needed = sorted({(r.model, r.seed) for r in rows if r.name not in s.results.rows})
+    chains = {}
+    side_by_side([lambda threads, arm=arm, seed=seed: chains.__setitem__((arm, seed), chain(arm, seed, threads))
+                  for arm, seed in needed], s.device)
+    for row in rows:
+        if (row.model, row.seed) in chains:
+            model, state = chains[row.model, row.seed][counts.index(row.finetune_steps)]
+            sampled(s, row, model=(model, checkpoint_schedule(state), state["config"]["prediction"]))
+        else:
+            sampled(s, row)  # known already
+
+
+def finetune_table(results: dict) -> str:
+    rows = [r for r in results["rows"] if r["kind"] == "finetune"]
+    return markdown(["fine-tuning steps N", "brightness spread: the ε baseline fine-tuned to zero SNR + v",
+                     "the fixed model, trained N steps more"],
+                    [[n] + [mean_std(seeds_of(rows, "spread_ratio", model=arm, finetune_steps=n)) for arm in ("finetuned", "scratch")]
+                     for n in sorted({r["finetune_steps"] for r in rows})])
+
+
+# Part 5, §5.2: at t = T a zero-SNR model can only predict the (class) mean, whatever the noise.
+@torch.no_grad()
+def first_x0(s: Setup, row: Row, x_T: Tensor, labels: Tensor | None) -> Tensor:
+    """The row's model's x̂0 at t = T, the first step of trailing spacing."""
+    model, schedule, prediction = row_model(s, row)
+    t = torch.full((len(x_T),), schedule.num_train_steps - 1)
+    return predict_x0_eps(x_T, model(x_T, t, labels).float(), schedule.alpha_bar_at(t, x_T), prediction)[0]
+
+
+def first_step_rows(s: Setup) -> list[Row]:
+    label_set = sorted(set(s.labels.tolist())) if s.labels is not None else [None]
+    return [Row("first_step", "fixed", seed=seed, label=c) for seed in range(s.p.seeds) for c in label_set] + [
+        Row("first_step", "ideal_fixed")]
+
+
+def first_step_part(s: Setup, rows: list[Row]) -> None:
+    train_all(s, rows)
+    n, label_set = s.p.first_step_draws, sorted({r.label for r in rows if r.model in MODELS}, key=str)
+
+    def measure(row: Row) -> dict:
+        # the same draws at every training seed, other draws per class and for the ideal denoiser
+        draw = len(label_set) if row.model in IDEAL else label_set.index(row.label)
+        x_T = torch.randn((n, *s.data.shape[1:]), generator=torch.Generator().manual_seed(draw))
+        x0 = first_x0(s, row, x_T, None if row.label is None else torch.full((n,), row.label))
+        members = s.known if row.model in IDEAL else s.data if row.label is None else s.data[s.labels == row.label]
+        mean = members.mean(0)
+        return {"x0_brightness_spread": brightness(x0).std().item() / brightness(s.data).std().item(),
+                "rms_to_class_mean": (x0 - mean).pow(2).mean().sqrt().item(),
+                "rms_of_data_to_class_mean": (members - mean).pow(2).mean().sqrt().item()}
+
+    for row in rows:
+        s.results.get(row, lambda row=row: measure(row))
+
+
+def first_step_table(results: dict) -> str:
+    rows = [r for r in results["rows"] if r["kind"] == "first_step"]
+    keys = ("x0_brightness_spread", "rms_to_class_mean", "rms_of_data_to_class_mean")
+    return markdown(["model", "class", "spread of x̂0's brightness over noise draws (data: 1)", "RMS of x̂0 to the class mean",
+                     "RMS of the data to the class mean"],
+                    [[("ideal denoiser: " if r["model"] in IDEAL else "trained: ") + WORDS[r["model"]],
+                      "all" if r["label"] is None else r["label"]]
+                     + [mean_std(seeds_of(rows, k, model=r["model"], label=r["label"]), 3) for k in keys]
+                     for r in rows if r["seed"] == 0])
+
+
+# Part 6, Table 3: the baseline (leading steps, plain guidance) against the fixed model (trailing, rescaled).
+def quality_rows(s: Setup) -> list[Row]:
+    return [Row("quality", name, spacing, n, seed, guidance=w, rescale=phi if w != 1 else 0.0) for seed in range(s.p.seeds)
+            for name, spacing, phi in (("baseline", "leading", 0.0), ("fixed", "trailing", 0.7))
+            for n in s.p.quality_steps for w in (1.0, s.p.guidance)] if s.labels is not None else []
+
+
+def quality_table(results: dict) -> str:
+    rows = [r for r in results["rows"] if r["kind"] == "quality"]
+    lines = []
+    for r in (r for r in rows if r["seed"] == 0):
+        settings = {k: r[k] for k in ("model", "spacing", "steps", "guidance", "rescale")}
+        yardstick = [x["quality"] for x in rows if matches(x, **settings)]
+        lines.append([WORDS[r["model"]], f"{r['spacing']} {r['steps']}", f"{r['guidance']:g}", f"{r['rescale']:g}",
+                      mean_std([q["fd_ratio"] for q in yardstick], 1), mean_std([q["class_accuracy"] for q in yardstick]),
+                      mean_std(seeds_of(rows, "hf_ratio", **settings)), mean_std(seeds_of(rows, "spread_ratio", **settings))])
+    return markdown(["model", "steps", "w", "φ", "feature distance ratio (data: 1)", "class accuracy", "HF ratio",
+                     "brightness spread"], lines)
+
+
+# Part 7, §3: where the leak acts. At t = T, with x_T drawn as in training, how much does x̂0's brightness follow
+# x_T's? And from pure noise, does putting the leak back into x_T give the brightness back?
+LEAK_MODELS = ("ideal_baseline", "ideal_fixed", "ideal_flow", "baseline", "fixed", "offset_noise", "flow")
+
+
+def leak_rows(s: Setup) -> list[Row]:
+    models = [(m, 0) for m in LEAK_MODELS if m in IDEAL] + [(m, seed) for seed in range(s.p.seeds) for m in LEAK_MODELS
+                                                            if m in MODELS]
+    return [Row(kind, m, *(("trailing", s.p.steps) if kind != "first_step_gain" else ()), seed=seed) for m, seed in models
+            for kind in ("first_step_gain", "leak", "leak_intervention", "leak_everaert")]
+
+
+def leaky_x_T(alpha_bar_T: float, signal: Tensor, noise: Tensor) -> Tensor:
+    """x_T = √ᾱ_T·signal + √(1 − ᾱ_T)·ε: the last timestep's input as training saw it, the leak included."""
+    return alpha_bar_T**0.5 * signal + (1 - alpha_bar_T) ** 0.5 * noise
+
+
+def leak_from_statistics(images: Tensor, n: int) -> Tensor:
+    """Everaert et al. (WACV 2024), at its coarsest: n flat images whose channel means m ~ N(μ, Σ) are drawn from the
+    mean and covariance of the channel means of `images`: the data's statistics of brightness and colour, no image."""
+    means = images.double().mean((2, 3))
+    cholesky = torch.linalg.cholesky(torch.cov(means.T) + 1e-9 * torch.eye(means.shape[1], dtype=torch.float64))
+    m = means.mean(0) + torch.randn(n, means.shape[1], generator=torch.Generator().manual_seed(2), dtype=torch.float64) @ cholesky.T
+    return m.float()[:, :, None, None].expand(n, *images.shape[1:]).clone()
+
+
+def leak_part(s: Setup, rows: list[Row]) -> None:
+    train_all(s, rows)
+    x_T = torch.randn(len(s.data), *s.data.shape[1:], generator=torch.Generator().manual_seed(0))  # sampled()'s noise
+    signals = {"leak_intervention": s.data, "leak_everaert": leak_from_statistics(s.known, len(s.data))}
+    for row in rows:
+        labels = None if row.model in IDEAL else s.labels
+        if row.name in s.results.rows:
+            continue
+        alpha_bar_T = row_model(s, row)[1].alpha_bar[-1].item()
+        if row.kind == "first_step_gain":  # x̂0 at t = T from x_T = √ᾱ_T·x0 + √(1 − ᾱ_T)·ε, x0 held out
+            trained_x_T = leaky_x_T(alpha_bar_T, s.data, torch.randn(s.data.shape, generator=torch.Generator().manual_seed(1)))
+            s.results.get(row, lambda: {"gain": first_step_gain(trained_x_T, first_x0(s, row, trained_x_T, labels)),
+                                        "predicted": leak_prediction(s.data, alpha_bar_T)})
+        else:
+            sampled(s, row, labels, x_T=x_T if row.kind == "leak" else leaky_x_T(alpha_bar_T, signals[row.kind], x_T))
+
+
+def leak_table(results: dict) -> str:
+    rows, lines = results["rows"], []
+    for r in (r for r in rows if r["kind"] == "first_step_gain" and r["seed"] == 0):
+        gains = [x["gain"] for x in rows if matches(x, kind="first_step_gain", model=r["model"])]
+        ideal = r["model"] in IDEAL
+        predicted = r["predicted"]["exact_gain"]
+        spreads = [mean_std(seeds_of(rows, "spread_ratio", kind=k, model=r["model"]))
+                   for k in ("leak", "leak_intervention", "leak_everaert")]
+        lines.append([("ideal denoiser: " if ideal else "trained: ") + WORDS[r["model"]],
+                      f"{mean_std([g['gain'] for g in gains])} [{gains[0]['low']:.2f}, {gains[0]['high']:.2f}]",
+                      (f"{predicted:.2f}" if predicted else "0 (ᾱ_T = 0: no leak)") if ideal else "", *spreads])
+    return markdown(["model", "gain of x̂0's brightness on x_T's at t = T (over seeds) [seed 0's 95% interval]",
+                     "predicted from the data alone", "spread from plain noise", "with a held-out image's leak",
+                     "with a leak from the data's statistics"], lines)
+
+
+ROWS = {"table": table_rows, "steps": steps_rows, "guidance": guidance_rows, "finetune": finetune_rows,
+        "first_step": first_step_rows, "quality": quality_rows, "leak": leak_rows}
+COMPUTE = {"table": sample_part, "steps": sample_part, "guidance": sample_part, "finetune": finetune_part,
+           "first_step": first_step_part, "quality": sample_part, "leak": leak_part}
+TABLES = {"table": brightness_table, "steps": steps_table, "guidance": guidance_table, "finetune": finetune_table,
+          "first_step": first_step_table, "quality": quality_table, "leak": leak_table}
+KINDS = {"table": ("ideal", "trained"), "steps": ("steps",), "guidance": ("guidance_grid",), "finetune": ("finetune",),
+         "first_step": ("first_step",), "quality": ("quality",), "leak": ("first_step_gain", "leak", "leak_intervention",
+                                                                           "leak_everaert")}
+
+
+def parts_in(results: dict) -> list[str]:
+    """The parts a results file holds rows of."""
+    kinds = {r["kind"] for r in results["rows"]}
+    return [part for part in PARTS if kinds & set(KINDS[part])]
+
+
+def plot_histograms(results: dict, path: Path) -> None:
+    """The headline at a glance: the brightness of the data, of the flawed schedule with leading steps, and of zero
+    terminal SNR with trailing steps, for the ideal denoiser and for the trained models (training seed 0)."""
+    plt = pyplot()
+    if plt is None:
+        return
+    rows = results["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    bins = torch.linspace(0, 1, 26).tolist()
+    for ax, kind, (flawed, fixed) in zip(axes, ("ideal", "trained"), (("ideal_baseline", "ideal_fixed"), ("v_only", "fixed"))):
+        ax.hist(results["data"]["brightness"], bins=bins, color="lightgray", label="held-out data")
+        for model, spacing, color, label in ((flawed, "leading", "C3", "flawed schedule, leading steps"),
+                                             (fixed, "trailing", "C0", "zero terminal SNR, trailing steps")):
+            row = next(r for r in rows if matches(r, kind=kind, model=model, spacing=spacing, seed=0))
+            ax.hist(row["brightness"], bins=bins, histtype="step", lw=2, color=color,
+                    label=f"{label} (spread {row['spread_ratio']:.2f})")
+        ax.set_title("ideal denoiser (no training error)" if kind == "ideal" else "trained UNet, v-prediction", fontsize=10)
+        ax.set_xlabel("per-image mean brightness")
+        ax.legend(fontsize=7, loc="upper center")
+    axes[0].set_ylim(0, 1.4 * axes[0].get_ylim()[1])  # room for the legends above the bars
+    save(fig, path)
+
+
+def plot_steps(results: dict, path: Path) -> None:
+    """Brightness spread against the number of sampling steps, one line per model and spacing (mean over seeds)."""
+    plt = pyplot()
+    if plt is None:
+        return
+    rows = [r for r in results["rows"] if r["kind"] == "steps"]
+    counts = sorted({r["steps"] for r in rows})
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
+        for spacing, style in (("leading", ":"), ("linspace", "--"), ("trailing", "-")):
+            means = [sum(v) / len(v) for v in (seeds_of(rows, "spread_ratio", model=model, spacing=spacing, steps=n)
+                                               for n in counts)]
+            ax.plot(counts, means, style, marker="o", color=f"C{i}", label=f"{model.replace('_', ' ')}, {spacing}")
+    ax.set_xscale("log")
+    ax.set_xticks(counts, [str(n) for n in counts])
+    ax.set_xlabel("sampling steps S")
+    ax.set_ylabel("brightness spread (data: 1)")
+    ax.legend(fontsize=6, ncol=2)
+    save(fig, path)
+
+
+def report(results: dict, out: Path, page: Path | None) -> None:
+    """results.json, one table per part (tables.md, and between the page's markers) and the figures."""
+    (out / "results.json").write_text(json.dumps(results))
+    tables = {part: TABLES[part](results) for part in parts_in(results)}
+    (out / "tables.md").write_text("".join(f"## {part}\n\n{text}\n\n" for part, text in tables.items()))
+    for part, text in tables.items():
+        if page:
+            replace_between(page, f"brightness.{part}", text)
+    if "table" in tables:
+        plot_histograms(results, out / "histograms.png")
+    if "steps" in tables:
+        plot_steps(results, out / "steps.png")
+
+
+def parse_args() -> tuple:
+    parser = Parser(description="Reproduce the paper's brightness experiment with ideal denoisers and trained models.")
+    parser.add_argument("--preset", default="shapes16", choices=PRESETS, help="the run's size: headline (the README's "
+                        "figure and table, 1 training seed), shapes16 (every claim, 3 seeds), smoke (tests), cifar10-gpu")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, help="which parts (default: the preset's)")
+    parser.add_argument("--out", help="folder of results.json, tables.md and the figures (default: docs/brightness, or "
+                        "docs/headline for --preset headline)")
+    parser.add_argument("--work", help="folder of the trained models and rows.jsonl (default: runs/brightness-PRESET)")
+    parser.add_argument("--page", help="also put each part's table between this page's <!-- brightness.PART:begin/end --> markers")
+    parser.add_argument("--report-only", action="store_true", help="write the tables and figures from OUT/results.json")
+    parser.add_argument("--dataset", choices=DATASETS, help="the data (default: the preset's; shapes is embedded)")
+    parser.add_argument("--data-dir", help="where cifar10/celeba live, or the image folder's root")
+    parser.add_argument("--image-size", type=int, help="image side in pixels (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split (default: 0)")
+    a = parser.parse_args()
+    p = replace(PRESETS[a.preset], **{k: v for k, v in {"dataset": a.dataset, "data_dir": a.data_dir,
+                                                         "image_size": a.image_size}.items() if v is not None})
+    if a.parts:
+        p = replace(p, parts=tuple(a.parts))
     try:
-        unet_config(p.model, p.image_size)  # a size the preset's UNet cannot take is refused before any work
+        unet_config(p.unet, p.image_size)  # a size the UNet cannot take is refused before any work
     except ValueError as e:
-        raise UsageError(str(e)) from None
-    return config, p
-
-
-def rewrite_report(out: Path) -> None:
-    """The report again from the rows that `out`/results.json holds, as the experiment would write it."""
-    try:
-        results = json.loads((out / "results.json").read_text())
-        p = Preset(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["preset"].items()})
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{out / 'results.json'} cannot be read back ({type(e).__name__}: {e})") from None
-    s = Setup(out, p, None, None, None, torch.device("cpu"))
-    report(s, results["rows"], results["seconds"], results["command"], results["data"])
+        raise UsageError(f"--image-size {p.image_size}: {e}") from None
+    out = Path(a.out or ("docs/headline" if a.preset == "headline" else "docs/brightness"))
+    return a, p, out, Path(a.work or f"runs/brightness-{a.preset}"), Path(a.page) if a.page else None
 
 
 def main() -> int:
-    args, p = parse_args()
-    out = Path(args.out or f"runs/brightness-{args.preset}" + (f"-{args.dataset}" if args.dataset else ""))
-    if args.report_only:
-        rewrite_report(out)
-        print(f"wrote {out / 'RESULTS.md'}")
+    a, p, out, work, page = parse_args()
+    out.mkdir(parents=True, exist_ok=True)
+    if a.report_only:
+        try:
+            results = json.loads((out / "results.json").read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{out / 'results.json'} cannot be read ({e})") from None
+        report(results, out, page)
         return 0
-    for sub in ("rows", "grids", "models"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-
     tic = time.perf_counter()
-    dataset = load_dataset(p.dataset, p.data_dir, p.image_size, seed=args.seed)
-    # The reference is held out from everything that learns; a small dataset gives each part half at most.
-    num_reference = min(p.num_samples, len(dataset) // 2)
-    reference, train_set = hold_out(dataset, num_reference, args.seed)
-    p = replace(p, num_samples=num_reference, ideal_data=min(p.ideal_data, len(train_set)))
+    (work / "models").mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(p.dataset, p.data_dir, p.image_size, seed=a.seed)
+    num_reference = min(p.num_samples, len(dataset) // 2)  # a small dataset gives the reference half at most
+    reference, train_set = hold_out(dataset, num_reference, a.seed)
     data = torch.stack([image for image, _ in reference])
-    classes = len(dataset.classes)
-    s = Setup(out, p, data, torch.arange(len(data)) % classes if classes else None,
-              torch.stack([train_set[i][0] for i in range(p.ideal_data)]), pick_device("auto"), split_seed=args.seed,
-              finished=finished_rows(out))
-    print(f"{len(dataset)} {p.dataset} images at {p.image_size}px: {num_reference} held out as the reference, "
-          f"{p.ideal_data} known to the ideal denoiser, {len(train_set)} to train on")
-    # --ideal-only: the ideal-denoiser rows of the table and of the leak part
-    seeds, parts = (0, ("leak",)) if args.ideal_only else (args.seeds or p.seeds, args.parts)
-    ideal, plans = ideal_rows(s), {part: PARTS[part].rows(s, seeds) for part in parts}
-    every = ideal + [row for rows in plans.values() for row in rows]
-    s.progress = Progress(total=len(every), to_compute=sum(not is_cached(s, row) for row in every), tic=tic)
-    print(f"{s.progress.to_compute} of {s.progress.total} rows to compute")
-    s.progress.part = "ideal"
-    rows = [run_row(s, row) for row in ideal]
-    for i, (part, planned) in enumerate(plans.items(), 1):
-        s.progress.part = f"part {i} of {len(plans)}, {part}"
-        print(s.progress.line())
-        rows += PARTS[part].run(s, planned)
-    command = " ".join(["python -m experiments.brightness", *sys.argv[1:]])
-    report(s, rows, time.perf_counter() - tic, command, {"name": "data", "kind": "data", **row_metrics(data, data)})
-    print(f"wrote {out / 'RESULTS.md'}")
+    known = torch.stack([train_set[i][0] for i in range(min(p.ideal_data, len(train_set)))])
+    labels = torch.arange(len(data)) % len(dataset.classes) if dataset.classes else None
+    s = Setup(p, work, data, labels, known, pick_device("auto"), a.seed, Results(work / "rows.jsonl"))
+    print(f"{len(dataset)} {p.dataset} images at {p.image_size}px: {num_reference} held out, {len(known)} known to the "
+          f"ideal denoiser; parts {', '.join(p.parts)}")
+    for part in p.parts:
+        COMPUTE[part](s, ROWS[part](s))
+    wanted = {row.name for part in p.parts for row in ROWS[part](s)}
+    results = {"command": " ".join(["python -m experiments.brightness", *sys.argv[1:]]),
+               "minutes": (time.perf_counter() - tic) / 60, "preset": asdict(p), "data": row_metrics(data, data),
+               "rows": [r for name, r in s.results.rows.items() if name in wanted]}
+    report(results, out, page)
+    print(f"wrote {out / 'results.json'} and {out / 'tables.md'} in {results['minutes']:.1f} min")
     return 0
 
 

@@ -1,6 +1,6 @@
 """The paper's Table 1 and Fig. 2 as output, and why the leak grows with resolution.
 
-    python -m experiments.schedules                 # writes docs/schedules/ (its time: docs/schedules.md)
+    python -m experiments.schedules --page docs/results.md     # writes docs/schedules/ and the page's two tables
 
 1. Table 1: √ᾱ_T and SNR_T of the common schedules, before and after fix #1, beside the values
    the paper prints. Only the fixed schedules reach exactly 0.
@@ -22,10 +22,9 @@ import torch
 
 from cli import Parser, pick_device, run
 from data import make_shapes
-from diffusion import SCHEDULES, IdealDenoiser, get_timesteps, make_schedule, sample
+from diffusion import SCHEDULES, IdealDenoiser, get_timesteps, guided_denoiser, initial_noise, make_schedule, sample
 from evaluation.metrics import brightness, leak_prediction, spread_ratio, wasserstein1
-from experiments.figures import pyplot, save
-from experiments.summary import markdown
+from experiments.common import markdown, pyplot, replace_between, save
 
 # Table 1 of the paper, as printed: (√ᾱ_T, SNR_T) at T = 1000.
 PAPER_TABLE_1 = {"linear": (0.006353, 4.035993e-05), "cosine": (4.928220e-05, 2.428735e-09),
@@ -58,8 +57,9 @@ def resolution_rows(sizes: list[int], num_samples: int, num_known: int, step_cou
             schedule = make_schedule("scaled_linear", zero_snr=zero_snr)
             timesteps = get_timesteps(1000, steps, spacing, offset)
             tic = time.perf_counter()
-            images = sample(IdealDenoiser(known, schedule, "v").to(device), data.shape, schedule, timesteps, "v",
-                            generator=torch.Generator().manual_seed(seed), device=device, progress=False).cpu()
+            denoise = guided_denoiser(IdealDenoiser(known, schedule, "v").to(device), schedule, "v")
+            x_T = initial_noise(data.shape, torch.Generator().manual_seed(seed)).to(device)
+            images = sample(denoise, x_T, schedule, timesteps, progress=False).cpu()
             b, b_data = brightness(images), brightness(data)
             first = schedule.sqrt_alpha_bar[timesteps[0]].item()
             predicted = leak_prediction(data, first**2)
@@ -97,25 +97,28 @@ def plot_log_snr(path: Path) -> None:
     save(fig, path)
 
 
-def report(out: Path, table: list[dict], rows: list[dict], seconds: float, command: str) -> str:
-    table_1 = markdown(["schedule", "zero SNR", "√ᾱ_T", "SNR_T", "paper √ᾱ_T", "paper SNR_T"],
-                       [[r["schedule"], "yes" if r["zero_snr"] else "no", f"{r['sqrt_alpha_bar_T']:.6g}", f"{r['snr_T']:.6g}",
-                         f"{r['paper_sqrt_alpha_bar_T']:.6g}", f"{r['paper_snr_T']:.6g}"] for r in table])
-    resolution = markdown(["size", "row", "steps", "first t", "√ᾱ at first t", "std of the noise's mean 1/√(HW)",
-                           "signal's share of x_T's mean", "std of x_T's mean, sampling / training", "spread",
-                           "leak-only spread", "W1"],
-                          [[f"{r['size']} px", r["row"], r["steps"], r["first_timestep"], f"{r['sqrt_alpha_bar_first']:.4f}",
-                            f"{r['noise_mean_std']:.4f}", f"{r['signal_share']:.2f}", f"{r['x_T_std_ratio']:.2f}",
-                            f"{r['spread_ratio']:.2f}",
-                            f"{r['leak_only_spread']:.2f}" if r["sqrt_alpha_bar_first"] > 0 else "none: no leak", f"{r['w1']:.3f}"]
-                           for r in rows])
-    lines = ["## Table 1: the last timestep of common schedules (T = 1000)", "", table_1, "",
-             "## The leak against resolution (ideal denoiser, embedded shapes, scaled_linear)", "", resolution]
-    text = (f"# Schedules: Table 1, Fig. 2 and the resolution rows\n\n`{command}` took {seconds / 60:.1f} min.\n\n"
-            + "\n".join(lines) + "\n\nFig. 2: log_snr.png.\n")
-    (out / "RESULTS.md").write_text(text)
-    (out / "results.json").write_text(json.dumps({"table_1": table, "resolution": rows, "seconds": seconds}, indent=1))
-    return text
+def table_1(results: dict) -> str:
+    """√ᾱ_T and SNR_T of each schedule, ours beside the paper's, before and after fix 1."""
+    rows = {(r["schedule"], r["zero_snr"]): r for r in results["table_1"]}
+    return markdown(["schedule (T = 1000)", "√ᾱ_T", "SNR_T", "paper's √ᾱ_T", "paper's SNR_T", "after fix 1: √ᾱ_T, SNR_T"],
+                    [[name, f"{r['sqrt_alpha_bar_T']:.6g}", f"{r['snr_T']:.6g}", f"{r['paper_sqrt_alpha_bar_T']:.6g}",
+                      f"{r['paper_snr_T']:.6g}", f"{rows[name, True]['sqrt_alpha_bar_T']:g}, {rows[name, True]['snr_T']:g}"]
+                     for (name, zero_snr), r in rows.items() if not zero_snr])
+
+
+def resolution_table(results: dict) -> str:
+    """Per image size: what the data predicts of the flawed schedule's squeeze, beside the ideal denoiser's spread."""
+    rows = results["resolution"]
+    steps = sorted({r["steps"] for r in rows})
+    lines = []
+    for size in sorted({r["size"] for r in rows}):
+        first = next(r for r in rows if r["size"] == size and r["row"] == "baseline_leading" and r["steps"] == steps[0])
+        spreads = [f"{r['spread_ratio']:.2f}" for name in RESOLUTION_ROWS for n in steps
+                   for r in rows if (r["size"], r["row"], r["steps"]) == (size, name, n)]
+        lines.append([f"{size} px", f"{first['x_T_std_ratio']:.2f}", f"{first['leak_only_spread']:.2f}", *spreads])
+    return markdown(["size", "predicted: std of x_T's mean from pure noise over its std in training",
+                     "predicted: spread the exact first step alone allows",
+                     *(f"spread, {name.replace('_', ' ')} {n}" for name in RESOLUTION_ROWS for n in steps)], lines)
 
 
 def main() -> int:
@@ -126,6 +129,7 @@ def main() -> int:
     parser.add_argument("--num-known", type=int, default=1000, help="images the ideal denoiser knows (default: 1000)")
     parser.add_argument("--steps", type=int, nargs="+", default=[25, 100], help="DDIM step counts (default: 25 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the noise (default: 0)")
+    parser.add_argument("--page", help="also put the tables between this page's <!-- schedules.NAME:begin/end --> markers")
     args = parser.parse_args()
     if min(args.num_samples, args.num_known, *args.steps) < 1:
         parser.error("--num-samples, --num-known and --steps must be positive")
@@ -136,9 +140,14 @@ def main() -> int:
     tic = time.perf_counter()
     table = terminal_values()
     rows = resolution_rows(args.sizes, args.num_samples, args.num_known, args.steps, args.seed, pick_device("auto"))
+    results = {"command": " ".join(["python -m experiments.schedules", *sys.argv[1:]]), "table_1": table,
+               "resolution": rows, "minutes": (time.perf_counter() - tic) / 60}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     plot_log_snr(out / "log_snr.png")
-    command = " ".join(["python -m experiments.schedules", *sys.argv[1:]])
-    print(report(out, table, rows, time.perf_counter() - tic, command))
+    for name, text in (("schedules.table_1", table_1(results)), ("schedules.resolution", resolution_table(results))):
+        print(text)
+        if args.page:
+            replace_between(Path(args.page), name, text)
     return 0
 
 

@@ -1,14 +1,15 @@
 """Few-step solvers at zero terminal SNR: DDIM against DPM-Solver++(2M), trailing steps.
 
-    python -m experiments.solvers runs/default/checkpoint.pt     # its time: docs/solvers.md
+    python -m experiments.solvers runs/default/checkpoint.pt --page docs/results.md
 
 Two models on the embedded shapes: the ideal denoiser of 2,048 known images (no training error,
 so only the solver differs) and a trained zero-SNR v-prediction checkpoint (class-conditional
 samples, classes in turn). For S in {2, 3, 5, 10, 25}: brightness spread and W1 against
-held-out shapes, and the rest of the yardstick. Writes results.json, RESULTS.md and (with
-matplotlib) solvers.png to --out. The question it answers: does 2M at S = 10 match DDIM at S = 25?
+held-out shapes, and the rest of the yardstick. Writes results.json and (with matplotlib)
+solvers.png to --out. The question it answers: does 2M at S = 10 match DDIM at S = 25?
 """
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -16,10 +17,9 @@ import torch
 
 from cli import Parser, UsageError, check_writable_dir, run
 from data import make_shapes
-from diffusion import SAMPLERS, IdealDenoiser, get_timesteps, sample_in_batches
+from diffusion import SAMPLERS, IdealDenoiser, SamplingSettings, get_timesteps, sample_in_batches
 from evaluation.yardstick import shapes_quality
-from experiments.figures import pyplot, save
-from experiments.summary import markdown
+from experiments.common import markdown, pyplot, replace_between, save
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
 STEPS = (2, 3, 5, 10, 25)
@@ -50,11 +50,22 @@ def plot(path: Path, rows: list[dict]) -> None:
     save(fig, path)
 
 
+def table(results: dict) -> str:
+    """Brightness spread and feature distance ratio of each model and sampler, a column per step count."""
+    rows = results["rows"]
+    return markdown(["model", "sampler", "number", *(f"S = {n}" for n in STEPS)],
+                    [[model, sampler, label] + [f"{r[key]:.{digits}f}" for n in STEPS for r in rows
+                                                if (r["model"], r["sampler"], r["steps"]) == (model, sampler, n)]
+                     for model in ("ideal denoiser", "trained model") for key, label, digits in
+                     (("spread_ratio", "brightness spread", 2), ("fd_ratio", "feature distance ratio", 1)) for sampler in SAMPLERS])
+
+
 def main() -> int:
     p = Parser(description="Compare DDIM and DPM-Solver++(2M) at few steps on a zero-SNR model of the shapes.")
     p.add_argument("checkpoint", help="a zero-SNR v-prediction train.py checkpoint of the shapes")
     p.add_argument("--num-samples", type=int, default=512, help="samples a row (default: 512)")
-    p.add_argument("--out", default="runs/solvers", help="output folder (default: runs/solvers)")
+    p.add_argument("--out", default="docs/solvers", help="output folder (default: docs/solvers)")
+    p.add_argument("--page", help="also put the table between this page's <!-- solvers:begin/end --> markers")
     a = p.parse_args()
     if a.num_samples < 2:
         p.error("--num-samples must be at least 2")
@@ -74,24 +85,21 @@ def main() -> int:
     for name, (model, prediction, labels) in models.items():
         for sampler in SAMPLERS:
             for steps in STEPS:
-                images = sample_in_batches(model, a.num_samples, known.shape[1:], schedule,
-                                           get_timesteps(schedule.num_train_steps, steps, "trailing"), prediction,
-                                           labels=labels, sampler=sampler)
+                settings = SamplingSettings(get_timesteps(schedule.num_train_steps, steps, "trailing"), sampler=sampler)
+                images = sample_in_batches(model, (a.num_samples, *known.shape[1:]), schedule, prediction, settings,
+                                           labels=labels)
                 row = {"model": name, "sampler": sampler, "steps": steps, **shapes_quality(images, labels)}
                 rows.append(row)
                 print(f"{name}, {sampler}, S={steps}: spread {row['spread_ratio']:.3f}, W1 {row['w1']:.4f}, "
                       f"HF x{row['hf_ratio']:.2f}, FD x{row['fd_ratio']:.1f}", flush=True)
     out = Path(a.out)
-    (out / "results.json").write_text(json.dumps({"checkpoint": a.checkpoint, "seconds": time.perf_counter() - tic,
-                                                  "rows": rows}, indent=1))
-    table = markdown(["model", "sampler", "S", "spread", "W1", "HF ratio", "FD ratio", "class accuracy"],
-                     [[r["model"], r["sampler"], r["steps"], f"{r['spread_ratio']:.3f}", f"{r['w1']:.4f}", f"{r['hf_ratio']:.2f}",
-                       f"{r['fd_ratio']:.1f}", f"{r['class_accuracy']:.3f}" if "class_accuracy" in r else ""] for r in rows])
-    (out / "RESULTS.md").write_text(f"# DDIM against DPM-Solver++(2M), trailing steps, {a.num_samples} samples a row\n\n"
-                                    f"`python -m experiments.solvers {a.checkpoint}` took "
-                                    f"{(time.perf_counter() - tic) / 60:.1f} min.\n\n" + table + "\n")
+    results = {"command": " ".join(["python -m experiments.solvers", *sys.argv[1:]]), "minutes": (time.perf_counter() - tic) / 60,
+               "rows": rows}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(table(results))
+    if a.page:
+        replace_between(Path(a.page), "solvers", table(results))
     plot(out / "solvers.png", rows)
-    print(f"wrote {out / 'RESULTS.md'}")
     return 0
 
 

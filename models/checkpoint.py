@@ -6,7 +6,7 @@ with `weights_only=True`, so a file that smuggles in a pickled object is refused
 import os
 import pickle
 import zipfile
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -65,38 +65,48 @@ def load_training_checkpoint(path: str | Path) -> dict:
     state = load_checkpoint(path)
     if "config" not in state or "model_config" not in state:
         raise CheckpointError(f"{path} has no training config; it was not written by train.py")
+    if missing := [key for key in ("ema", "classes", "data_brightness") if key not in state]:
+        raise CheckpointError(f"{path} has no {', '.join(missing)}: another version of train.py wrote it")
     try:
         check_pairing(state["config"]["prediction"], state["config"]["zero_snr"])
-    except (KeyError, ValueError) as e:
+        checkpoint_schedule(state)
+    except KeyError as e:
+        raise CheckpointError(f"{path} has no {e} in its training config: another version of train.py wrote it") from None
+    except ValueError as e:
         raise CheckpointError(f"{path} cannot be sampled: {e}") from None
     return state
 
 
-def saved_model_config(state: dict) -> dict:
-    """A train.py checkpoint's UNet config as this code reads it: a field added since the checkpoint was written
-    takes its default, which is what the model was before the field existed."""
-    try:
-        return asdict(UNetConfig(**state["model_config"]))
-    except TypeError as e:
-        raise CheckpointError(f"the checkpoint's model config is not one this code can build ({e})") from None
+def saved_model_config(state: dict) -> UNetConfig:
+    """A train.py checkpoint's UNet config, whose fields must be exactly UNetConfig's: a checkpoint that
+    another version of this code wrote is refused in one line rather than read as another model."""
+    saved, known = state["model_config"], [f.name for f in fields(UNetConfig)]
+    unknown, missing = sorted(set(saved) - set(known)), [name for name in known if name not in saved]
+    if unknown or missing:
+        names = ", ".join([*(f"{k} (unknown here)" for k in unknown), *(f"{k} (missing)" for k in missing)])
+        raise CheckpointError(f"the checkpoint's model config is not this code's UNet: {names}; another version "
+                              "of train.py wrote it")
+    return UNetConfig(**saved)
 
 
 def load_ema_model(state: dict, path: str | Path) -> UNet | FlowAsV:
-    """The EMA weights of a train.py checkpoint, the ones to sample with, in eval mode. A flow model
-    comes as a v-predicting model of its VP path (`FlowAsV`), which every sampler takes."""
+    """The EMA weights of a train.py checkpoint, the ones to sample with, in eval mode, with the detail skip
+    (where it has one) rebuilt from the checkpoint's own schedule. A flow model comes as a v-predicting
+    model of its VP path (`FlowAsV`), which every sampler takes."""
+    schedule, config = checkpoint_schedule(state), saved_model_config(state)
     try:
-        model = UNet(UNetConfig(**state["model_config"]), checkpoint_schedule(state).alpha_bar)
+        model = UNet(config, schedule.alpha_bar)
         model.load_state_dict(state["ema"])
-    except (KeyError, TypeError, RuntimeError) as e:
+    except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path} does not hold a model this code can build ({type(e).__name__})") from None
     model = model.eval().requires_grad_(False)
-    return FlowAsV(model, checkpoint_schedule(state)) if state["config"].get("objective") == "flow" else model
+    return FlowAsV(model, schedule) if state["config"]["objective"] == "flow" else model
 
 
 def checkpoint_schedule(state: dict) -> Schedule:
     """The noise schedule a train.py checkpoint was trained with (sampling must use the same)."""
     config = state["config"]
-    if config.get("objective") == "flow":
+    if config["objective"] == "flow":
         return flow_schedule(config["timesteps"])
     return make_schedule(config["schedule"], config["timesteps"], zero_snr=config["zero_snr"])
 
@@ -107,8 +117,8 @@ def load_weights(path: str | Path, model: UNet, ema: UNet) -> None:
     not fix may differ: the schedule, the prediction, the offset noise. Another UNet preset, image
     size or class count is refused."""
     source = load_training_checkpoint(path)
-    theirs, ours = saved_model_config(source), model.config_dict()
-    differences = [f"{key} {theirs.get(key)} (this run: {ours[key]})" for key in ours if theirs.get(key) != ours[key]]
+    theirs, ours = asdict(saved_model_config(source)), model.config_dict()
+    differences = [f"{key} {theirs[key]} (this run: {ours[key]})" for key in ours if theirs[key] != ours[key]]
     if differences:
         raise CheckpointError(f"--init-from {path} holds another model: {', '.join(differences)}; use its --model, "
                               "--image-size and dataset")

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 from diffusion import NULL_CLASS
 
+from .detail_skip import DetailSkip
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -28,23 +30,17 @@ class UNetConfig:
     patch_size: int = 1  # >1: fold p×p pixel patches into channels first, so every level runs p² times cheaper
     scale_shift: bool = False  # time/class embedding scales and shifts the normalised features (ADM), not just adds
     input_skip: bool = False  # add g(t, class)·x_t to the output, a learned per-channel gain (see UNet.forward)
-    detail_skip: bool = False  # add (√ᾱ_t/σ_t)·D(x_t), v's pass-through of x_t's finest scale (see detail_skip)
-    final_layer: bool = False  # the last norm scaled and shifted by (t, class), and a 3×3 conv at full resolution
-    detail_out: bool = False  # the network's own finest scale times 1/σ_t: it predicts x0's detail (see detail_out_gain)
+    detail_skip: bool = False  # add (√ᾱ_t/σ_t)·D(x_t), v's pass-through of x_t's finest scale (models/detail_skip.py)
 
 
 PRESETS = {
     # For tests: < 0.2M parameters.
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,)),
     # The CPU default: 2×2 patches, then a 16×16 UNet of ~1.2M parameters (base 32, channels 32/64/64):
-    # every level sees a quarter of the pixels (its speed-up is measured in docs/main_job.md). Its zero-initialised
+    # every level sees a quarter of the pixels (docs/benchmark.md). Its zero-initialised
     # head has no path from x_t to the output, which v-prediction needs at small t: the input skip is it.
     "cpu": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), patch_size=2,
                 scale_shift=True, input_skip=True),
-    # The cpu preset without the patch fold: a narrow first level at full resolution (16 channels at 32×32), where
-    # its 3×3 convolutions see the finest scale directly, then the cpu preset's levels (docs/quality_trials.md).
-    "cpu_fullres": dict(base_channels=16, channel_mults=(1, 2, 4, 4), num_res_blocks=1, attn_resolutions=(8,),
-                        scale_shift=True, input_skip=True),
     # DDPM's CIFAR-10 model (Ho et al. 2020): 35.7M parameters, for a GPU.
     "cifar10": dict(base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),
     # The same UNet with a fifth level, as DDIM's CelebA 64×64 model (Song et al. 2021), for a GPU.
@@ -80,36 +76,6 @@ def patch(x: Tensor, p: int) -> Tensor:
 def unpatch(x: Tensor, p: int) -> Tensor:
     """patch's inverse."""
     return rearrange(x, "b (c p1 p2) h w -> b c (h p1) (w p2)", p1=p, p2=p)
-
-
-def detail(x: Tensor) -> Tensor:
-    """D(x) = x − upsample₂(avgpool₂(x)): what each 2×2 patch holds beyond its mean, the finest scale."""
-    return x - F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest")
-
-
-def detail_skip_gain(alpha_bar: Tensor) -> Tensor:
-    """c_skip of the finest scale for a v-predicting network, per timestep: √ᾱ_t/σ_t.
-
-    v = (√ᾱ_t·x_t − x0)/σ_t, and where the data has no power (the fine scales of flat shapes) D(x0) ≈ 0,
-    so D(v) = (√ᾱ_t/σ_t)·D(x_t): the target there is x_t's own noise amplified, up to 1/σ_t at small t.
-    A network that folds 2×2 patches into channels sees that scale only as within-patch detail, where a
-    learned per-channel gain cannot single it out. Given as a fixed preconditioning (EDM's c_skip, per
-    band), v̂ = F(x_t) + (√ᾱ_t/σ_t)·D(x_t), the network learns only the residual. 0 at zero terminal SNR
-    (ᾱ_T = 0), so the first step is the network's alone.
-    """
-    return (alpha_bar / (1 - alpha_bar)).sqrt().float()
-
-
-def detail_out_gain(alpha_bar: Tensor) -> Tensor:
-    """c_out of the finest scale for a v-predicting network, per timestep: 1/σ_t.
-
-    With the detail skip, D(v̂) = (√ᾱ_t/σ_t)·D(x_t) + D(F), and x̂0 = √ᾱ_t·x_t − σ_t·v̂ makes D(x̂0) = −σ_t·D(F): to draw
-    the data's detail at small t, F must output it amplified by 1/σ_t (34 times at t = 0 of the default schedule), a
-    scale the network would have to learn from t. Multiplying the network's own D(F) by 1/σ_t (EDM's c_out, for one
-    band) makes D(x̂0) = −D(F): the network predicts x0's detail at every t, on the same scale, and v everywhere else.
-    1 at zero terminal SNR (σ_T = 1), so the first step is unchanged; the loss is still the v-loss.
-    """
-    return (1 - alpha_bar).rsqrt().float()
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -196,22 +162,19 @@ class UNet(nn.Module):
     are a stack: pushed after conv_in, after every block and every downsampling on the way down,
     popped in reverse order on the way up, which is why each up level has one block more than
     its down level. With `patch_size` p > 1 the input's p×p patches are folded into channels
-    first, and the output unfolded at the end.
+    first, and the output unfolded at the end. With `detail_skip` the output gains the fixed
+    pass-through of x_t's finest scale (`DetailSkip`), built from the run's schedule.
     """
 
     def __init__(self, config: UNetConfig, alpha_bar: Tensor | None = None):
-        """`alpha_bar`: the noise schedule's ᾱ_t, needed by the detail skip and the detail's c_out (and only by them)."""
+        """`alpha_bar`: the run's noise schedule ᾱ_t, which the detail skip needs (and only it)."""
         super().__init__()
         check_image_size(config)
-        if (config.detail_skip or config.detail_out) and alpha_bar is None:
-            raise ValueError("a UNet with the detail skip or the detail's c_out needs its schedule's alpha_bar")
-        if config.detail_skip:
-            if config.image_size % 2:
-                raise ValueError(f"the detail skip needs an even image size, got {config.image_size}")
-            # Not saved with the weights: the schedule a checkpoint records rebuilds it (fine-tuning may change it).
-            self.register_buffer("detail_gain", detail_skip_gain(alpha_bar), persistent=False)
-        if config.detail_out:
-            self.register_buffer("detail_out_gain", detail_out_gain(alpha_bar), persistent=False)
+        if config.detail_skip and alpha_bar is None:
+            raise ValueError("a UNet with the detail skip needs its schedule's alpha_bar")
+        if config.detail_skip and config.image_size % 2:
+            raise ValueError(f"the detail skip needs an even image size, got {config.image_size}")
+        self.detail_skip = DetailSkip(alpha_bar) if config.detail_skip else None
         self.config = config
         ch, emb_dim = config.base_channels, 4 * config.base_channels
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -251,16 +214,6 @@ class UNet(nn.Module):
         self.norm_out, self.conv_out = group_norm(h_ch), nn.Conv2d(h_ch, pixels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
-        if config.final_layer:
-            # DiT's final layer: the output's norm modulated by the embedding (zero: a plain norm at the start); and
-            # U-ViT's 3×3 convolution on the un-patched output, at full resolution where the patches' seams are,
-            # starting as the identity.
-            self.out_modulation = nn.Linear(emb_dim, 2 * h_ch)
-            nn.init.zeros_(self.out_modulation.weight)
-            nn.init.zeros_(self.out_modulation.bias)
-            self.conv_full = nn.Conv2d(config.in_channels, config.in_channels, 3, padding=1)
-            nn.init.dirac_(self.conv_full.weight)
-            nn.init.zeros_(self.conv_full.bias)
         # v = (√ᾱ·x_t − x0)/√(1 − ᾱ): at small t the target is x_t's own noise, amplified by up to 1/√(1 − ᾱ).
         # A gain on x_t, one per output channel and a function of the embedding, passes it through directly,
         # so the UNet does not have to rebuild the noise pixel by pixel through its features. Zero at the start.
@@ -293,19 +246,11 @@ class UNet(nn.Module):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2, mode="nearest"))
-        h = self.norm_out(h)
-        if self.config.final_layer:
-            scale, shift = rearrange(self.out_modulation(F.silu(emb)), "b c -> b c 1 1").chunk(2, dim=1)
-            h = h * (1 + scale) + shift
-        out = unpatch(self.conv_out(F.silu(h)), p)
-        if self.config.detail_out:  # on the network's own output only, not on the input skip's pass-through
-            out = out + rearrange(self.detail_out_gain[t] - 1, "b -> b 1 1 1") * detail(out)
+        out = unpatch(self.conv_out(F.silu(self.norm_out(h))), p)
         if self.skip_gain is not None:
             out = out + unpatch(rearrange(self.skip_gain(F.silu(emb)), "b c -> b c 1 1") * patches, p)
-        if self.config.final_layer:
-            out = self.conv_full(out)
-        if self.config.detail_skip:
-            out = out + rearrange(self.detail_gain[t], "b -> b 1 1 1") * detail(x.float())
+        if self.detail_skip is not None:
+            out = out + self.detail_skip(x, t)
         return out
 
     def config_dict(self) -> dict:

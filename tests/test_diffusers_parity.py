@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from diffusion import (NULL_CLASS, SCHEDULES, SPACINGS, apply_cfg, convert_prediction, get_timesteps, make_schedule,
-                       sample_in_batches)
+from diffusion import (NULL_CLASS, SCHEDULES, SPACINGS, Guidance, SamplingSettings, apply_cfg, convert_prediction,
+                       get_timesteps, make_schedule, sample_in_batches)
 from models import UNet, unet_config
 from tests.conftest import ddim_step
 from tests.test_guidance import LabelModel, guided_v
@@ -123,7 +123,7 @@ def test_sampling_with_all_four_fixes_equals_diffusers_ddim_driving_the_same_une
             cond, uncond = model(x, t_batch, labels), model(x, t_batch, torch.full_like(labels, NULL_CLASS))
             v = rescale_noise_cfg(uncond + 3.0 * (cond - uncond), cond, guidance_rescale=0.7)
             x = scheduler.step(v, t, x, eta=0.0).prev_sample
-    ours = sample_in_batches(model, 4, (3, 16, 16), make_schedule("scaled_linear", zero_snr=True),
-                             get_timesteps(1000, steps, "trailing"), "v", labels=labels, x_T=x_T, guidance=3.0,
-                             rescale=0.7, eta=0.0)
+    settings = SamplingSettings(get_timesteps(1000, steps, "trailing"), guidance=Guidance(3.0, 0.7))
+    ours = sample_in_batches(model, (4, 3, 16, 16), make_schedule("scaled_linear", zero_snr=True), "v", settings,
+                             labels=labels, x_T=x_T)
     torch.testing.assert_close(ours, x.clamp(-1, 1), atol=1e-4, rtol=0)  # our samples end clamped to [−1, 1]

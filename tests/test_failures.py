@@ -42,11 +42,13 @@ def test_resume_from_a_step_between_checkpoints_is_bit_exact(uninterrupted, tmp_
     _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "40"), uninterrupted)
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_boundary_is_bit_exact(uninterrupted, tmp_path):
     _train(tmp_path, "--steps", "16", "--ckpt-every", "8")
     _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "40"), uninterrupted)
 
 
+@pytest.mark.slow
 def test_a_flow_run_resumes_bit_exactly(tmp_path):
     whole = _train(tmp_path / "whole", "--objective", "flow", "--steps", "12", "--ckpt-every", "100")
     _train(tmp_path / "parts", "--objective", "flow", "--steps", "5", "--ckpt-every", "100")
@@ -67,6 +69,7 @@ def _wait_for_lines(path, n, proc, timeout=120):
     raise AssertionError(f"training did not reach {n} logged steps")
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_exits_0_and_resumes_bit_exactly(uninterrupted, tmp_path):
     proc = _start(tmp_path, "--steps", "40", "--ckpt-every", "1000")
     _wait_for_lines(tmp_path / "metrics.jsonl", 5, proc)
@@ -78,6 +81,7 @@ def test_sigterm_writes_a_checkpoint_exits_0_and_resumes_bit_exactly(uninterrupt
     _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "40"), uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path):
     for delay in (1.5, 2.0, 2.5, 3.0):
         proc = _start(tmp_path, "--steps", "100000", "--ckpt-every", "1", *(["--resume"] if delay > 1.5 else []))
@@ -210,6 +214,7 @@ def test_bad_input_in_a_fresh_interpreter_ends_with_one_line_and_exit_2(tmp_path
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+@pytest.mark.slow
 def test_a_nan_gradient_at_a_checkpoint_step_keeps_the_previous_checkpoint_bit_for_bit(tmp_path):
     good = _train(tmp_path / "good", "--steps", "2", "--ckpt-every", "2")
     result = subprocess.run([sys.executable, str(ROOT / "tests" / "nan_probe.py"), "4", *FAST, "--out", str(tmp_path / "nan"),

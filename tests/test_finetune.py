@@ -16,15 +16,6 @@ def test_init_from_loads_exactly_the_sources_weights_and_ema(tiny_run):
         assert torch.equal(value, source["model"][name]) and torch.equal(ema.state_dict()[name], source["ema"][name])
 
 
-def test_init_from_loads_a_checkpoint_written_before_a_model_flag_existed(tiny_run, tmp_path):
-    state = torch.load(tiny_run / "checkpoint.pt", weights_only=False)
-    del state["model_config"]["final_layer"]  # as checkpoints written before --final-layer
-    torch.save(state, tmp_path / "old.pt")
-    model, ema = (UNet(unet_config("tiny", 16, 4)) for _ in range(2))
-    load_weights(str(tmp_path / "old.pt"), model, ema)
-    assert all(torch.equal(value, state["ema"][name]) for name, value in ema.state_dict().items())
-
-
 def test_fine_tuning_starts_a_fresh_step_count_and_optimizer_and_may_change_the_fixes(tiny_run, tmp_path):
     result = run_script("train.py", *TINY, "--init-from", str(tiny_run / "checkpoint.pt"), "--no-zero-snr",
                         "--prediction", "eps", "--steps", "2", "--ckpt-every", "2", "--out", str(tmp_path))

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from diffusion import FlowAsV, flow_loss, flow_schedule, flow_time, get_timesteps, sample, v_target
+from diffusion import (FlowAsV, SamplingSettings, flow_loss, flow_schedule, flow_time, get_timesteps, sample_in_batches,
+                       v_target)
 from diffusion.flow import FLOW_TIME_SCALE
 
 
@@ -53,8 +54,7 @@ def test_euler_on_the_flow_gives_the_samples_of_ddim_on_its_vp_path(steps):
     schedule, model, shape = flow_schedule(1000), GaussianFlow(0.3, 0.2), (512, 1, 4, 4)
     timesteps = get_timesteps(1000, steps, "trailing")
     euler = sample_flow_euler(model, shape, (timesteps + 1) / 1000, generator=torch.Generator().manual_seed(0))
-    ddim = sample(FlowAsV(model, schedule), shape, schedule, timesteps, "v", generator=torch.Generator().manual_seed(0),
-                  progress=False)
+    ddim = sample_in_batches(FlowAsV(model, schedule), shape, schedule, "v", SamplingSettings(timesteps, batch_size=512))
     torch.testing.assert_close(euler, ddim, atol=1e-5, rtol=0)
     if steps == 50:
         assert euler.mean().item() == pytest.approx(0.3, abs=0.01)

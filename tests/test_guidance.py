@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffusion import Schedule, apply_cfg, convert_prediction, guided_denoiser, v_target
+from diffusion import Guidance, Schedule, apply_cfg, convert_prediction, guided_denoiser, v_target
 
 
 def _pair():
@@ -81,7 +81,7 @@ def one_level_schedule(alpha_bar: torch.Tensor) -> Schedule:
 
 def guided_v(model, x, labels, weight, rescale, alpha_bar, prediction):
     """The guided denoiser's answer at x, ᾱ, as v = √ᾱ·ε̂ − √(1−ᾱ)·x̂0."""
-    denoise = guided_denoiser(model, one_level_schedule(alpha_bar), prediction, labels, weight, rescale)
+    denoise = guided_denoiser(model, one_level_schedule(alpha_bar), prediction, labels, Guidance(weight, rescale))
     return v_target(*denoise(x, 0), alpha_bar)
 
 
@@ -122,9 +122,9 @@ def test_a_guidance_interval_guides_inside_it_and_draws_the_conditional_predicti
     model, labels = LabelModel(), torch.tensor([0, 2])
     schedule = Schedule(torch.linspace(0.1, 0.9, 10, dtype=torch.float64))
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
-    everywhere = guided_denoiser(model, schedule, "v", labels, 3.0, 0.7)
-    limited = guided_denoiser(model, schedule, "v", labels, 3.0, 0.7, interval=(2, 6))
-    conditional = guided_denoiser(model, schedule, "v", labels, 1.0, 0.7)
+    everywhere = guided_denoiser(model, schedule, "v", labels, Guidance(3.0, 0.7))
+    limited = guided_denoiser(model, schedule, "v", labels, Guidance(3.0, 0.7, interval=(2, 6)))
+    conditional = guided_denoiser(model, schedule, "v", labels, Guidance(1.0, 0.7))
     for t in (2, 4, 6):  # inside, ends included
         torch.testing.assert_close(limited(x, t), everywhere(x, t))
         assert not torch.allclose(limited(x, t)[0], conditional(x, t)[0])

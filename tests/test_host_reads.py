@@ -7,7 +7,7 @@ import torch
 
 import runtime
 import train
-from diffusion import diffusion_loss, flow_loss, get_timesteps, make_schedule, sample
+from diffusion import Guidance, diffusion_loss, flow_loss, get_timesteps, guided_denoiser, initial_noise, make_schedule, sample
 from models import UNet, unet_config
 from train import TrainConfig
 
@@ -38,8 +38,9 @@ def test_the_training_loop_reads_the_device_once_per_log_window(tmp_path, monkey
 def test_the_samplers_with_rescaled_guidance_never_read_the_device(sampler, prediction):
     model = UNet(unet_config("tiny", 16, num_classes=4)).to("meta")
     schedule = make_schedule("scaled_linear", zero_snr=True)
-    out = sample(model, (2, 3, 16, 16), schedule, get_timesteps(1000, 4, "trailing"), prediction, labels=torch.tensor([0, 3]),
-                 guidance=3.0, rescale=0.7, device="meta", sampler=sampler, progress=False)
+    denoise = guided_denoiser(model, schedule, prediction, torch.tensor([0, 3], device="meta"), Guidance(3.0, 0.7))
+    out = sample(denoise, initial_noise((2, 3, 16, 16)).to("meta"), schedule, get_timesteps(1000, 4, "trailing"),
+                 sampler=sampler, progress=False)
     assert out.device.type == "meta"
 
 
@@ -63,7 +64,7 @@ def test_on_cuda_sampling_and_the_loss_never_synchronise_with_the_host():
     torch.cuda.set_sync_debug_mode("error")
     try:
         diffusion_loss(model, x0, schedule, "v", labels, loss_space="x0").backward()
-        sample(model, (2, 3, 16, 16), schedule, get_timesteps(1000, 3, "trailing"), "x0", labels=labels, guidance=3.0,
-               rescale=0.7, device="cuda", progress=False)
+        sample(guided_denoiser(model, schedule, "x0", labels, Guidance(3.0, 0.7)), initial_noise((2, 3, 16, 16)).cuda(),
+               schedule, get_timesteps(1000, 3, "trailing"), progress=False)
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from data import make_shapes
-from diffusion import IdealDenoiser, get_timesteps, make_schedule, sample
+from diffusion import IdealDenoiser, SamplingSettings, get_timesteps, make_schedule, sample_in_batches
 from evaluation.metrics import brightness, spread_ratio
 
 
@@ -47,9 +47,8 @@ def _spread(zero_snr: bool, spacing: str, offset: int) -> float:
     reference, _, _ = make_shapes(256, image_size=16, seed=1)
     schedule = make_schedule("scaled_linear", zero_snr=zero_snr)
     prediction = "v" if zero_snr else "eps"
-    out = sample(IdealDenoiser(data, schedule, prediction), (256, 3, 16, 16), schedule,
-                 get_timesteps(1000, 25, spacing, offset), prediction, generator=torch.Generator().manual_seed(0),
-                 progress=False)
+    out = sample_in_batches(IdealDenoiser(data, schedule, prediction), (256, 3, 16, 16), schedule, prediction,
+                            SamplingSettings(get_timesteps(1000, 25, spacing, offset)))
     return spread_ratio(brightness(out), brightness(reference))
 
 

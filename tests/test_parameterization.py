@@ -1,10 +1,7 @@
-import math
-
 import pytest
 import torch
 
-from diffusion import (PREDICTION_TYPES, diffusion_loss, make_schedule, predict_x0_eps, prediction_target, training_timesteps,
-                       v_target)
+from diffusion import PREDICTION_TYPES, diffusion_loss, make_schedule, predict_x0_eps, prediction_target, v_target
 
 # eps is undefined at alpha_bar = 0 and x0-prediction's noise at alpha_bar = 1: both refusals are tested below.
 DEFINED = [(p, ab) for p in PREDICTION_TYPES for ab in (0.0, 0.3, 0.9, 1.0) if (p, ab) not in {("eps", 0.0), ("x0", 1.0)}]
@@ -128,26 +125,18 @@ def test_loss_draws_every_timestep_including_the_last_one_t_minus_1():
     assert sorted(set(seen[0].tolist())) == list(range(10))
 
 
-def test_uniform_timestep_sampling_is_the_papers_uniform_draw():
-    schedule = make_schedule("scaled_linear", zero_snr=True)
+def test_the_loss_draws_t_uniformly_then_the_noise_from_the_global_rng():
+    # The order a resumed run replays: t ~ U{0, …, T−1} for the batch, then ε ~ N(0, I).
+    schedule, seen = make_schedule("scaled_linear", zero_snr=True), []
+
+    def record(x_t, t, labels):
+        seen.append((x_t, t))
+        return torch.zeros_like(x_t)
+
+    x0 = torch.rand(64, 1, 2, 2)
     torch.manual_seed(0)
-    drawn = training_timesteps(64, schedule)
+    diffusion_loss(record, x0, schedule, "v")
     torch.manual_seed(0)
-    assert torch.equal(drawn, torch.randint(0, 1000, (64,)))
-
-
-def test_lognormal_timestep_sampling_puts_half_its_draws_below_edms_median_noise_and_keeps_t_minus_1():
-    # σ = √((1 − ᾱ)/ᾱ) = e^−1.2 is the log-normal's median: half of that half falls at or below its timestep
-    # t_m, and the uniform half adds (t_m + 1)/T. Uniform alone would put only (t_m + 1)/T there.
-    schedule = make_schedule("scaled_linear", zero_snr=True)
-    sigma = ((1 - schedule.alpha_bar) / schedule.alpha_bar).sqrt()
-    t_m = int(torch.searchsorted(sigma, torch.tensor(math.exp(-1.2), dtype=torch.float64)))
-    torch.manual_seed(0)
-    t = training_timesteps(200_000, schedule, "uniform+lognormal")
-    assert (t <= t_m).float().mean().item() == pytest.approx(0.25 + 0.5 * (t_m + 1) / 1000, abs=0.005)
-    assert (t == 999).any() and t.min() >= 0 and t.max() <= 999
-
-
-def test_an_unknown_timestep_sampling_is_refused():
-    with pytest.raises(ValueError, match="unknown timestep sampling"):
-        training_timesteps(4, make_schedule("scaled_linear"), "beta")
+    t, noise = torch.randint(0, 1000, (64,)), torch.randn(64, 1, 2, 2)
+    assert torch.equal(seen[0][1], t)
+    torch.testing.assert_close(seen[0][0], schedule.add_noise(x0, noise, t), atol=0, rtol=0)

@@ -72,5 +72,5 @@ def test_flags_given_override_the_presets_recipe():
     assert (config.lr, config.steps, config.hflip, config.batch_size) == (1e-4, 1000, False, 128)
 
 
-def test_the_cpu_preset_keeps_the_main_jobs_recipe():
+def test_the_cpu_preset_keeps_the_default_runs_recipe():
     assert resolve({}, None) == TrainConfig() and resolve({"model": "tiny"}, None) == TrainConfig(model="tiny")

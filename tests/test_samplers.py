@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from diffusion import (SPACINGS, get_timesteps, make_schedule, prediction_target, sample, sample_ddim,
-                       sample_dpmpp_2m, sample_in_batches)
+from diffusion import (SPACINGS, Guidance, SamplingSettings, get_timesteps, guided_denoiser, initial_noise, make_schedule,
+                       prediction_target, sample, sample_ddim, sample_dpmpp_2m, sample_in_batches)
 from tests.conftest import ddim_step
 
 
@@ -40,7 +40,7 @@ def test_ddim_with_an_oracle_recovers_x0_for_every_spacing(name, zero_snr, predi
     model = Oracle(x0, schedule, prediction_type)
     offset = 1 if spacing == "leading" else 0
     timesteps = get_timesteps(1000, steps, spacing, offset)
-    out = sample(model, x0.shape, schedule, timesteps, prediction_type, generator=torch.Generator().manual_seed(0), progress=False)
+    out = sample_in_batches(model, x0.shape, schedule, prediction_type, SamplingSettings(timesteps))
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
     assert len(model.calls) == steps
 
@@ -48,8 +48,8 @@ def test_ddim_with_an_oracle_recovers_x0_for_every_spacing(name, zero_snr, predi
 def test_ddim_with_eta_one_and_an_oracle_still_recovers_x0():
     schedule = make_schedule("scaled_linear", zero_snr=True)
     x0 = _x0()
-    out = sample(Oracle(x0, schedule, "v"), x0.shape, schedule, get_timesteps(1000, 30, "trailing"), "v",
-                 generator=torch.Generator().manual_seed(0), eta=1.0, progress=False)
+    out = sample_in_batches(Oracle(x0, schedule, "v"), x0.shape, schedule, "v",
+                            SamplingSettings(get_timesteps(1000, 30, "trailing"), eta=1.0))
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
 
 
@@ -69,15 +69,17 @@ def test_sampling_eps_prediction_from_zero_snr_raises():
     schedule = make_schedule("scaled_linear", zero_snr=True)
     x0 = _x0()
     with pytest.raises(ValueError, match="epsilon-prediction"):
-        sample(Oracle(x0, schedule, "eps"), x0.shape, schedule, get_timesteps(1000, 10, "trailing"), "eps", progress=False)
+        sample_in_batches(Oracle(x0, schedule, "eps"), x0.shape, schedule, "eps",
+                          SamplingSettings(get_timesteps(1000, 10, "trailing")))
 
 
 def test_guided_sampling_runs_both_branches_in_one_batched_forward():
     schedule = make_schedule("scaled_linear", zero_snr=True)
     x0 = _x0(2)
     model = Oracle(x0, schedule, "v")
-    sample(model, x0.shape, schedule, get_timesteps(1000, 5, "trailing"), "v", labels=torch.tensor([3, 1]),
-           guidance=5.0, rescale=0.7, progress=False)
+    sample_in_batches(model, x0.shape, schedule, "v",
+                      SamplingSettings(get_timesteps(1000, 5, "trailing"), guidance=Guidance(5.0, 0.7)),
+                      labels=torch.tensor([3, 1]))
     assert model.calls == [(4, [3, 1, -1, -1])] * 5
 
 
@@ -85,21 +87,23 @@ def test_unguided_sampling_runs_one_branch():
     schedule = make_schedule("scaled_linear", zero_snr=True)
     x0 = _x0(2)
     model = Oracle(x0, schedule, "v")
-    sample(model, x0.shape, schedule, get_timesteps(1000, 5, "trailing"), "v", labels=torch.tensor([3, 1]), progress=False)
+    sample_in_batches(model, x0.shape, schedule, "v", SamplingSettings(get_timesteps(1000, 5, "trailing")),
+                      labels=torch.tensor([3, 1]))
     assert model.calls == [(2, [3, 1])] * 5
 
 
 def test_same_generator_seed_gives_the_same_samples():
     schedule = make_schedule("scaled_linear", zero_snr=True)
     model = lambda x, t, c: 0.5 * x  # noqa: E731
-    run = lambda: sample(model, (2, 3, 4, 4), schedule, get_timesteps(1000, 5, "trailing"), "v",  # noqa: E731
-                         generator=torch.Generator().manual_seed(7), eta=0.5, progress=False)
+    run = lambda: sample_in_batches(model, (2, 3, 4, 4), schedule, "v",  # noqa: E731
+                                    SamplingSettings(get_timesteps(1000, 5, "trailing"), eta=0.5, seed=7))
     torch.testing.assert_close(run(), run(), atol=0, rtol=0)
 
 
 def test_samples_are_clamped_to_minus_one_one():
     schedule = make_schedule("scaled_linear", zero_snr=True)
-    out = sample(lambda x, t, c: -10 * torch.ones_like(x), (2, 3, 4, 4), schedule, get_timesteps(1000, 3, "trailing"), "v", progress=False)
+    out = sample_in_batches(lambda x, t, c: -10 * torch.ones_like(x), (2, 3, 4, 4), schedule, "v",
+                            SamplingSettings(get_timesteps(1000, 3, "trailing")))
     assert out.min() >= -1 and out.max() <= 1
 
 
@@ -132,39 +136,65 @@ def test_sampler_arithmetic_stays_float32_when_the_network_returns_bf16():
     timesteps = get_timesteps(1000, 5, "leading", 1)
     half = lambda x, t, labels: (0.3 * x).to(torch.bfloat16)  # noqa: E731  a network under autocast
     exact = lambda x, t, labels: (0.3 * x).to(torch.bfloat16).float()  # noqa: E731
-    kwargs = dict(generator=torch.Generator().manual_seed(0), progress=False)
-    out = sample(half, (2, 3, 4, 4), schedule, timesteps, "eps", amp_dtype=torch.bfloat16, **kwargs)
-    kwargs["generator"] = torch.Generator().manual_seed(0)
+    out = sample_in_batches(half, (2, 3, 4, 4), schedule, "eps", SamplingSettings(timesteps, amp_dtype=torch.bfloat16))
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, sample(exact, (2, 3, 4, 4), schedule, timesteps, "eps", **kwargs))
+    torch.testing.assert_close(out, sample_in_batches(exact, (2, 3, 4, 4), schedule, "eps", SamplingSettings(timesteps)))
 
 
 def test_sample_in_batches_cuts_labels_to_the_batches_and_returns_every_image():
     schedule = make_schedule("scaled_linear", zero_snr=True)
     oracle = Oracle(_x0(5), schedule, "v")
-    images = sample_in_batches(oracle, 5, (3, 8, 8), schedule, get_timesteps(1000, 2, "trailing"), "v",
-                               labels=torch.arange(5), batch_size=2)
+    images = sample_in_batches(oracle, (5, 3, 8, 8), schedule, "v",
+                               SamplingSettings(get_timesteps(1000, 2, "trailing"), batch_size=2), labels=torch.arange(5))
     assert images.shape == (5, 3, 8, 8)
     assert [labels for _, labels in oracle.calls[::2]] == [[0, 1], [2, 3], [4]]  # 2 steps a batch
 
 
 def test_sample_in_batches_gives_the_same_images_for_the_same_seed():
     schedule = make_schedule("scaled_linear", zero_snr=True)
-    run = lambda: sample_in_batches(lambda x, t, c: 0.5 * x, 3, (3, 4, 4), schedule,  # noqa: E731
-                                    get_timesteps(1000, 3, "trailing"), "v", batch_size=2, seed=3, eta=1.0)
+    settings = SamplingSettings(get_timesteps(1000, 3, "trailing"), eta=1.0, seed=3, batch_size=2)
+    run = lambda: sample_in_batches(lambda x, t, c: 0.5 * x, (3, 3, 4, 4), schedule, "v", settings)  # noqa: E731
     torch.testing.assert_close(run(), run(), atol=0, rtol=0)
 
 
-def test_offset_noise_sampling_starts_from_noise_with_a_random_mean_per_image_and_channel():
-    schedule, seen = make_schedule("scaled_linear"), []
+def test_each_batch_draws_its_x_t_then_its_offset_then_the_samplers_noise_from_one_generator():
+    # The order every committed result was drawn in: change it and the same seed gives other images.
+    schedule, model = make_schedule("scaled_linear", zero_snr=True), lambda x, t, c: 0.5 * x  # noqa: E731
+    settings = SamplingSettings(get_timesteps(1000, 3, "trailing"), eta=0.5, offset_noise=0.1, seed=3, batch_size=2)
+    generator, expected = torch.Generator().manual_seed(3), []
+    for n in (2, 1):
+        x = torch.randn((n, 3, 4, 4), generator=generator)
+        x = x + 0.1 * torch.randn(n, 3, 1, 1, generator=generator)
+        expected.append(sample(guided_denoiser(model, schedule, "v"), x, schedule, settings.timesteps, eta=0.5,
+                               generator=generator, progress=False))
+    out = sample_in_batches(model, (3, 3, 4, 4), schedule, "v", settings)
+    torch.testing.assert_close(out, torch.cat(expected), atol=0, rtol=0)
+
+
+def test_a_given_x_t_replaces_the_drawn_noise():
+    schedule, seen = make_schedule("scaled_linear", zero_snr=True), []
 
     def record(x, t, c):
         seen.append(x.clone())
         return torch.zeros_like(x)
 
-    sample(record, (2000, 3, 8, 8), schedule, get_timesteps(1000, 1, "leading"), "x0", progress=False,
-           generator=torch.Generator().manual_seed(0), offset_noise=0.5)
-    channel_means = seen[0].mean((2, 3))
+    x_T = torch.randn(3, 3, 4, 4)
+    sample_in_batches(record, (3, 3, 4, 4), schedule, "v", SamplingSettings(get_timesteps(1000, 1, "trailing"), batch_size=2),
+                      x_T=x_T)
+    torch.testing.assert_close(torch.cat(seen), x_T, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("sampler, eta, match", [("euler", 0.0, "unknown sampler"), ("dpmpp-2m", 0.5, "deterministic")])
+def test_an_unknown_sampler_or_eta_beside_a_deterministic_one_is_refused(sampler, eta, match):
+    schedule = make_schedule("scaled_linear", zero_snr=True)
+    with pytest.raises(ValueError, match=match):
+        sample(lambda x, t: (x, x), torch.zeros(1, 1, 2, 2), schedule, get_timesteps(1000, 2, "trailing"),
+               sampler=sampler, eta=eta)
+
+
+def test_offset_noise_sampling_starts_from_noise_with_a_random_mean_per_image_and_channel():
+    x_T = initial_noise((2000, 3, 8, 8), torch.Generator().manual_seed(0), offset_noise=0.5)
+    channel_means = x_T.mean((2, 3))
     # Each (image, channel) mean is s·N(0, 1) plus the mean of 64 unit normals: variance s² + 1/64.
     assert channel_means.std().item() == pytest.approx((0.5**2 + 1 / 64) ** 0.5, rel=0.05)
 
@@ -206,8 +236,8 @@ def test_ddim_with_the_exact_denoiser_of_gaussian_data_samples_its_mean_and_std(
     # update carries ε̂ (and, with η = 1, the fresh noise) from step to step.
     schedule = make_schedule("scaled_linear", zero_snr=True)
     timesteps = get_timesteps(1000, 100, "trailing")
-    out = sample(GaussianDenoiser(schedule, mean=0.3, std=0.2), (4096, 1, 4, 4), schedule, timesteps, "v", eta=eta,
-                 generator=torch.Generator().manual_seed(0), progress=False)
+    out = sample_in_batches(GaussianDenoiser(schedule, mean=0.3, std=0.2), (4096, 1, 4, 4), schedule, "v",
+                            SamplingSettings(timesteps, eta=eta, batch_size=4096))
     expected = ddim_std_for_gaussian_data(schedule.alpha_bar[timesteps].tolist(), 0.2, eta)
     assert out.mean().item() == pytest.approx(0.3, abs=0.005)
     assert out.std().item() == pytest.approx(expected, rel=0.01)

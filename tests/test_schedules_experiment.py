@@ -37,4 +37,4 @@ def test_schedules_experiment_writes_table_figure_data_and_resolution_rows(tmp_p
     assert len(results["table_1"]) == 6
     assert [(r["size"], r["row"]) for r in results["resolution"]] == [
         (8, "baseline_leading"), (8, "fixed_trailing"), (16, "baseline_leading"), (16, "fixed_trailing")]
-    assert "| scaled_linear | no | 0.0682649 |" in (tmp_path / "RESULTS.md").read_text()
+    assert "| scaled_linear | 0.0682649 | 0.00468192 | 0.068265 | 0.004682 | 0, 0 |" in result.stdout

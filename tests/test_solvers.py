@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from diffusion import SAMPLERS, SPACINGS, Schedule, dpmpp_2m_step, get_timesteps, make_schedule, sample
+from diffusion import SAMPLERS, SPACINGS, SamplingSettings, Schedule, dpmpp_2m_step, get_timesteps, make_schedule, sample_in_batches
 from tests.conftest import ddim_step
 
 MEAN, STD = 0.3, 0.5
@@ -32,16 +32,15 @@ class GaussianDenoiser(torch.nn.Module):
 
 def solve(sampler, steps, spacing="trailing", schedule=None):
     schedule = schedule or make_schedule("scaled_linear", zero_snr=True)
-    x_T = torch.randn(64, 1, 4, 4, generator=torch.Generator().manual_seed(0))  # the noise sample() draws
-    out = sample(GaussianDenoiser(schedule), x_T.shape, schedule, get_timesteps(1000, steps, spacing,
-                 1 if spacing == "leading" else 0), "v", generator=torch.Generator().manual_seed(0),
-                 progress=False, sampler=sampler)
+    x_T = torch.randn(64, 1, 4, 4, generator=torch.Generator().manual_seed(0))  # the noise sample_in_batches draws
+    timesteps = get_timesteps(1000, steps, spacing, 1 if spacing == "leading" else 0)
+    out = sample_in_batches(GaussianDenoiser(schedule), x_T.shape, schedule, "v", SamplingSettings(timesteps, sampler=sampler))
     return out, x_T
 
 
 def error(sampler, steps, spacing="linspace"):
     out, x_T = solve(sampler, steps, spacing)
-    return (out - (MEAN + STD * x_T).clamp(-1, 1)).abs().mean().item()  # sample() clamps to [−1, 1]
+    return (out - (MEAN + STD * x_T).clamp(-1, 1)).abs().mean().item()  # the sampler clamps to [−1, 1]
 
 
 def fitted_order(sampler, steps=(50, 100, 200)):
@@ -95,8 +94,8 @@ def test_eps_prediction_at_zero_snr_is_refused_by_every_sampler():
     schedule = make_schedule("scaled_linear", zero_snr=True)
     for sampler in SAMPLERS:
         with pytest.raises(ValueError, match="epsilon"):
-            sample(lambda x, t, c: torch.zeros_like(x), (1, 1, 2, 2), schedule, get_timesteps(1000, 5, "trailing"),
-                   "eps", progress=False, sampler=sampler)
+            sample_in_batches(lambda x, t, c: torch.zeros_like(x), (1, 1, 2, 2), schedule, "eps",
+                              SamplingSettings(get_timesteps(1000, 5, "trailing"), sampler=sampler))
 
 
 def test_unknown_sampler_is_refused():
@@ -129,8 +128,7 @@ def test_dpmpp_2m_equals_diffusers_without_zero_snr():
     denoiser = GaussianDenoiser(schedule)
     for steps in (3, 10, 25):
         timesteps = get_timesteps(1000, steps, "leading", 1)
-        ours = sample(denoiser, (4, 1, 4, 4), schedule, timesteps, "v", generator=torch.Generator().manual_seed(0),
-                      progress=False, sampler="dpmpp-2m")
+        ours = sample_in_batches(denoiser, (4, 1, 4, 4), schedule, "v", SamplingSettings(timesteps, sampler="dpmpp-2m"))
         scheduler = diffusers.DPMSolverMultistepScheduler(
             num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
             prediction_type="v_prediction", algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero")

@@ -57,6 +57,7 @@ def test_sample_draws_a_class_conditional_model_guided_a_row_per_class_by_defaul
     assert f"guidance w = {GUIDANCE:g}, φ = 0.7" in result.stdout and GUIDANCE > 1
 
 
+@pytest.mark.slow
 def test_sample_guides_only_within_the_guidance_interval_it_is_given(tiny_run, tmp_path):
     def grid(*flags: str) -> bytes:  # 2 trailing steps of 1,000: t = 999 and 499
         out = tmp_path / f"grid{'_'.join(flags)}.png"
@@ -104,17 +105,36 @@ def test_resume_continues_from_the_checkpoint_to_the_new_step_count(tiny_run, tm
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
-def test_a_checkpoint_written_before_a_model_flag_existed_resumes_with_that_flags_default(tiny_run, tmp_path):
+def with_a_field_this_code_lacks(tiny_run, tmp_path, where: str):
+    """A copy of the tiny run whose checkpoint's `where` config holds a field this code does not have, as one
+    that another version of train.py wrote."""
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     state = torch.load(run / "checkpoint.pt", weights_only=False)
-    del state["model_config"]["final_layer"], state["config"]["final_layer"]  # as checkpoints before --final-layer
+    state[where]["final_layer"] = False
     torch.save(state, run / "checkpoint.pt")
-    result = run_script("train.py", "--out", str(run), "--resume", "--steps", "5")
-    assert result.returncode == 0, result.stderr
-    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 5
+    return run
+
+
+def assert_refused_in_one_line(result, word: str):
+    assert result.returncode == 2 and word in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_checkpoint_whose_model_config_is_not_this_codes_is_refused_in_one_line(tiny_run, tmp_path):
+    run = with_a_field_this_code_lacks(tiny_run, tmp_path, "model_config")
+    assert_refused_in_one_line(run_script_in_this_process("train.py", "--out", str(run), "--resume", "--steps", "5"),
+                               "final_layer")
+    assert_refused_in_one_line(run_script_in_this_process("sample.py", str(run / "checkpoint.pt"), "--num-steps", "1",
+                                                          "--out", str(tmp_path / "grid.png")), "final_layer")
+
+
+def test_resuming_a_checkpoint_whose_training_config_is_not_this_codes_is_refused_in_one_line(tiny_run, tmp_path):
+    run = with_a_field_this_code_lacks(tiny_run, tmp_path, "config")
+    assert_refused_in_one_line(run_script_in_this_process("train.py", "--out", str(run), "--resume", "--steps", "5"),
+                               "final_layer")
 
 
 def test_cifar10_folder_trains_through_the_cli(tmp_path):
@@ -148,12 +168,14 @@ def torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_training_through_torchrun_writes_one_checkpoint(tmp_path):
     result = torchrun(str(ROOT / "train.py"), "--device", "cpu", *TINY, "--steps", "3", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 3
 
 
+@pytest.mark.slow
 def test_both_ranks_end_with_identical_weights_and_ema(tmp_path):
     result = torchrun(str(ROOT / "tests" / "ddp_probe.py"), "--device", "cpu", *TINY, "--steps", "4", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -237,6 +259,7 @@ def test_solvers_experiment_writes_a_row_per_model_sampler_and_step_count(tiny_r
     assert len(rows) == 2 * 2 * 5 and all(r["spread_ratio"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_hflip_is_on_for_shapes_and_off_for_a_folder_by_default_and_can_be_turned_off(tiny_run, tmp_path):
     assert torch.load(tiny_run / "checkpoint.pt", weights_only=True)["config"]["hflip"] is True
     folder = write_image_folder(tmp_path / "images")
@@ -255,6 +278,7 @@ def test_hold_out_keeps_that_many_images_out_of_training(tmp_path):
     assert "on 40 shapes images" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_flow_run_trains_and_samples_through_the_cli(tmp_path):
     result = run_script("train.py", *TINY, "--objective", "flow", "--steps", "2", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -270,6 +294,7 @@ def test_flow_refuses_the_flags_its_path_fixes_in_one_line(tmp_path):
     assert "--prediction does nothing with --objective flow" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_readmes_first_line_runs_twice_in_a_row(tmp_path):
     for _ in range(2):  # train.py && sample.py, as README line 1 (install aside), on the tiny preset
         trained = run_script("train.py", *TINY, "--steps", "2", "--out", str(tmp_path))

@@ -9,7 +9,7 @@ from data import make_shapes
 from evaluation.fid import fid_quality
 from evaluation import yardstick
 from evaluation.yardstick import load_feature_net, shapes_quality
-from models.checkpoint import CheckpointError
+from models.checkpoint import CheckpointError, save_checkpoint
 from tests.conftest import ROOT, run_script
 
 SIZE, N = 16, 256
@@ -40,30 +40,81 @@ def test_two_cache_builds_from_scratch_give_the_same_feature_distance(tmp_path, 
     assert first["fd_ratio"] == pytest.approx(second["fd_ratio"], abs=1e-3)
 
 
-def test_the_yardstick_reads_the_committed_frozen_weights(tmp_path):
+def test_the_yardstick_reads_the_committed_frozen_weights():
     frozen = torch.load(yardstick.FROZEN_DIR / f"shapes{SIZE}.pt", weights_only=True)["net"]
-    for name, weight in load_feature_net(SIZE, tmp_path).state_dict().items():
+    for name, weight in load_feature_net(SIZE).state_dict().items():
         assert torch.equal(weight, frozen[name]), name
-    assert not list(tmp_path.iterdir())  # nothing trained, nothing cached
+
+
+def frozen_copy(tmp_path, monkeypatch, names=("SHA256SUMS", f"shapes{SIZE}.pt")):
+    """The frozen weights' folder copied to tmp_path (only `names`), and the yardstick pointed at it."""
+    for name in names:
+        shutil.copy(yardstick.FROZEN_DIR / name, tmp_path / name)
+    monkeypatch.setattr(yardstick, "FROZEN_DIR", tmp_path)
+    monkeypatch.setattr(yardstick, "train_feature_net", lambda *a, **k: pytest.fail("trained a feature network"))
+
+
+def assert_refused_in_one_line(image_size: int, match: str):
+    with pytest.raises(CheckpointError, match=match) as refused:
+        load_feature_net(image_size)
+    message = str(refused.value)
+    assert "\n" not in message and f"python -m evaluation.train_feature_net --image-size {image_size}" in message
 
 
 def test_a_frozen_weights_file_that_does_not_match_its_sha256_is_refused(tmp_path, monkeypatch):
-    for name in ("SHA256SUMS", f"shapes{SIZE}.pt"):
-        shutil.copy(yardstick.FROZEN_DIR / name, tmp_path / name)
+    frozen_copy(tmp_path, monkeypatch)
     weights = bytearray((tmp_path / f"shapes{SIZE}.pt").read_bytes())
     weights[-100] ^= 1
     (tmp_path / f"shapes{SIZE}.pt").write_bytes(weights)
-    monkeypatch.setattr(yardstick, "FROZEN_DIR", tmp_path)
-    with pytest.raises(CheckpointError, match="SHA-256"):
-        load_feature_net(SIZE, tmp_path / "cache")
+    assert_refused_in_one_line(SIZE, "does not match its SHA-256")
 
 
-def test_an_image_size_without_frozen_weights_trains_a_network_here_and_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(yardstick, "TRAIN_STEPS", 2)
-    monkeypatch.setattr(yardstick, "TRAIN_IMAGES", 64)
-    with pytest.warns(UserWarning, match="no frozen yardstick for 8 px"):
-        load_feature_net(8, tmp_path)
-    assert list(tmp_path.glob("shapes8_net*.pt"))
+def test_a_missing_frozen_weights_file_is_refused_and_never_trained_here(tmp_path, monkeypatch):
+    frozen_copy(tmp_path, monkeypatch, names=("SHA256SUMS",))
+    assert_refused_in_one_line(SIZE, "is missing")
+
+
+def test_an_image_size_without_a_frozen_hash_is_refused_and_never_trained_here(tmp_path, monkeypatch):
+    frozen_copy(tmp_path, monkeypatch)
+    (tmp_path / "shapes8.pt").write_bytes((tmp_path / f"shapes{SIZE}.pt").read_bytes())  # a file, but no hash for it
+    assert_refused_in_one_line(8, "no SHA-256 entry")
+    with pytest.raises(CheckpointError, match="--image-size 8"):
+        shapes_quality(torch.zeros(4, 3, 8, 8), cache_dir=tmp_path / "cache")
+
+
+def test_the_quality_names_the_frozen_network_that_measured_it(cache, held_out):
+    digest = yardstick.sha256(yardstick.FROZEN_DIR / f"shapes{SIZE}.pt")
+    assert shapes_quality(*held_out, cache_dir=cache)["feature_net"] == digest[:16]
+
+
+def test_the_reference_cache_name_changes_with_the_code_that_builds_the_reference(tmp_path):
+    copies = []
+    for i, source in enumerate(yardstick.REFERENCE_SOURCES):
+        copies.append(tmp_path / f"{i}_{source.name}")
+        copies[-1].write_bytes(source.read_bytes())
+    assert yardstick.code_digest(copies) == yardstick.code_digest()  # the text names it, not where it lies
+    built_another_way = copies[0].read_text().replace("REFERENCE_SEED + 2 * reference_set)",
+                                                      "REFERENCE_SEED + 2 * reference_set + 1)")
+    assert built_another_way != copies[0].read_text()
+    copies[0].write_text(built_another_way)
+    assert yardstick.code_digest(copies) != yardstick.code_digest()
+    copies[0].write_bytes(yardstick.REFERENCE_SOURCES[0].read_bytes())
+    copies[2].write_text(copies[2].read_text() + "\n# any change to the shapes\n")
+    assert yardstick.code_digest(copies) != yardstick.code_digest()
+
+
+def test_a_reference_cache_written_by_other_code_is_never_read(tmp_path, monkeypatch):
+    # Small sets, so that building one here takes a moment.
+    monkeypatch.setattr(yardstick, "REFERENCE_COUNT", 64)
+    monkeypatch.setattr(yardstick, "POOL_COUNT", 64)
+    stale = {"features": torch.zeros(3, 36), "stale": True}
+    save_checkpoint(stale, yardstick.reference_path(SIZE, 0, tmp_path))
+    assert yardstick.reference(SIZE, 0, tmp_path)["stale"]  # the cache named for this code is read
+    changed = tmp_path / "changed_yardstick.py"
+    changed.write_text(yardstick.REFERENCE_SOURCES[0].read_text() + "\n# the reference built another way\n")
+    monkeypatch.setattr(yardstick, "REFERENCE_SOURCES", (changed, *yardstick.REFERENCE_SOURCES[1:]))
+    rebuilt = yardstick.reference(SIZE, 0, tmp_path)
+    assert "stale" not in rebuilt and rebuilt["features"].shape[0] == 64
 
 
 def test_feature_net_recognises_the_class_of_held_out_shapes(cache, held_out):
@@ -94,7 +145,7 @@ def test_class_accuracy_counts_the_classes_asked_for(cache, held_out):
 def test_held_out_data_scores_near_one_on_every_reference_set(cache, held_out):
     for reference_set in (0, 1):
         q = shapes_quality(*held_out, reference_set=reference_set, cache_dir=cache)
-        # Below 1 at this count: the denominator averages held-out sets drawn from one pool (docs/quality.md).
+        # Below 1 at this count: the denominator averages held-out sets drawn from one pool.
         assert 0.3 < q["fd_ratio"] < 2 and q["w1"] < 0.05 and 0.85 < q["spread_ratio"] < 1.15
 
 
@@ -115,6 +166,7 @@ def test_sample_evaluate_prints_one_parsable_quality_line(tiny_run):
     assert len(lines) == 1
     quality = json.loads(lines[0].removeprefix("quality "))
     assert quality["num_samples"] == 16 and {"fd_ratio", "hf_ratio", "class_accuracy", "w1"} <= set(quality)
+    assert quality["feature_net"] == yardstick.sha256(yardstick.FROZEN_DIR / f"shapes{SIZE}.pt")[:16]
 
 
 def test_yardstick_reads_washed_out_colour_as_a_chroma_ratio_below_one(cache, held_out):

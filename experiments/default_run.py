@@ -1,0 +1,122 @@
+"""The default run's samples, measured against held-out shapes and shown beside the data they learned from.
+
+    python train.py && python train.py --seed 1 --out runs/seed1        # two training seeds
+    python -m experiments.default_run runs/default/checkpoint.pt runs/seed1/checkpoint.pt --page docs/results.md
+
+Each row is one `python sample.py CHECKPOINT --evaluate --seed S [FLAGS]`, run as a user runs it, for every
+checkpoint, sampling seed and flag set (sample.py's defaults, and unguided). Writes OUT/results.json, the
+table (with --page, between its <!-- default_run:begin/end --> markers), and OUT/samples.png beside
+OUT/data.png: the first checkpoint's grid as `python sample.py CHECKPOINT` draws it, and the data, a class
+a row alike.
+"""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from cli import Parser, UsageError, run
+from data import load_dataset
+from evaluation.preview import GRID_ROW, grid_labels
+from experiments.common import ROOT, markdown, mean_std, replace_between
+from models.checkpoint import load_training_checkpoint
+
+COLUMNS = {"class_accuracy": ("class accuracy", 3), "fd_ratio": ("feature distance ratio", 1),
+           "spectrum_max": ("highest spectrum band", 2), "spectrum_min": ("lowest band", 2),
+           "chroma_ratio": ("chroma", 2), "spread_ratio": ("brightness spread", 2), "w1": ("W1", 3)}
+
+
+def evaluate(checkpoint: str, seed: int, flags: str = "") -> dict:
+    """One `sample.py --evaluate` run: its command and the quality it prints."""
+    command = [sys.executable, str(ROOT / "sample.py"), checkpoint, "--evaluate", "--seed", str(seed), *flags.split(),
+               "--out", str(Path(checkpoint).parent / f"evaluated_seed{seed}.png")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("quality ")]
+    if result.returncode or not lines:
+        raise UsageError(f"sample.py failed on {checkpoint}: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+    shown = " ".join(["python sample.py", checkpoint, "--evaluate", "--seed", str(seed), *flags.split()])
+    return {"checkpoint": checkpoint, "seed": seed, "flags": flags, "command": shown,
+            **json.loads(lines[0].removeprefix("quality "))}
+
+
+def table(results: dict) -> str:
+    """A line per checkpoint and flag set: each number's mean ± std over the sampling seeds."""
+    rows, lines = results["rows"], []
+    for flags, checkpoint in dict.fromkeys((r["flags"], r["checkpoint"]) for r in rows):
+        group = [r for r in rows if r["flags"] == flags and r["checkpoint"] == checkpoint]
+        lines.append([f"`{checkpoint}`", f"`{flags}`" if flags else "defaults", len(group)]
+                     + [mean_std([r[k] for r in group], digits) for k, (_, digits) in COLUMNS.items()])
+    data = rows[0]["data_class_accuracy"]
+    return markdown(["checkpoint", "sample.py flags", "sampling seeds", *(name for name, _ in COLUMNS.values())], lines) + (
+        f"\n\nHeld-out data against another held-out set: class accuracy {data:.3f}, every other number 1 (W1: 0).")
+
+
+def tried_table(tried: dict) -> str:
+    """docs/design/tried.json as a table: every change to the recipe that was trained and scored."""
+    return markdown(["change", "flag", "what it measured", "verdict"],
+                    [[r["change"], f"`{r['flag']}`" if r["flag"].startswith(("-", "sample.py")) else r["flag"], r["measured"],
+                      r["verdict"]] for r in tried["rows"]])
+
+
+def data_grid(config: dict, num_images: int = 64) -> torch.Tensor:
+    """Images of the run's training data, class by class as sample.py's grid draws them."""
+    dataset = load_dataset(config["dataset"], config["data_dir"], config["image_size"], num_images=config["num_images"],
+                           seed=config["seed"])
+    wanted = grid_labels(num_images, len(dataset.classes)).tolist()
+    by_class: dict[int, list[int]] = {}
+    for i in range(len(dataset)):
+        by_class.setdefault(int(dataset[i][1]), []).append(i)
+        if all(len(by_class.get(c, [])) >= wanted.count(c) for c in set(wanted)):
+            break
+    else:
+        raise UsageError("the dataset has too few images of some class for the grid")
+    taken = {c: iter(indices) for c, indices in by_class.items()}
+    return torch.stack([dataset[next(taken[c])][0] for c in wanted])
+
+
+def grids(checkpoint: str, out: Path) -> None:
+    """sample.py's default grid of the checkpoint (and what it printed), and the data's grid beside it."""
+    result = subprocess.run([sys.executable, str(ROOT / "sample.py"), checkpoint], capture_output=True, text=True, cwd=ROOT)
+    if result.returncode:
+        raise UsageError(f"sample.py failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+    shutil.copyfile(Path(checkpoint).parent / "grid.png", out / "samples.png")  # where sample.py writes by default
+    config = load_training_checkpoint(checkpoint)["config"]
+    save_image((data_grid(config) + 1) / 2, out / "data.png", nrow=GRID_ROW)
+    print(result.stdout.strip())
+
+
+def main() -> int:
+    p = Parser(description="Measure the default run with sample.py's yardstick over training and sampling seeds.")
+    p.add_argument("checkpoints", nargs="*", help="train.py checkpoints of the shapes, one per training seed")
+    p.add_argument("--seeds", type=int, default=3, help="sampling seeds 0 … N − 1 (default: 3)")
+    p.add_argument("--settings", nargs="+", default=["", "--guidance 1"],
+                   help="sample.py flag sets, one line each ('': its defaults; default: the defaults, and unguided)")
+    p.add_argument("--out", default="docs/default_run", help="folder of results.json and the grids (default: %(default)s)")
+    p.add_argument("--page", help="also put the table between this page's <!-- default_run:begin/end --> markers")
+    p.add_argument("--report-only", action="store_true", help="write the table from OUT/results.json, and with "
+                   "--design the table of docs/design/tried.json between that page's <!-- tried:begin/end --> markers")
+    p.add_argument("--design", help="the design page (with --report-only)")
+    a = p.parse_args()
+    if a.seeds < 1 or not (a.checkpoints or a.report_only):
+        p.error("give the checkpoints to measure (or --report-only), and --seeds of at least 1")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.report_only:
+        results = json.loads((out / "results.json").read_text())
+        if a.design:
+            replace_between(Path(a.design), "tried", tried_table(json.loads((ROOT / "docs/design/tried.json").read_text())))
+    else:
+        results = {"rows": [evaluate(c, seed, flags) for flags in a.settings for c in a.checkpoints for seed in range(a.seeds)]}
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        grids(a.checkpoints[0], out)
+    if a.page:
+        replace_between(Path(a.page), "default_run", table(results))
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

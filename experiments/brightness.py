@@ -105,7 +105,7 @@ class Setup:
     known: Tensor
     device: torch.device
     split_seed: int
-    results: Results = None
+    results: Results
     models: dict = field(default_factory=dict)  # (name, seed) -> (EMA model, checkpoint)
 
 
@@ -143,9 +143,8 @@ def row_model(s: Setup, row: Row) -> tuple[torch.nn.Module, Schedule, str]:
     return model, checkpoint_schedule(state), state["config"]["prediction"]
 
 
-def sampled(s: Setup, row: Row, labels: Tensor | None = None, model=None, x_T: Tensor | None = None,
-            extra=None) -> dict:
-    """The row's samples (the same noise for every row, seed 0) and their numbers; `extra(images)` adds its own."""
+def sampled(s: Setup, row: Row, labels: Tensor | None = None, model=None, x_T: Tensor | None = None) -> dict:
+    """The row's samples (the same noise for every row, seed 0, unless `x_T` is given) and their numbers."""
     def compute() -> dict:
         tic = time.perf_counter()
         net, schedule, prediction = model or row_model(s, row)
@@ -154,7 +153,7 @@ def sampled(s: Setup, row: Row, labels: Tensor | None = None, model=None, x_T: T
                                     batch_size=500, amp_dtype=amp_dtype(s.device))
         images = sample_in_batches(net.to(s.device), (len(s.data), *s.data.shape[1:]), schedule, prediction, settings,
                                    labels=labels, x_T=x_T, device=s.device)
-        numbers = {**row_metrics(images, s.data), **(extra(images) if extra else {})}
+        numbers = row_metrics(images, s.data)
         if s.p.dataset == "shapes":
             numbers["quality"] = shapes_quality(images, labels)
         return {**numbers, "seconds": time.perf_counter() - tic}
@@ -480,8 +479,8 @@ def parse_args() -> tuple:
     parser.add_argument("--preset", default="shapes16", choices=PRESETS, help="the run's size: headline (the README's "
                         "figure and table, 1 training seed), shapes16 (every claim, 3 seeds), smoke (tests), cifar10-gpu")
     parser.add_argument("--parts", nargs="+", choices=PARTS, help="which parts (default: the preset's)")
-    parser.add_argument("--out", help="folder of results.json, tables.md and the figures (default: docs/brightness, or "
-                        "docs/headline for --preset headline)")
+    parser.add_argument("--out", help="folder of results.json, tables.md and the figures (default: docs/brightness, "
+                        "docs/headline for --preset headline, runs/brightness-PRESET for the others)")
     parser.add_argument("--work", help="folder of the trained models and rows.jsonl (default: runs/brightness-PRESET)")
     parser.add_argument("--page", help="also put each part's table between this page's <!-- brightness.PART:begin/end --> markers")
     parser.add_argument("--report-only", action="store_true", help="write the tables and figures from OUT/results.json")
@@ -498,7 +497,7 @@ def parse_args() -> tuple:
         unet_config(p.unet, p.image_size)  # a size the UNet cannot take is refused before any work
     except ValueError as e:
         raise UsageError(f"--image-size {p.image_size}: {e}") from None
-    out = Path(a.out or ("docs/headline" if a.preset == "headline" else "docs/brightness"))
+    out = Path(a.out or {"headline": "docs/headline", "shapes16": "docs/brightness"}.get(a.preset, f"runs/brightness-{a.preset}"))
     return a, p, out, Path(a.work or f"runs/brightness-{a.preset}"), Path(a.page) if a.page else None
 
 
@@ -525,10 +524,15 @@ def main() -> int:
           f"ideal denoiser; parts {', '.join(p.parts)}")
     for part in p.parts:
         COMPUTE[part](s, ROWS[part](s))
-    wanted = {row.name for part in p.parts for row in ROWS[part](s)}
+    # every row of the preset known so far, this run's and those of OUT/results.json from another run of it
+    wanted = {row.name for part in PARTS for row in ROWS[part](s)}
+    rows = {name: r for name, r in s.results.rows.items() if name in wanted}
+    before = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {"rows": []}
+    if {**before.get("preset", {}), "parts": None} == json.loads(json.dumps({**asdict(p), "parts": None})):
+        rows = {**{r["name"]: r for r in before["rows"]}, **rows}
     results = {"command": " ".join(["python -m experiments.brightness", *sys.argv[1:]]),
                "minutes": (time.perf_counter() - tic) / 60, "preset": asdict(p), "data": row_metrics(data, data),
-               "rows": [r for name, r in s.results.rows.items() if name in wanted]}
+               "rows": list(rows.values())}
     report(results, out, page)
     print(f"wrote {out / 'results.json'} and {out / 'tables.md'} in {results['minutes']:.1f} min")
     return 0

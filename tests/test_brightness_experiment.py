@@ -7,6 +7,7 @@ import pytest
 
 from experiments.brightness import PRESETS
 from experiments.common import matches
+from models.checkpoint import load_training_checkpoint
 from tests.conftest import ROOT, write_image_folder
 
 pytestmark = pytest.mark.slow  # a minute or more: it trains a dozen models
@@ -117,7 +118,7 @@ def test_fine_tuning_and_quality_pair_each_fine_tuned_model_with_the_fixed_model
     for seed in range(p.seeds):
         for n in p.finetune_steps:
             assert {r["model"] for r in rows if matches(r, kind="finetune", finetune_steps=n, seed=seed)} == {"finetuned", "scratch"}
-    scratch = json.loads((tmp_path / "work" / "models" / "scratch_4" / "metrics.jsonl").read_text().splitlines()[-2])
+    scratch = load_training_checkpoint(tmp_path / "work" / "models" / "scratch_4" / "checkpoint.pt")
     assert scratch["step"] == p.train_steps + 4  # the fixed model's run, continued by N steps
     assert {r["model"] for r in rows if r["kind"] == "quality"} == {"baseline", "fixed"}
     assert all("class_accuracy" in r["quality"] for r in rows if r["kind"] == "quality")
@@ -130,3 +131,14 @@ def test_the_experiment_runs_on_an_image_folder_with_the_reference_held_out(tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
     assert all(len(r["brightness"]) == 16 for r in rows)  # half of the 32 images, held out
+
+
+def test_a_run_of_some_parts_keeps_the_rows_of_the_others_in_its_results_file(smoke, tmp_path):
+    tmp, rows = smoke
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text((tmp / "out" / "results.json").read_text())
+    result = run_experiment(tmp_path, "--preset", "smoke", "--parts", "first_step")  # a fresh work folder
+    assert result.returncode == 0, result.stderr[-2000:]
+    after = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    assert {r["name"] for r in after} == {r["name"] for r in rows}
+    assert "steps" in (tmp_path / "out" / "tables.md").read_text()

@@ -58,7 +58,7 @@ class SampleConfig:
     eta: float = flag(0.0, "DDIM eta: 0 is deterministic, 1 is DDPM-like")
     out: str | None = flag(None, "grid PNG to write (default: grid.png next to the checkpoint)", type=str)
     out_dir: str | None = flag(None, "also write one PNG per sample here, e.g. for FID tools (default: none)", type=str)
-    evaluate: bool = flag(False, "also print `quality {json}`: the shapes yardstick, or FID/KID for real data (needs "
+    evaluate: bool = flag(False, "also print `quality {json}`: the frozen shapes classifier's measures, or FID/KID for real data (needs "
                           ".[fid]), of what the other flags draw")
     precision: str = flag("auto", PRECISION_HELP, choices=PRECISIONS)
     device: str = flag("auto", DEVICE_HELP)
@@ -176,7 +176,7 @@ def main() -> int:
 
 
 def evaluate(images: torch.Tensor, labels: torch.Tensor | None, config: dict, device: torch.device) -> dict:
-    """The shapes yardstick against held-out shapes, or FID/KID against the training images."""
+    """The frozen shapes classifier's measures against held-out shapes, or FID/KID against the training images."""
     if config["dataset"] == "shapes":
         return shapes_quality(images, labels)
     dataset = load_dataset(config["dataset"], config["data_dir"], config["image_size"] or None)

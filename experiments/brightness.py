@@ -12,8 +12,8 @@ and small UNets trained by `python train.py` with the reference held out, each a
 The parts, in the paper's order: table (Fig. 1-3, and offset noise, §5.4), steps (Table 2, Fig. 4),
 guidance (Fig. 6), finetune (§4), first_step (§5.2), quality (Table 3), leak (where the leak acts, §3).
 Each part lists its rows and computes one row at a time into WORK/rows.jsonl (a rerun skips the rows
-there); the report is OUT/results.json, one table per part (OUT/tables.md, and with --page between
-that page's markers) and the figures.
+there); the report is OUT/results.json, the figures, and one table per part, printed and with --page
+written between that page's markers.
 """
 import json
 import sys
@@ -154,7 +154,7 @@ def sampled(s: Setup, row: Row, labels: Tensor | None = None, model=None, x_T: T
         images = sample_in_batches(net.to(s.device), (len(s.data), *s.data.shape[1:]), schedule, prediction, settings,
                                    labels=labels, x_T=x_T, device=s.device)
         numbers = row_metrics(images, s.data)
-        if s.p.dataset == "shapes":
+        if row.kind == "quality" and s.p.dataset == "shapes":  # the frozen shapes classifier's measures
             numbers["quality"] = shapes_quality(images, labels)
         return {**numbers, "seconds": time.perf_counter() - tic}
 
@@ -387,12 +387,13 @@ def leak_table(results: dict) -> str:
     rows, lines = results["rows"], []
     for r in (r for r in rows if r["kind"] == "first_step_gain" and r["seed"] == 0):
         gains = [x["gain"] for x in rows if matches(x, kind="first_step_gain", model=r["model"])]
+        seed0 = r["gain"]
         ideal = r["model"] in IDEAL
         predicted = r["predicted"]["exact_gain"]
         spreads = [mean_std(seeds_of(rows, "spread_ratio", kind=k, model=r["model"]))
                    for k in ("leak", "leak_intervention", "leak_everaert")]
         lines.append([("ideal denoiser: " if ideal else "trained: ") + WORDS[r["model"]],
-                      f"{mean_std([g['gain'] for g in gains])} [{gains[0]['low']:.2f}, {gains[0]['high']:.2f}]",
+                      f"{mean_std([g['gain'] for g in gains])} [{seed0['low']:.2f}, {seed0['high']:.2f}]",
                       (f"{predicted:.2f}" if predicted else "0 (ᾱ_T = 0: no leak)") if ideal else "", *spreads])
     return markdown(["model", "gain of x̂0's brightness on x_T's at t = T (over seeds) [seed 0's 95% interval]",
                      "predicted from the data alone", "spread from plain noise", "with a held-out image's leak",
@@ -461,11 +462,11 @@ def plot_steps(results: dict, path: Path) -> None:
 
 
 def report(results: dict, out: Path, page: Path | None) -> None:
-    """results.json, one table per part (tables.md, and between the page's markers) and the figures."""
+    """results.json, the figures, and one table per part: printed, and between the page's markers."""
     (out / "results.json").write_text(json.dumps(results))
     tables = {part: TABLES[part](results) for part in parts_in(results)}
-    (out / "tables.md").write_text("".join(f"## {part}\n\n{text}\n\n" for part, text in tables.items()))
     for part, text in tables.items():
+        print(f"## {part}\n\n{text}\n")
         if page:
             replace_between(page, f"brightness.{part}", text)
     if "table" in tables:
@@ -479,7 +480,7 @@ def parse_args() -> tuple:
     parser.add_argument("--preset", default="shapes16", choices=PRESETS, help="the run's size: headline (the README's "
                         "figure and table, 1 training seed), shapes16 (every claim, 3 seeds), smoke (tests), cifar10-gpu")
     parser.add_argument("--parts", nargs="+", choices=PARTS, help="which parts (default: the preset's)")
-    parser.add_argument("--out", help="folder of results.json, tables.md and the figures (default: docs/brightness, "
+    parser.add_argument("--out", help="folder of results.json and the figures (default: docs/brightness, "
                         "docs/headline for --preset headline, runs/brightness-PRESET for the others)")
     parser.add_argument("--work", help="folder of the trained models and rows.jsonl (default: runs/brightness-PRESET)")
     parser.add_argument("--page", help="also put each part's table between this page's <!-- brightness.PART:begin/end --> markers")
@@ -534,7 +535,7 @@ def main() -> int:
                "minutes": (time.perf_counter() - tic) / 60, "preset": asdict(p), "data": row_metrics(data, data),
                "rows": list(rows.values())}
     report(results, out, page)
-    print(f"wrote {out / 'results.json'} and {out / 'tables.md'} in {results['minutes']:.1f} min")
+    print(f"wrote {out / 'results.json'} in {results['minutes']:.1f} min")
     return 0
 
 

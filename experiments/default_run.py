@@ -89,7 +89,7 @@ def grids(checkpoint: str, out: Path) -> None:
 
 
 def main() -> int:
-    p = Parser(description="Measure the default run with sample.py's yardstick over training and sampling seeds.")
+    p = Parser(description="Measure the default run with sample.py --evaluate over training and sampling seeds.")
     p.add_argument("checkpoints", nargs="*", help="train.py checkpoints of the shapes, one per training seed")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds 0 … N − 1 (default: 3)")
     p.add_argument("--settings", nargs="+", default=["", "--guidance 1"],

@@ -5,7 +5,7 @@
 Two models on the embedded shapes: the ideal denoiser of 2,048 known images (no training error,
 so only the solver differs) and a trained zero-SNR v-prediction checkpoint (class-conditional
 samples, classes in turn). For S in {2, 3, 5, 10, 25}: brightness spread and W1 against
-held-out shapes, and the rest of the yardstick. Writes results.json and (with matplotlib)
+held-out shapes, and the frozen shapes classifier's measures. Writes results.json and (with matplotlib)
 solvers.png to --out. The question it answers: does 2M at S = 10 match DDIM at S = 25?
 """
 import json
@@ -23,7 +23,7 @@ from experiments.common import markdown, pyplot, replace_between, save
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
 STEPS = (2, 3, 5, 10, 25)
-KNOWN_SEED = 6_000_001  # the ideal denoiser's images: not the held-out references of the yardstick
+KNOWN_SEED = 6_000_001  # the ideal denoiser's images: not the shapes classifier's held-out references
 METRICS = (("spread_ratio", "brightness spread (1 = data)"), ("w1", "brightness W1 to data"),
            ("hf_ratio", "high-frequency ratio (1 = data)"), ("fd_ratio", "feature distance ratio (1 = data)"))
 

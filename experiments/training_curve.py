@@ -5,7 +5,7 @@
 Trains `python train.py --out OUT/step_N --steps N` for the first N of --steps and each later point as a
 copy of the point before, resumed to N (resuming is bit-exact, so every point is the same run read at N
 steps); scores each as experiments.default_run does (`sample.py --evaluate`, its defaults) at each sampling
-seed. Writes OUT/curve.json (a point scored before keeps its rows) and the figure, docs/default_run/curve.png.
+seed. Writes DOCS/curve.json (a point scored before keeps its rows) and the figure DOCS/curve.png.
 """
 import json
 import sys
@@ -44,17 +44,18 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> int:
     p = Parser(description="Score one train.py run, continued, at several points of its training.")
-    p.add_argument("--out", default="runs/curve", help="one folder per point, and curve.json (default: %(default)s)")
+    p.add_argument("--out", default="runs/curve", help="one folder per point (default: %(default)s)")
     p.add_argument("--steps", type=int, nargs="+", default=[675, 1350, 2700, 5400, 10800, 21600, 32400, 43200],
                    help="the points, in train.py steps of 64 images (default: 675 … 43,200; 2,700 is the default run)")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds 0 … N − 1 per point (default: 3)")
-    p.add_argument("--figure", default="docs/default_run/curve.png", help="where to draw the figure (default: %(default)s)")
+    p.add_argument("--docs", default="docs/default_run", help="folder of curve.json and curve.png (default: %(default)s)")
     a = p.parse_args()
     if sorted(set(a.steps)) != a.steps or a.steps[0] < 1 or a.seeds < 1:
         p.error("--steps must be increasing positive step counts, and --seeds at least 1")
-    out = Path(a.out)
+    out, docs = Path(a.out), Path(a.docs)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "curve.json"
+    docs.mkdir(parents=True, exist_ok=True)
+    path = docs / "curve.json"
     scored = {(r["steps"], r["seed"]): r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}
     command = " ".join(["python -m experiments.training_curve", *sys.argv[1:]])
     for before, steps in zip([None] + a.steps[:-1], a.steps):
@@ -67,8 +68,8 @@ def main() -> int:
             if (steps, seed) not in scored:
                 scored[steps, seed] = {"steps": steps, **evaluate(str(run_dir / "checkpoint.pt"), seed)}
         path.write_text(json.dumps({"command": command, "rows": [scored[k] for k in sorted(scored)]}, indent=1))
-    plot(json.loads(path.read_text()), Path(a.figure))
-    print(f"wrote {path} and {a.figure}")
+    plot(json.loads(path.read_text()), docs / "curve.png")
+    print(f"wrote {path} and {docs / 'curve.png'}")
     return 0
 
 

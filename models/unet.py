@@ -37,8 +37,9 @@ PRESETS = {
     # For tests: < 0.2M parameters.
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,)),
     # The CPU default: 2×2 patches, then a 16×16 UNet of ~1.2M parameters (base 32, channels 32/64/64):
-    # every level sees a quarter of the pixels (docs/benchmark.md). Its zero-initialised
-    # head has no path from x_t to the output, which v-prediction needs at small t: the input skip is it.
+    # every level sees a quarter of the pixels (docs/benchmark.md). Its zero-initialised head has no path from x_t
+    # to the output, which v-prediction needs at small t: the input skip, a learned gain per patch channel, is one;
+    # the finest scale within each patch it cannot single out, which the detail skip passes through instead.
     "cpu": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), patch_size=2,
                 scale_shift=True, input_skip=True),
     # DDPM's CIFAR-10 model (Ho et al. 2020): 35.7M parameters, for a GPU.

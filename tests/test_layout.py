@@ -1,4 +1,4 @@
-"""The structure the README's Layout table promises: imports only point down, and the installed
+"""The structure docs/design.md's layout table promises: imports only point down, and the installed
 library (diffusion/, models/) stands alone."""
 import ast
 

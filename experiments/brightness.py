@@ -18,9 +18,11 @@ written between that page's markers.
 import json
 import sys
 import time
-from statistics import mean
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from statistics import mean
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -53,7 +55,6 @@ WORDS = {"ideal_baseline": "flawed schedule (Stable Diffusion's)", "ideal_fixed"
          "baseline": "flawed schedule, ε (Stable Diffusion)", "v_only": "flawed schedule, v",
          "fixed": "zero terminal SNR, v (the paper)", "fixed_x0": "zero terminal SNR, x0",
          "offset_noise": "flawed schedule, ε, offset noise 0.1", "flow": "rectified flow (SD3)"}
-PARTS = ("table", "steps", "guidance", "finetune", "first_step", "quality", "leak")
 HF_CONVERGED = 2.0  # at twice the data's high-frequency residual a row is still noisy: its brightness is no evidence
 
 
@@ -71,7 +72,7 @@ class Preset:
     seeds: int = 3  # training seeds of every trained model
     models: tuple[str, ...] = tuple(MODELS)
     ideal: tuple[str, ...] = tuple(IDEAL)
-    parts: tuple[str, ...] = PARTS
+    parts: tuple[str, ...] | None = None  # which parts (None: every one, in the paper's order)
     steps: int = 25  # sampling steps of every row but the steps sweep
     sweep_steps: tuple[int, ...] = (1, 2, 3, 5, 10, 25, 50)
     guidance: float = 6.0  # a weight high enough to over-expose
@@ -400,21 +401,28 @@ def leak_table(results: dict) -> str:
                      "with a leak from the data's statistics"], lines)
 
 
-ROWS = {"table": table_rows, "steps": steps_rows, "guidance": guidance_rows, "finetune": finetune_rows,
-        "first_step": first_step_rows, "quality": quality_rows, "leak": leak_rows}
-COMPUTE = {"table": sample_part, "steps": sample_part, "guidance": sample_part, "finetune": finetune_part,
-           "first_step": first_step_part, "quality": sample_part, "leak": leak_part}
-TABLES = {"table": brightness_table, "steps": steps_table, "guidance": guidance_table, "finetune": finetune_table,
-          "first_step": first_step_table, "quality": quality_table, "leak": leak_table}
-KINDS = {"table": ("ideal", "trained"), "steps": ("steps",), "guidance": ("guidance_grid",), "finetune": ("finetune",),
-         "first_step": ("first_step",), "quality": ("quality",), "leak": ("first_step_gain", "leak", "leak_intervention",
-                                                                           "leak_everaert")}
+class Part(NamedTuple):
+    """One claim of the paper: its rows, how they are computed, its table, and the row kinds that table reads."""
+
+    rows: Callable[[Setup], list[Row]]
+    compute: Callable[[Setup, list[Row]], None]
+    table: Callable[[dict], str]
+    kinds: tuple[str, ...]
+
+
+PARTS = {"table": Part(table_rows, sample_part, brightness_table, ("ideal", "trained")),
+         "steps": Part(steps_rows, sample_part, steps_table, ("steps",)),
+         "guidance": Part(guidance_rows, sample_part, guidance_table, ("guidance_grid",)),
+         "finetune": Part(finetune_rows, finetune_part, finetune_table, ("finetune",)),
+         "first_step": Part(first_step_rows, first_step_part, first_step_table, ("first_step",)),
+         "quality": Part(quality_rows, sample_part, quality_table, ("quality",)),
+         "leak": Part(leak_rows, leak_part, leak_table, ("first_step_gain", "leak", "leak_intervention", "leak_everaert"))}
 
 
 def parts_in(results: dict) -> list[str]:
     """The parts a results file holds rows of."""
     kinds = {r["kind"] for r in results["rows"]}
-    return [part for part in PARTS if kinds & set(KINDS[part])]
+    return [name for name, part in PARTS.items() if kinds & set(part.kinds)]
 
 
 def plot_histograms(results: dict, path: Path) -> None:
@@ -464,7 +472,7 @@ def plot_steps(results: dict, path: Path) -> None:
 def report(results: dict, out: Path, page: Path | None) -> None:
     """results.json, the figures, and one table per part: printed, and between the page's markers."""
     (out / "results.json").write_text(json.dumps(results))
-    tables = {part: TABLES[part](results) for part in parts_in(results)}
+    tables = {name: PARTS[name].table(results) for name in parts_in(results)}
     for part, text in tables.items():
         print(f"## {part}\n\n{text}\n")
         if page:
@@ -492,8 +500,7 @@ def parse_args() -> tuple:
     a = parser.parse_args()
     p = replace(PRESETS[a.preset], **{k: v for k, v in {"dataset": a.dataset, "data_dir": a.data_dir,
                                                          "image_size": a.image_size}.items() if v is not None})
-    if a.parts:
-        p = replace(p, parts=tuple(a.parts))
+    p = replace(p, parts=tuple(a.parts or p.parts or PARTS))
     try:
         unet_config(p.unet, p.image_size)  # a size the UNet cannot take is refused before any work
     except ValueError as e:
@@ -524,9 +531,9 @@ def main() -> int:
     print(f"{len(dataset)} {p.dataset} images at {p.image_size}px: {num_reference} held out, {len(known)} known to the "
           f"ideal denoiser; parts {', '.join(p.parts)}")
     for part in p.parts:
-        COMPUTE[part](s, ROWS[part](s))
+        PARTS[part].compute(s, PARTS[part].rows(s))
     # every row of the preset known so far, this run's and those of OUT/results.json from another run of it
-    wanted = {row.name for part in PARTS for row in ROWS[part](s)}
+    wanted = {row.name for part in PARTS.values() for row in part.rows(s)}
     rows = {name: r for name, r in s.results.rows.items() if name in wanted}
     before = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {"rows": []}
     if {**before.get("preset", {}), "parts": None} == json.loads(json.dumps({**asdict(p), "parts": None})):

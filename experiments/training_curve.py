@@ -14,8 +14,9 @@ from pathlib import Path
 from cli import Parser, run
 from experiments.common import continue_run, pyplot, save, train
 from experiments.default_run import evaluate
+from train_config import TrainConfig
 
-BATCH = 64  # train.py's default batch, which every point keeps
+BATCH = TrainConfig.batch_size  # train.py's default, which every point keeps
 
 
 def plot(results: dict, path: Path) -> None:
@@ -33,7 +34,7 @@ def plot(results: dict, path: Path) -> None:
         for key, marker in zip(keys, "ov"):
             ax.plot(images, [r[key] for r in rows], marker, color="C0")
         ax.axhline(data, color="grey", linestyle="--", linewidth=1)
-        ax.axvline(2700 * BATCH / 1000, color="C3", linewidth=1)  # train.py's default length
+        ax.axvline(TrainConfig.steps * BATCH / 1000, color="C3", linewidth=1)  # train.py's default length
         ax.set_xscale("log")
         if keys != ["class_accuracy"]:  # ratios: a factor off reads the same above and below
             ax.set_yscale("log")

@@ -18,7 +18,7 @@ def load(path: str) -> dict:
 # Each table of a page: the page, its markers' name, and the table as its command writes it from the results file.
 TABLES = {
     **{f"results: brightness.{part}": (RESULTS, f"brightness.{part}",
-                                       lambda part=part: brightness.TABLES[part](load("docs/brightness/results.json")))
+                                       lambda part=part: brightness.PARTS[part].table(load("docs/brightness/results.json")))
        for part in brightness.PARTS},
     "results: schedules.table_1": (RESULTS, "schedules.table_1", lambda: schedules.table_1(load("docs/schedules/results.json"))),
     "results: schedules.resolution": (RESULTS, "schedules.resolution",

@@ -7,9 +7,11 @@
 Prints a Markdown table and writes JSON (--out). Rows:
 - matmul peak: fp32 and bf16 GFLOP/s of one large matrix product, the ceiling for the rows below;
 - each UNet preset and its diffusers peer (UNet2DModel of about the same parameter count, with
-  and without its attention), training and forward images/s in fp32 and bf16, FLOPs per image
-  (torch's FlopCounterMode) and the share of the matmul peak they reach;
-- train.py's own default loop (data, EMA, logging included), read from its metrics.jsonl;
+  and without its attention), each channels-last and in the usual layout, training and forward
+  images/s in fp32 and bf16, FLOPs per image (torch's FlopCounterMode) and the share of the matmul
+  peak they reach;
+- train.py's own default loop (data, EMA, logging included), read from its metrics.jsonl, also with
+  --compile and on one thread, and its ratio to the fastest diffusers configuration;
 - the sampler's overhead: one sampling run against steps × one forward;
 - the data path of each dataset format, and the ideal denoiser's samples/s.
 diffusers is optional (`pip install -e ".[diffusers]"`): without it those rows say so.
@@ -35,6 +37,7 @@ from cli import Parser, run
 from data import load_dataset, make_shapes
 from data.images import write_cifar10_files
 from diffusion import IdealDenoiser, get_timesteps, guided_denoiser, initial_noise, make_schedule, sample
+from experiments.common import replace_between
 from models import UNet, unet_config
 from runtime import setup_distributed
 
@@ -146,22 +149,30 @@ def all_ranks_sum(value: float, device: torch.device) -> float:
     return total.item()
 
 
+LAYOUTS = {"channels-last": torch.channels_last, "usual layout": torch.contiguous_format}
+
+
 def unet_rows(args, device: torch.device, peaks: dict, world: int) -> list[dict]:
+    """Each preset in both memory layouts (ours is built channels-last), and its diffusers peers in both too, so
+    that the comparison is with diffusers' fastest configuration."""
     rows = []
     for preset in args.presets:
         size = PRESET_SIZE[preset]
-        ours = UNet(unet_config(preset, size, NUM_CLASSES))
-        rows += model_rows(f"ours: {preset}", ours, lambda m, x, t, y: m(x, t, y), size, args, device, peaks, world)
+        for layout, memory_format in LAYOUTS.items():
+            ours = UNet(unet_config(preset, size, NUM_CLASSES)).to(memory_format=memory_format)
+            rows += model_rows(f"ours: {preset}, {layout}", ours, lambda m, x, t, y: m(x, t, y), size, args, device,
+                               peaks, world)
         try:
             import diffusers  # noqa: F401
         except ImportError:
             print("diffusers is not installed: its rows are skipped (pip install -e '.[diffusers]')")
             continue
         for attention in (True, False):
-            peer = diffusers_unet(preset, attention, size)
-            name = f"diffusers UNet2DModel ({preset} size, {'with' if attention else 'no'} attention)"
-            rows += model_rows(name, peer, lambda m, x, t, y: m(x, t, class_labels=y).sample, size, args, device, peaks,
-                               world)
+            for layout, memory_format in LAYOUTS.items():
+                peer = diffusers_unet(preset, attention, size).to(memory_format=memory_format)
+                name = f"diffusers UNet2DModel ({preset} size, {'with' if attention else 'no'} attention, {layout})"
+                rows += model_rows(name, peer, lambda m, x, t, y: m(x, t, class_labels=y).sample, size, args, device,
+                                   peaks, world)
     return rows
 
 
@@ -172,21 +183,39 @@ def main_preset(args) -> str:
 
 def train_loop_rows(args, device: torch.device) -> list[dict]:
     """`python train.py` at its defaults but the benchmark's batch (data, EMA, logging included), as its
-    metrics.jsonl reports it."""
+    metrics.jsonl reports it: in each precision, and in the first one also with --compile and on one thread.
+    `train_img_s` leaves out the first window (warm-up, and compiling); `overall_img_s` divides every image by the
+    run's whole wall time, set-up and compiling included."""
     rows = []
     model = main_preset(args)
-    for precision in args.precisions:
+    variants = [(p, "defaults", [], {}) for p in args.precisions]
+    variants += [(args.precisions[0], "--compile", ["--compile"], {}),
+                 (args.precisions[0], "one thread", [], {"OMP_NUM_THREADS": "1"})]
+    for precision, name, flags, env in variants:
         with tempfile.TemporaryDirectory() as out:
             command = [sys.executable, "train.py", "--model", model, "--image-size", str(PRESET_SIZE[model]),
                        "--batch-size", str(args.batch_size), "--steps", str(args.loop_steps), "--log-every", str(max(args.loop_steps // 4, 1)),
-                       "--precision", precision, "--device", device.type, "--out", out]
-            subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).parent)
+                       "--ckpt-every", str(args.loop_steps), "--precision", precision, "--device", device.type, "--out", out, *flags]
+            subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).parent, env={**os.environ, **env})
             logged = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]
-            windows = [r["images_per_sec"] for r in logged if "images_per_sec" in r][1:]  # the first holds warm-up
-        rows.append({"model": f"train.py loop: {model}", "device": device.type, "precision": precision,
-                     "train_img_s": sum(windows) / len(windows)})
-        print(f"train.py loop {precision}: {rows[-1]['train_img_s']:.0f} img/s")
+        losses = [r for r in logged if "images_per_sec" in r]
+        windows = [r["images_per_sec"] for r in losses][1:]  # the first holds warm-up
+        rows.append({"model": f"train.py loop: {model}, {name}", "device": device.type, "precision": precision,
+                     "train_img_s": sum(windows) / len(windows),
+                     "overall_img_s": losses[-1]["step"] * args.batch_size / losses[-1]["wall_s"]})
+        print(f"train.py loop {precision} {name}: {rows[-1]['train_img_s']:.0f} img/s")
     return rows
+
+
+def loop_ratios(models: list[dict]) -> list[dict]:
+    """Each train.py loop row over the fastest diffusers configuration in its precision (None without diffusers)."""
+    ratios = []
+    for loop in (r for r in models if r["model"].startswith("train.py loop")):
+        peers = [r["train_img_s"] for r in models if r["model"].startswith("diffusers") and r["precision"] == loop["precision"]]
+        ratios.append({"loop": loop["model"], "precision": loop["precision"],
+                       "fastest_diffusers_img_s": max(peers) if peers else None,
+                       "ratio": loop["train_img_s"] / max(peers) if peers else None})
+    return ratios
 
 
 @torch.no_grad()
@@ -255,7 +284,11 @@ def table(results: dict) -> str:
                          f"{r['forward_img_s']:.0f} | {r['train_mflop_per_img']:.0f} | {100 * r['train_peak_share']:.0f}% | "
                          f"{100 * r['forward_peak_share']:.0f}% |")
         else:
-            lines.append(f"| {r['model']} | {r['precision']} | | {r['train_img_s']:.0f} | | | | |")
+            lines.append(f"| {r['model']} | {r['precision']} | | {r['train_img_s']:.0f} "
+                         f"({r['overall_img_s']:.0f} over the whole run) | | | | |")
+    lines += ["", "| train.py loop | precision | fastest diffusers img/s | loop / diffusers |", "|---|---|---|---|"]
+    lines += [f"| {r['loop']} | {r['precision']} | {r['fastest_diffusers_img_s'] or 0:.0f} | {r['ratio'] or 0:.2f} |"
+              for r in results["ratios"]]
     s = results["sampler"]
     lines += ["", f"Sampler overhead ({s['model']}, {s['steps']} steps): {100 * s['overhead']:.1f}% "
               f"({s['sample_s']:.3f} s against {s['steps']} × {s['forward_s'] * 1000:.1f} ms).", "",
@@ -280,6 +313,7 @@ def main() -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and short timings: a smoke test in seconds")
     parser.add_argument("--out", default="runs/bench/bench.json", help="where to write the JSON (default: runs/bench/bench.json)")
+    parser.add_argument("--page", help="also put the table between this page's <!-- bench:begin/end --> markers")
     args = parser.parse_args()
     if args.batch_size < 1 or args.forward_batch < 1 or args.seconds <= 0:
         parser.error("--batch-size, --forward-batch and --seconds must be positive")
@@ -298,6 +332,7 @@ def main() -> int:
                "models": unet_rows(args, device, peaks, world)}
     if world == 1:  # the rest is single-process
         results["models"] += train_loop_rows(args, device)
+        results["ratios"] = loop_ratios(results["models"])
         results["sampler"] = sampler_overhead(args, device)
         results["data"] = data_rows(args)
         results["ideal"] = ideal_row(args, device)
@@ -310,6 +345,8 @@ def main() -> int:
     if world == 1 or dist.get_rank() == 0:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=1))
+        if args.page and world == 1:
+            replace_between(Path(args.page), "bench", table(results))
         print(f"wrote {args.out}")
     if world > 1:
         dist.destroy_process_group()

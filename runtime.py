@@ -6,6 +6,7 @@ a run can be killed, resumed bit-exactly on the CPU, spread over processes, and 
 import json
 import os
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import fields, replace
@@ -149,6 +150,22 @@ def save_training_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module
                          "step": step, **rng_states, "model_config": model.config_dict(), **info}, path)
 
 
+def compile_or_eager(model: torch.nn.Module, example: tuple) -> torch.nn.Module:
+    """torch.compile(model), compiled now by one forward and backward pass on `example` (the loop's first batch,
+    so that the loop reuses these graphs); the model itself, after a one-line notice, where the compiler is
+    missing or fails. The RNG is forked so that the trial pass leaves the run's random stream as it was."""
+    try:
+        compiled = torch.compile(model)
+        with torch.random.fork_rng(devices=[]):
+            compiled(*example).float().square().mean().backward()
+    except Exception as e:  # a missing C++ compiler, an unsupported Python or platform, a graph it cannot trace
+        first_line = (str(e).strip().splitlines() or [""])[0][:200]
+        print(f"train.py: torch.compile failed ({type(e).__name__}: {first_line}); training in eager mode", file=sys.stderr)
+        compiled = model
+    model.zero_grad(set_to_none=True)
+    return compiled
+
+
 class StepBatches:
     """Index batches whose order depends only on (seed, step): resuming at step s replays the same data.
 
@@ -247,14 +264,20 @@ class LossWindow:
 
 class MetricsLog:
     """metrics.jsonl, one JSON object a line; reopened at `step`, it drops the rows past that step
-    that a killed run wrote after its last checkpoint. Writes nothing on ranks other than 0."""
+    that a killed run wrote after its last checkpoint. Writes nothing on ranks other than 0.
 
-    def __init__(self, path: Path, step: int, rank: int):
-        self.file, self.tic = None, time.perf_counter()
+    Every row carries `wall_s`: the run's wall time so far, from `started` (a perf_counter reading taken
+    before the run's set-up), counting on from the last row kept when a run is resumed. Set-up,
+    checkpoints, their sample grids and compiling all count: it is the time a user waits.
+    """
+
+    def __init__(self, path: Path, step: int, rank: int, started: float):
+        self.file, self.tic, self.started, self.wall_s_before = None, time.perf_counter(), started, 0.0
         if rank:
             return
         rows = path.read_text().splitlines() if step and path.exists() else []
         kept = [r for r in rows if json.loads(r)["step"] <= step]
+        self.wall_s_before = max((json.loads(r).get("wall_s", 0.0) for r in kept), default=0.0)
         self.file = open(path, "w")
         self.file.writelines(r + "\n" for r in kept)
 
@@ -265,7 +288,8 @@ class MetricsLog:
 
     def write(self, row: dict) -> None:
         if self.file:
-            self.file.write(json.dumps(row) + "\n")
+            wall_s = self.wall_s_before + time.perf_counter() - self.started
+            self.file.write(json.dumps({**row, "wall_s": round(wall_s, 2)}) + "\n")
             self.file.flush()
 
     def close(self) -> None:

@@ -11,8 +11,9 @@ default and its check are in train_config.py; resuming, torchrun, stop signals a
 log are plumbing, in runtime.py.
 """
 import copy
-import math
+import itertools
 import sys
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,12 +35,18 @@ from train_config import RESUMABLE, TrainConfig, check_config, detail_skip_on, p
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warmup to --lr, then constant (as DDPM) or a cosine decay to 0 at the last step."""
+    """Linear warmup to --lr, then constant (as DDPM), or wsd (warmup-stable-decay, Hägele et al. 2024):
+    constant, then a linear decay to 0 over the last --decay-fraction of the steps,
+
+        lr(step) = lr · min(1, (steps − step) / (decay_fraction · steps)).
+
+    A short run's last weights otherwise carry the optimiser's noise at full step size; and since the
+    stable part does not depend on --steps, a longer run can branch its decay off a shorter one's checkpoint.
+    """
     warm = min(1.0, (step + 1) / max(config.warmup, 1))
     if config.lr_schedule == "constant":
         return config.lr * warm
-    progress = min(1.0, max(0, step - config.warmup) / max(config.steps - config.warmup, 1))
-    return config.lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr * warm * min(1.0, (config.steps - step) / (config.decay_fraction * config.steps))
 
 
 @torch.no_grad()
@@ -50,7 +57,8 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
     about 1/(1 − d) steps: here (10 + 3·step)/9, a third of the steps taken so far, until it reaches the
     1/(1 − decay) that --ema-decay asks for. The common (1 + step)/(10 + step) spans a ninth of them and
     reaches the decay only after (10·decay − 1)/(1 − decay) steps, more than a short run takes.
-    One multi-tensor lerp for all parameters: one kernel launch on a GPU instead of one per tensor.
+    One multi-tensor lerp for all parameters: one kernel launch on a GPU instead of one per tensor. At decay 0
+    the lerp's weight is 1, which returns θ exactly: the "average" is the last weights themselves.
     """
     d = min(decay, (1 + 3 * step) / (10 + 3 * step))
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
@@ -116,7 +124,8 @@ def setup(config: TrainConfig, state: dict | None) -> Job:
         raise UsageError(f"--image-size {size}: {e}") from None
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     # Fused: one kernel for all parameters, and it skips a non-finite step on the device (runtime.skip_if_not_finite).
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0, fused=device.type in ("cpu", "cuda"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2), weight_decay=0.0,
+                                  fused=device.type in ("cpu", "cuda"))
     if rank:
         torch.manual_seed(config.seed + 1_000_003 * rank)  # but each rank its own noise, timesteps and flips
     step = runtime.resume(state, model, ema, optimizer, rank, world, device, config.seed) if state else 0
@@ -154,6 +163,7 @@ def save_checkpoint(job: Job, step: int, metrics: runtime.MetricsLog) -> None:
 
 def train(config: TrainConfig, state: dict | None = None) -> Path:
     """Train to config.steps, from the checkpoint `state` if given; returns the checkpoint's path."""
+    started = time.perf_counter()
     job = setup(config, state)
     config, model, optimizer, device, step = job.config, job.model, job.optimizer, job.device, job.step
     ddp_model = DistributedDataParallel(model) if job.world > 1 else model
@@ -161,11 +171,18 @@ def train(config: TrainConfig, state: dict | None = None) -> Path:
     dtype = amp_dtype(device, config.precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
     # Plumbing behind names: the metrics file, the loss read back once a window, SIGINT/SIGTERM ending with a checkpoint.
-    metrics, window = runtime.MetricsLog(job.out / "metrics.jsonl", step, job.rank), runtime.LossWindow(device)
+    metrics, window = runtime.MetricsLog(job.out / "metrics.jsonl", step, job.rank, started), runtime.LossWindow(device)
     stop = runtime.StopRequest()
     bar = tqdm(total=config.steps, initial=step, disable=job.rank != 0, desc="train")
     model.train()
     batches = iter(job.loader)
+    if config.compile:  # compiled on the first batch, which the loop then trains on: the compile time counts as the run's
+        first = next(batches)
+        x, labels = (t.to(device) for t in first)
+        with autocast:
+            ddp_model = runtime.compile_or_eager(ddp_model, (x, torch.zeros(len(x), dtype=torch.long, device=device),
+                                                             labels if job.num_classes else None))
+        batches = itertools.chain([first], batches)
     with stop:
         while step < config.steps:
             x0, labels = (t.to(device, non_blocking=True) for t in next(batches))

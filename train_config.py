@@ -12,7 +12,7 @@ from data import DATASETS
 from diffusion import FLOW_TIMES, PREDICTION_TYPES, SCHEDULES, check_pairing
 from models import PRESETS
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("wsd", "constant")
 OBJECTIVES = ("diffusion", "flow")
 # What a flow run fixes by construction: its path, what it predicts and its loss.
 NOT_FOR_FLOW = ("schedule", "zero_snr", "prediction", "loss_space", "offset_noise")
@@ -51,13 +51,16 @@ class TrainConfig:
                           "step count; --schedule, --zero-snr, --prediction and --offset-noise may differ from its own "
                           "(default: from scratch)")
     batch_size: int = flag(64, "images per optimizer step, over all processes")
-    steps: int = flag(2_700, "total optimizer steps; with --resume, train up to this step")
+    steps: int = flag(2_200, "total optimizer steps; with --resume, train up to this step")
     lr: float = flag(2e-3, "AdamW learning rate after the warmup")
-    lr_schedule: str = flag("constant", "after the warmup: constant, or a cosine decay to 0 at --steps",
-                            choices=LR_SCHEDULES)
+    lr_schedule: str = flag("wsd", "after the warmup, wsd: constant, then a linear decay to 0 over the last "
+                            "--decay-fraction of the steps; or constant to the end", choices=LR_SCHEDULES)
+    decay_fraction: float = flag(0.2, "with --lr-schedule wsd: the share of --steps over which the rate decays to 0")
+    adam_beta2: float = flag(0.999, "AdamW's β2, the decay of its average of squared gradients")
     warmup: int = flag(100, "steps of linear learning-rate warmup")
     grad_clip: float = flag(1.0, "clip the gradient norm to this; 0 turns clipping off")
-    ema_decay: float = flag(0.999, "decay of the weight average that sampling uses")
+    ema_decay: float = flag(0.0, "decay of the weight average (EMA) that sampling uses; 0 samples the last weights "
+                            "themselves, which after the learning rate's decay to 0 beat the average (docs/design.md)")
     objective: str = flag("diffusion", "diffusion: the VP --schedule and --prediction below; flow: rectified flow as in "
                           "Stable Diffusion 3, x_t = (1 − t)·x0 + t·ε with the network predicting ε − x0 (zero terminal "
                           "SNR by construction)", choices=OBJECTIVES)
@@ -80,19 +83,22 @@ class TrainConfig:
     device: str = flag("auto", DEVICE_HELP)
     precision: str = flag("auto", PRECISION_HELP, choices=PRECISIONS)
     workers: int | None = flag(None, "data-loading worker processes (default: 4 on CUDA, 0 elsewhere)", type=int)
+    compile: bool = flag(False, "compile the model with torch.compile; where the compiler is missing or fails, train "
+                         "in eager mode after a one-line notice (default: off, as on 2 CPU cores its compile time "
+                         "outweighs its gain: docs/benchmark.md)", action=argparse.BooleanOptionalAction)
     out: str = flag("runs/default", "folder for checkpoint.pt, metrics.jsonl and samples_STEP.png")
     ckpt_every: int = flag(900, "write a checkpoint and a sample grid every N steps, and at the end")
     log_every: int = flag(10, "append the mean loss to metrics.jsonl every N steps")
 
 
 # The GPU presets' training recipes, for every flag not given on the command line. DDPM's CIFAR-10 recipe
-# (Ho et al. 2020, App. B): Adam at 2e-4 after 5,000 warm-up steps, batch 128, EMA 0.9999, random flips,
+# (Ho et al. 2020, App. B): Adam at a constant 2e-4 after 5,000 warm-up steps, batch 128, EMA 0.9999, random flips,
 # dropout 0.1 (in the UNet preset), 800k steps; the same for CelebA 64×64 with 500k steps. A first run can
 # stop much earlier (--steps 100000), and resume later with a larger --steps.
 RECIPES = {
-    "cifar10": dict(lr=2e-4, batch_size=128, warmup=5_000, ema_decay=0.9999, hflip=True, steps=800_000,
+    "cifar10": dict(lr=2e-4, batch_size=128, warmup=5_000, lr_schedule="constant", ema_decay=0.9999, hflip=True, steps=800_000,
                     ckpt_every=10_000, log_every=100),
-    "celeba64": dict(lr=2e-4, batch_size=128, warmup=5_000, ema_decay=0.9999, hflip=True, steps=500_000,
+    "celeba64": dict(lr=2e-4, batch_size=128, warmup=5_000, lr_schedule="constant", ema_decay=0.9999, hflip=True, steps=500_000,
                      ckpt_every=10_000, log_every=100),
 }
 
@@ -104,7 +110,7 @@ def recipe_defaults(model: str) -> TrainConfig:
 
 # What may change when a run is resumed: where and how long to train, and the step size (lowered after
 # a divergence). Anything else would silently train a different model.
-RESUMABLE = {"steps", "device", "precision", "workers", "out", "ckpt_every", "log_every", "download", "data_dir", "lr", "grad_clip"}
+RESUMABLE = {"steps", "device", "precision", "workers", "compile", "out", "ckpt_every", "log_every", "download", "data_dir", "lr", "grad_clip"}
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[dict, bool]:
@@ -121,10 +127,11 @@ def check_config(c: TrainConfig, given: dict) -> None:
     """Refuse numbers and combinations that cannot train, or flags that would do nothing, before any work."""
     optional = {"image_size": c.image_size, "num_images": c.num_images}  # None: the dataset's own
     positive = {"batch_size": c.batch_size, "steps": c.steps, "lr": c.lr, "ckpt_every": c.ckpt_every,
-                "log_every": c.log_every, **{k: v for k, v in optional.items() if v is not None}}
+                "log_every": c.log_every, "decay_fraction": c.decay_fraction, **{k: v for k, v in optional.items() if v is not None}}
     non_negative = {"warmup": c.warmup, "grad_clip": c.grad_clip, "offset_noise": c.offset_noise, "hold_out": c.hold_out,
                     **({"workers": c.workers} if c.workers is not None else {})}
-    in_range = {"ema_decay": (c.ema_decay, 0, 1), "label_dropout": (c.label_dropout, 0, 1), "timesteps": (c.timesteps, 2, math.inf)}
+    in_range = {"ema_decay": (c.ema_decay, 0, 1), "adam_beta2": (c.adam_beta2, 0, 1),
+                "label_dropout": (c.label_dropout, 0, 1), "timesteps": (c.timesteps, 2, math.inf)}
     for name, value in positive.items():
         if not value > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -134,6 +141,10 @@ def check_config(c: TrainConfig, given: dict) -> None:
     for name, (value, low, high) in in_range.items():
         if not low <= value < high:
             raise UsageError(f"--{name.replace('_', '-')} must be in [{low}, {high}), got {value}")
+    if c.decay_fraction > 1:
+        raise UsageError(f"--decay-fraction is a share of --steps, at most 1, got {c.decay_fraction}")
+    if "decay_fraction" in given and c.lr_schedule != "wsd":
+        raise UsageError("--decay-fraction needs --lr-schedule wsd")
     try:
         check_pairing(c.prediction, c.zero_snr)
     except ValueError as e:

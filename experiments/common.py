@@ -181,6 +181,19 @@ def continue_run(source: Path, run_dir: Path, steps: int, threads: int | None = 
     return train(run_dir, {"steps": steps}, threads)
 
 
+def run_log(checkpoint: str | Path) -> dict:
+    """The run's wall time and mean loss over its first 300 steps, from its metrics.jsonl."""
+    rows = [json.loads(line) for line in (Path(checkpoint).parent / "metrics.jsonl").read_text().splitlines()]
+    first = [r["loss"] for r in rows if "loss" in r and r["step"] <= 300]
+    return {"wall_s": rows[-1]["wall_s"], "first_300_loss": sum(first) / len(first)}
+
+
+# How the brightness experiment's models and the training curve were trained: a constant learning rate, sampled
+# from the weights' average (EMA). The default run has since moved to a decay to 0 and its last weights
+# (docs/design.md, the short-run recipe); these keep what their pages measured.
+CONSTANT_RATE_EMA = {"lr_schedule": "constant", "ema_decay": 0.999}
+
+
 def side_by_side(jobs: list, device: torch.device) -> None:
     """Call each job (with the CPU threads it may use) one per core on a CPU, where a small model's run keeps
     one core busy but not two; one after another on a GPU."""

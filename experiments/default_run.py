@@ -21,7 +21,7 @@ from torchvision.utils import save_image
 from cli import Parser, UsageError, run
 from data import load_dataset
 from evaluation.preview import GRID_ROW, grid_labels
-from experiments.common import ROOT, markdown, mean_std, replace_between
+from experiments.common import ROOT, markdown, mean_std, replace_between, run_log
 from models.checkpoint import load_training_checkpoint
 
 COLUMNS = {"class_accuracy": ("class accuracy", 3), "fd_ratio": ("feature distance ratio", 1),
@@ -47,18 +47,12 @@ def table(results: dict) -> str:
     rows, lines = results["rows"], []
     for flags, checkpoint in dict.fromkeys((r["flags"], r["checkpoint"]) for r in rows):
         group = [r for r in rows if r["flags"] == flags and r["checkpoint"] == checkpoint]
-        lines.append([f"`{checkpoint}`", f"`{flags}`" if flags else "defaults", len(group)]
+        lines.append([f"`{checkpoint}`", f"`{flags}`" if flags else "defaults", f"{group[0]['wall_s'] / 60:.1f}", len(group)]
                      + [mean_std([r[k] for r in group], digits) for k, (_, digits) in COLUMNS.items()])
     data = rows[0]["data_class_accuracy"]
-    return markdown(["checkpoint", "sample.py flags", "sampling seeds", *(name for name, _ in COLUMNS.values())], lines) + (
+    return markdown(["checkpoint", "sample.py flags", "training minutes", "sampling seeds",
+                     *(name for name, _ in COLUMNS.values())], lines) + (
         f"\n\nHeld-out data against another held-out set: class accuracy {data:.3f}, every other number 1 (W1: 0).")
-
-
-def tried_table(tried: dict) -> str:
-    """docs/design/tried.json as a table: every change to the recipe that was trained and scored."""
-    return markdown(["change", "flag", "what it measured", "verdict"],
-                    [[r["change"], f"`{r['flag']}`" if r["flag"].startswith(("-", "sample.py")) else r["flag"], r["measured"],
-                      r["verdict"]] for r in tried["rows"]])
 
 
 def data_grid(config: dict, num_images: int = 64) -> torch.Tensor:
@@ -96,9 +90,7 @@ def main() -> int:
                    help="sample.py flag sets, one line each ('': its defaults; default: the defaults, and unguided)")
     p.add_argument("--out", default="docs/default_run", help="folder of results.json and the grids (default: %(default)s)")
     p.add_argument("--page", help="also put the table between this page's <!-- default_run:begin/end --> markers")
-    p.add_argument("--report-only", action="store_true", help="write the table from OUT/results.json, and with "
-                   "--design the table of docs/design/tried.json between that page's <!-- tried:begin/end --> markers")
-    p.add_argument("--design", help="the design page (with --report-only)")
+    p.add_argument("--report-only", action="store_true", help="write the table from OUT/results.json")
     a = p.parse_args()
     if a.seeds < 1 or not (a.checkpoints or a.report_only):
         p.error("give the checkpoints to measure (or --report-only), and --seeds of at least 1")
@@ -106,10 +98,9 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     if a.report_only:
         results = json.loads((out / "results.json").read_text())
-        if a.design:
-            replace_between(Path(a.design), "tried", tried_table(json.loads((ROOT / "docs/design/tried.json").read_text())))
     else:
-        results = {"rows": [evaluate(c, seed, flags) for flags in a.settings for c in a.checkpoints for seed in range(a.seeds)]}
+        results = {"rows": [{**evaluate(c, seed, flags), **run_log(c)} for flags in a.settings for c in a.checkpoints
+                            for seed in range(a.seeds)]}
         (out / "results.json").write_text(json.dumps(results, indent=1))
         grids(a.checkpoints[0], out)
     if a.page:

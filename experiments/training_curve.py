@@ -2,9 +2,9 @@
 
     python -m experiments.training_curve --out runs/curve --seeds 3
 
-Trains `python train.py --out OUT/step_N --steps N` for the first N of --steps and each later point as a
-copy of the point before, resumed to N (resuming is bit-exact, so every point is the same run read at N
-steps); scores each as experiments.default_run does (`sample.py --evaluate`, its defaults) at each sampling
+Trains `python train.py --out OUT/step_N --steps N --lr-schedule constant --ema-decay 0.999` for the first N
+of --steps and each later point as a copy of the point before, resumed to N (resuming is bit-exact, so every
+point is the same run read at N steps); scores each as experiments.default_run does (`sample.py --evaluate`, its defaults) at each sampling
 seed. Writes DOCS/curve.json (a point scored before keeps its rows) and the figure DOCS/curve.png.
 """
 import json
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from cli import Parser, run
-from experiments.common import continue_run, pyplot, save, train
+from experiments.common import CONSTANT_RATE_EMA, continue_run, pyplot, save, train
 from experiments.default_run import evaluate
 from train_config import TrainConfig
 
@@ -47,7 +47,7 @@ def main() -> int:
     p = Parser(description="Score one train.py run, continued, at several points of its training.")
     p.add_argument("--out", default="runs/curve", help="one folder per point (default: %(default)s)")
     p.add_argument("--steps", type=int, nargs="+", default=[675, 1350, 2700, 5400, 10800, 21600, 32400, 43200],
-                   help="the points, in train.py steps of 64 images (default: 675 … 43,200; 2,700 is the default run)")
+                   help="the points, in train.py steps of 64 images (default: 675 … 43,200)")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds 0 … N − 1 per point (default: 3)")
     p.add_argument("--docs", default="docs/default_run", help="folder of curve.json and curve.png (default: %(default)s)")
     a = p.parse_args()
@@ -62,7 +62,8 @@ def main() -> int:
     for before, steps in zip([None] + a.steps[:-1], a.steps):
         run_dir = out / f"step_{steps:06d}"
         if before is None:
-            train(run_dir, {"steps": steps})  # train.py's defaults: the default run, shorter or longer
+            # at a constant rate, so that each point goes on from the one before (a decay to 0 ends a run)
+            train(run_dir, {"steps": steps, **CONSTANT_RATE_EMA})
         else:
             continue_run(out / f"step_{before:06d}", run_dir, steps)
         for seed in range(a.seeds):

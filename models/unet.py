@@ -222,6 +222,10 @@ class UNet(nn.Module):
         if self.skip_gain is not None:
             nn.init.zeros_(self.skip_gain.weight)
             nn.init.zeros_(self.skip_gain.bias)
+        # Convolution weights stored channels-last (NHWC): oneDNN's and cuDNN's convolutions then run in that layout,
+        # their fastest on a CPU (docs/benchmark.md). Every later .to(device), copy and load_state_dict keeps the
+        # layout; the activations follow the weights, so callers change nothing.
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels))

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -31,27 +32,32 @@ def _assert_same_training_state(a, b):
     assert all(torch.equal(x, y) for x, y in zip(a["rng"], b["rng"], strict=True))
 
 
+# A run trained to fewer steps is the start of a longer one only at a constant rate: the default decays over
+# the last fifth of --steps. The tests that stop a run by giving it fewer steps train at a constant rate.
+CONSTANT = ["--lr-schedule", "constant"]
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """40 steps in one go: what every interrupted-and-resumed run must reproduce bit for bit."""
-    return _train(tmp_path_factory.mktemp("whole"), "--steps", "40", "--ckpt-every", "8")
+    """40 steps in one go at a constant rate: what a shorter run resumed to 40 steps must reproduce bit for bit."""
+    return _train(tmp_path_factory.mktemp("whole"), *CONSTANT, "--steps", "40", "--ckpt-every", "8")
 
 
 def test_resume_from_a_step_between_checkpoints_is_bit_exact(uninterrupted, tmp_path):
-    _train(tmp_path, "--steps", "13", "--ckpt-every", "8")  # the last checkpoint is at step 13, off the grid of 8
+    _train(tmp_path, *CONSTANT, "--steps", "13", "--ckpt-every", "8")  # the last checkpoint is at step 13, off the grid of 8
     _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "40"), uninterrupted)
 
 
 @pytest.mark.slow
 def test_resume_from_a_checkpoint_boundary_is_bit_exact(uninterrupted, tmp_path):
-    _train(tmp_path, "--steps", "16", "--ckpt-every", "8")
+    _train(tmp_path, *CONSTANT, "--steps", "16", "--ckpt-every", "8")
     _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "40"), uninterrupted)
 
 
 @pytest.mark.slow
 def test_a_flow_run_resumes_bit_exactly(tmp_path):
-    whole = _train(tmp_path / "whole", "--objective", "flow", "--steps", "12", "--ckpt-every", "100")
-    _train(tmp_path / "parts", "--objective", "flow", "--steps", "5", "--ckpt-every", "100")
+    whole = _train(tmp_path / "whole", *CONSTANT, "--objective", "flow", "--steps", "12", "--ckpt-every", "100")
+    _train(tmp_path / "parts", *CONSTANT, "--objective", "flow", "--steps", "5", "--ckpt-every", "100")
     _assert_same_training_state(_train(tmp_path / "parts", "--resume", "--steps", "12"), whole)
 
 
@@ -70,7 +76,9 @@ def _wait_for_lines(path, n, proc, timeout=120):
 
 
 @pytest.mark.slow
-def test_sigterm_writes_a_checkpoint_exits_0_and_resumes_bit_exactly(uninterrupted, tmp_path):
+def test_sigterm_writes_a_checkpoint_exits_0_and_resumes_bit_exactly_at_the_default_learning_rate_decay(tmp_path):
+    uninterrupted = _train(tmp_path / "whole", "--steps", "40", "--ckpt-every", "1000")
+    tmp_path = tmp_path / "stopped"
     proc = _start(tmp_path, "--steps", "40", "--ckpt-every", "1000")
     _wait_for_lines(tmp_path / "metrics.jsonl", 5, proc)
     proc.send_signal(signal.SIGTERM)
@@ -153,6 +161,10 @@ BAD_INPUTS = [
     ("train.py", ["--dataset", "cifar10", "--data-dir", "{root}"], "--download"),
     ("train.py", ["--prediction", "eps"], "zero-SNR"),
     ("train.py", ["--ema-decay", "1.5"], "--ema-decay"),
+    ("train.py", ["--adam-beta2", "1"], "--adam-beta2"),
+    ("train.py", ["--decay-fraction", "0"], "--decay-fraction must be positive"),
+    ("train.py", ["--decay-fraction", "1.5"], "at most 1"),
+    ("train.py", ["--lr-schedule", "constant", "--decay-fraction", "0.3"], "needs --lr-schedule wsd"),
     ("train.py", ["--label-dropout", "1"], "--label-dropout"),
     ("train.py", ["--offset-noise", "-1"], "--offset-noise"),
     ("train.py", ["--timesteps", "1"], "--timesteps"),
@@ -252,3 +264,35 @@ def test_an_unexpected_internal_error_keeps_its_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "in broken" in result.stderr and "a bug inside the library" in result.stderr
+
+
+class _FailsWhenCalled(torch.nn.Module):
+    """What torch.compile returns where the C++ compiler is missing: compiling fails at the first call."""
+
+    def forward(self, *args):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmany more lines")
+
+
+def test_a_model_that_cannot_compile_trains_in_eager_mode_after_a_one_line_notice(monkeypatch, capsys):
+    from runtime import compile_or_eager
+
+    monkeypatch.setattr(torch, "compile", lambda model: _FailsWhenCalled())
+    model = torch.nn.Linear(3, 2)
+    assert compile_or_eager(model, (torch.randn(4, 3),)) is model
+    notice = capsys.readouterr().err.strip().splitlines()
+    assert len(notice) == 1 and "eager mode" in notice[0] and "No working C++ compiler" in notice[0]
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_train_py_run_whose_compile_fails_trains_as_the_eager_run_does(monkeypatch, tmp_path, capsys):
+    import train
+    from train_config import TrainConfig
+
+    config = TrainConfig(model="tiny", image_size=16, num_images=32, batch_size=8, steps=3, log_every=1, ckpt_every=3)
+    eager = train.train(replace(config, out=str(tmp_path / "eager")))
+    monkeypatch.setattr(torch, "compile", lambda model: _FailsWhenCalled())
+    fallen_back = train.train(replace(config, compile=True, out=str(tmp_path / "compile")))
+    assert "training in eager mode" in capsys.readouterr().err
+    a, b = (torch.load(p, weights_only=True) for p in (eager, fallen_back))
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name

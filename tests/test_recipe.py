@@ -14,14 +14,46 @@ def test_the_default_recipe_is_the_papers_zero_snr_v_prediction_and_v_loss():
     assert (config.zero_snr, config.prediction, config.loss_space or config.prediction) == (True, "v", "v")
 
 
-def test_learning_rate_warms_up_linearly_then_stays_constant():
-    config = TrainConfig(lr=1e-3, warmup=100, steps=1000)
+def test_the_default_learning_rate_decays_linearly_to_zero_over_the_last_fifth_of_the_steps():
+    config = TrainConfig()
+    assert (config.lr_schedule, config.decay_fraction) == ("wsd", 0.2)
+
+
+def test_constant_learning_rate_warms_up_linearly_then_stays_constant():
+    config = TrainConfig(lr=1e-3, warmup=100, steps=1000, lr_schedule="constant")
     assert [lr_at(s, config) for s in (0, 49, 99, 500, 999)] == pytest.approx([1e-5, 5e-4, 1e-3, 1e-3, 1e-3])
 
 
-def test_cosine_learning_rate_is_half_way_down_at_mid_run_and_zero_at_the_end():
-    config = TrainConfig(lr=1e-3, warmup=100, steps=1100, lr_schedule="cosine")
-    assert [lr_at(s, config) for s in (99, 600, 1100)] == pytest.approx([1e-3, 5e-4, 0], abs=1e-12)
+def test_wsd_learning_rate_is_constant_until_the_decay_then_falls_linearly_toward_zero():
+    config = TrainConfig(lr=1e-3, warmup=100, steps=1000, lr_schedule="wsd", decay_fraction=0.2)
+    assert [lr_at(s, config) for s in (99, 799, 800, 900, 999)] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-6])
+
+
+def test_wsd_learning_rate_before_its_decay_does_not_depend_on_the_run_length():
+    short, long = (TrainConfig(lr_schedule="wsd", decay_fraction=0.3, steps=s) for s in (1000, 4000))
+    assert [lr_at(s, short) for s in range(0, 700, 50)] == [lr_at(s, long) for s in range(0, 700, 50)]
+
+
+def test_adam_beta2_reaches_the_optimizer(tmp_path):
+    from train import setup
+    job = setup(TrainConfig(model="tiny", image_size=16, num_images=16, batch_size=8, adam_beta2=0.95,
+                            out=str(tmp_path)), None)
+    assert job.optimizer.defaults["betas"] == (0.9, 0.95)
+
+
+def test_the_default_run_samples_its_last_weights_not_their_average():
+    assert TrainConfig().ema_decay == 0.0
+
+
+def test_an_average_of_decay_zero_is_the_model_bit_for_bit():
+    torch.manual_seed(0)
+    model, ema = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 4, 3)
+    for step in (0, 5, 1000):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        update_ema(ema, model, 0.0, step)
+        assert all(torch.equal(e, p) for e, p in zip(ema.parameters(), model.parameters()))
 
 
 def _pair(value: float = 1.0):
@@ -61,8 +93,8 @@ def test_ema_update_is_bit_identical_to_a_lerp_per_parameter():
 def test_the_cifar10_preset_brings_ddpms_recipe():
     given, _ = parse_args(["--dataset", "cifar10", "--model", "cifar10", "--data-dir", "d"])
     config = resolve(given, None)
-    assert (config.lr, config.batch_size, config.warmup, config.ema_decay, config.hflip, config.steps) == \
-        (2e-4, 128, 5_000, 0.9999, True, 800_000)
+    assert (config.lr, config.lr_schedule, config.batch_size, config.warmup, config.ema_decay, config.hflip,
+            config.steps) == (2e-4, "constant", 128, 5_000, 0.9999, True, 800_000)
     assert unet_config("cifar10", 32).dropout == 0.1
 
 

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from experiments import brightness, default_run, schedules, solvers
+import bench
+from experiments import brightness, default_run, recipe, schedules, solvers
 from experiments.common import between
 from tests.conftest import ROOT
 
@@ -26,7 +27,10 @@ TABLES = {
     "results: solvers": (RESULTS, "solvers", lambda: solvers.table(load("docs/solvers/results.json"))),
     "results: default_run": (RESULTS, "default_run", lambda: default_run.table(load("docs/default_run/results.json"))),
     "README: headline": (README, "brightness.table", lambda: brightness.brightness_table(load("docs/headline/results.json"))),
-    "design: tried": (DESIGN, "tried", lambda: default_run.tried_table(load("docs/design/tried.json"))),
+    "design: recipe": (DESIGN, "recipe", lambda: recipe.table(load("docs/recipe/results.json")["rows"])),
+    "benchmark": (ROOT / "docs" / "benchmark.md", "bench", lambda: bench.table(load("docs/bench/bench_cpu.json"))),
+    "design: tried": (DESIGN, "tried", lambda: recipe.tried_table(load("docs/design/tried.json"),
+                                                                  load("docs/recipe/results.json")["rows"])),
 }
 
 

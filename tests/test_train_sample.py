@@ -105,6 +105,25 @@ def test_resume_continues_from_the_checkpoint_to_the_new_step_count(tiny_run, tm
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
+def test_every_metrics_row_carries_the_runs_wall_time(tiny_run):
+    walls = [json.loads(r)["wall_s"] for r in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert walls == sorted(walls) and walls[0] > 0
+
+
+def test_a_resumed_metrics_log_counts_its_wall_time_on_from_the_last_row_it_keeps(tmp_path):
+    import time
+
+    from runtime import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"  # a run killed after step 9, resumed from its checkpoint at step 5
+    path.write_text('{"step": 5, "loss": 1.0, "wall_s": 100.0}\n{"step": 9, "loss": 1.0, "wall_s": 140.0}\n')
+    log = MetricsLog(path, 5, 0, time.perf_counter())
+    log.write({"step": 6, "loss": 0.5})
+    log.close()
+    rows = [json.loads(r) for r in path.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [5, 6] and 100.0 <= rows[1]["wall_s"] < 110.0
+
+
 def with_a_field_this_code_lacks(tiny_run, tmp_path, where: str):
     """A copy of the tiny run whose checkpoint's `where` config holds a field this code does not have, as one
     that another version of train.py wrote."""

@@ -56,3 +56,24 @@ def test_the_input_skip_starts_at_zero_and_passes_x_t_through_its_gain():
     with torch.no_grad():
         model.skip_gain.bias.fill_(2.0)  # g = 2 for every timestep and class; the head still answers 0
     torch.testing.assert_close(model(x, t, labels), 2 * x)
+
+
+def test_the_unet_keeps_its_convolution_weights_channels_last_through_copies_and_loading():
+    import copy
+
+    model = UNet(unet_config("tiny", 16, 2))
+    loaded = UNet(unet_config("tiny", 16, 2))
+    loaded.load_state_dict(copy.deepcopy(model).state_dict())
+    for m in (model, copy.deepcopy(model).to("cpu"), loaded):
+        assert m.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_channels_last_unet_computes_what_the_same_weights_compute_in_the_usual_layout():
+    torch.manual_seed(0)
+    model = UNet(unet_config("cpu", 32, 4))
+    for p in model.parameters():  # the zero-initialised convolutions too, so that every path counts
+        torch.nn.init.normal_(p, std=0.05)
+    x, t, y = torch.randn(4, 3, 32, 32), torch.tensor([1, 200, 600, 999]), torch.tensor([0, 1, 2, 3])
+    channels_last = model(x, t, y)
+    usual = model.to(memory_format=torch.contiguous_format)(x, t, y)
+    torch.testing.assert_close(channels_last, usual, rtol=1e-4, atol=1e-4)

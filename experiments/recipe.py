@@ -1,0 +1,106 @@
+"""The short-run recipe: train.py's optimiser and schedule flags, tried at the default run's length.
+
+    python -m experiments.recipe --page docs/design.md          # every arm below; about 14 min an arm and training seed
+
+Each arm is a set of train.py flags on top of the defaults, trained at 2 seeds (`python train.py FLAGS --seed S`)
+and scored by `python sample.py CHECKPOINT --evaluate --seed K` at 3 sampling seeds, as a user runs them. Rows go to
+OUT/results.json as they are measured (a rerun skips them); the table goes between the page's
+<!-- recipe:begin/end --> markers.
+"""
+import json
+from pathlib import Path
+
+from cli import Parser, run
+from experiments.common import ROOT, markdown, mean_std, replace_between, run_log, train, train_flags
+from experiments.default_run import COLUMNS, evaluate
+from train_config import TrainConfig
+
+# Each arm is train.py's settings on top of its defaults. The first four were tried first, the average (EMA) against
+# the last weights at the end of the winning decay; the others go on top of the winner, the default.
+ARMS = {
+    "constant rate": {"lr_schedule": "constant", "ema_decay": 0.999},
+    "linear decay over the last 20 %": {"lr_schedule": "wsd", "decay_fraction": 0.2, "ema_decay": 0.999},
+    "linear decay over the last 30 %": {"lr_schedule": "wsd", "decay_fraction": 0.3, "ema_decay": 0.999},
+    "raw weights": {"ema_decay": 0.0},
+    "Adam β2 0.99": {"adam_beta2": 0.99},
+    "Adam β2 0.95": {"adam_beta2": 0.95},
+    "learning rate 1e-3": {"lr": 1e-3},
+    "learning rate 4e-3": {"lr": 4e-3},
+    "batch 32, twice the steps": {"batch_size": 32, "steps": 2 * TrainConfig.steps},
+}
+
+
+def table(rows: list[dict]) -> str:
+    """A line per arm and training seed: each number's mean ± std over the sampling seeds."""
+    lines, arms = [], list(dict.fromkeys(r["arm"] for r in rows))
+    for arm, train_seed in sorted(dict.fromkeys((r["arm"], r["train_seed"]) for r in rows),
+                                  key=lambda key: (arms.index(key[0]), key[1])):
+        group = [r for r in rows if r["arm"] == arm and r["train_seed"] == train_seed]
+        lines.append([arm, f"`{group[0]['train_flags']}`", train_seed]
+                     + [mean_std([r[k] for r in group], digits) for k, (_, digits) in COLUMNS.items()])
+    return markdown(["arm", "train.py flags", "training seed", *(name for name, _ in COLUMNS.values())], lines)
+
+
+def spans(rows: list[dict], arm: str) -> str:
+    """An arm's numbers as the lowest and highest of its training seeds' means over the sampling seeds."""
+    by_seed = {}
+    for r in rows:
+        if r["arm"] == arm:
+            by_seed.setdefault(r["train_seed"], []).append(r)
+    parts = []
+    for key, name, digits in (("fd_ratio", "feature distance ratio", 1), ("spectrum_max", "highest band", 2),
+                              ("class_accuracy", "class accuracy", 3), ("chroma_ratio", "chroma", 2),
+                              ("spread_ratio", "brightness spread", 2)):
+        means = [sum(r[key] for r in group) / len(group) for group in by_seed.values()]
+        low, high = (f"{m:.{digits}f}" for m in (min(means), max(means)))
+        parts.append(f"{name} {low}" + (f"-{high}" if high != low else ""))
+    samples = min(len(group) for group in by_seed.values())
+    return f"{len(by_seed)} training × {samples} sampling seeds: " + ", ".join(parts)
+
+
+def tried_table(tried: dict, rows: list[dict]) -> str:
+    """docs/design/tried.json as a table: every change to the recipe that was trained and scored. A row with an
+    `arm` takes its numbers from this experiment's results; the others carry theirs as written."""
+    return markdown(["change", "flag", "what it measured", "verdict"],
+                    [[r["change"], f"`{r['flag']}`" if r["flag"].startswith(("-", "sample.py")) else r["flag"],
+                      spans(rows, r["arm"]) if "arm" in r else r["measured"], r["verdict"]] for r in tried["rows"]])
+
+
+def main() -> int:
+    p = Parser(description="Train each recipe arm at 2 seeds and score it with sample.py --evaluate.")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="which arms (default: all)")
+    p.add_argument("--train-seeds", type=int, default=2, help="training seeds 0 … N − 1 (default: 2)")
+    p.add_argument("--seeds", type=int, default=3, help="sampling seeds 0 … N − 1 (default: 3)")
+    p.add_argument("--work", default="runs/recipe", help="folder of the trained runs (default: %(default)s)")
+    p.add_argument("--out", default="docs/recipe", help="folder of results.json (default: %(default)s)")
+    p.add_argument("--page", help="put the table between this page's <!-- recipe:begin/end --> markers, and "
+                   "docs/design/tried.json's table between its <!-- tried:begin/end --> markers")
+    p.add_argument("--report-only", action="store_true", help="write the table from OUT/results.json")
+    a = p.parse_args()
+    out, work = Path(a.out), Path(a.work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    if not a.report_only:
+        for train_seed in range(a.train_seeds):
+            for arm in a.arms:
+                flags = train_flags(ARMS[arm])
+                run_dir = work / f"{'-'.join(flags).replace('--', '') or 'defaults'}_seed{train_seed}"
+                train(run_dir, {"steps": TrainConfig.steps, **ARMS[arm], "seed": train_seed})
+                checkpoint = run_dir / "checkpoint.pt"
+                for seed in range(a.seeds):
+                    if any(r["arm"] == arm and r["train_seed"] == train_seed and r["seed"] == seed for r in rows):
+                        continue
+                    rows.append({"arm": arm, "train_flags": " ".join(flags), "train_seed": train_seed, **run_log(checkpoint),
+                                 **evaluate(str(checkpoint), seed)})
+                    path.write_text(json.dumps({"rows": rows}, indent=1))
+    if a.page:
+        replace_between(Path(a.page), "recipe", table(rows))
+        replace_between(Path(a.page), "tried", tried_table(json.loads((ROOT / "docs/design/tried.json").read_text()), rows))
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

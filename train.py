@@ -179,9 +179,9 @@ def train(config: TrainConfig, state: dict | None = None) -> Path:
     if config.compile:  # compiled on the first batch, which the loop then trains on: the compile time counts as the run's
         first = next(batches)
         x, labels = (t.to(device) for t in first)
-        with autocast:
-            ddp_model = runtime.compile_or_eager(ddp_model, (x, torch.zeros(len(x), dtype=torch.long, device=device),
-                                                             labels if job.num_classes else None))
+        t = torch.zeros(len(x), dtype=torch.float32 if config.objective == "flow" else torch.long, device=device)
+        with autocast:  # t of the type the loss passes: a flow's is a float in [0, 1], a diffusion's an integer step
+            ddp_model = runtime.compile_or_eager(ddp_model, (x, t, labels if job.num_classes else None))
         batches = itertools.chain([first], batches)
     with stop:
         while step < config.steps:

@@ -172,7 +172,8 @@ def train(run_dir: Path, settings: dict, threads: int | None = None) -> tuple[to
 
 
 def continue_run(source: Path, run_dir: Path, steps: int, threads: int | None = None) -> tuple[torch.nn.Module, dict]:
-    """A copy of a finished run, trained on to `steps` (at a constant rate, the same as training that long)."""
+    """A copy of a finished run, trained on to `steps`: the same as training that long when the run keeps a constant
+    rate (CONSTANT_RATE_EMA), as the brightness experiment's and the training curve's do."""
     if not run_dir.exists():
         partial = run_dir.with_name(run_dir.name + ".copying")  # renamed when whole: a killed copy is never a run
         shutil.rmtree(partial, ignore_errors=True)
@@ -190,7 +191,8 @@ def run_log(checkpoint: str | Path) -> dict:
 
 # How the brightness experiment's models and the training curve were trained: a constant learning rate, sampled
 # from the weights' average (EMA). The default run has since moved to a decay to 0 and its last weights
-# (docs/design.md, the short-run recipe); these keep what their pages measured.
+# (docs/design.md, the short-run recipe); these keep the recipe their pages measured (with the UNet then in the
+# usual memory layout, which computes the same up to float rounding).
 CONSTANT_RATE_EMA = {"lr_schedule": "constant", "ema_decay": 0.999}
 
 

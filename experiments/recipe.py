@@ -15,13 +15,14 @@ from experiments.common import ROOT, markdown, mean_std, replace_between, run_lo
 from experiments.default_run import COLUMNS, evaluate
 from train_config import TrainConfig
 
-# Each arm is train.py's settings on top of its defaults. The first four were tried first, the average (EMA) against
-# the last weights at the end of the winning decay; the others go on top of the winner, the default.
+# Each arm is train.py's settings on top of its defaults. The first four were tried first: the schedules, sampled from
+# the weights' average (EMA), then the last weights at the end of the winning decay. The rest, on top of the winner
+# (the default), are the trials still to run.
 ARMS = {
     "constant rate": {"lr_schedule": "constant", "ema_decay": 0.999},
     "linear decay over the last 20 %": {"lr_schedule": "wsd", "decay_fraction": 0.2, "ema_decay": 0.999},
     "linear decay over the last 30 %": {"lr_schedule": "wsd", "decay_fraction": 0.3, "ema_decay": 0.999},
-    "raw weights": {"ema_decay": 0.0},
+    "raw weights": {"lr_schedule": "wsd", "decay_fraction": 0.2, "ema_decay": 0.0},
     "Adam β2 0.99": {"adam_beta2": 0.99},
     "Adam β2 0.95": {"adam_beta2": 0.95},
     "learning rate 1e-3": {"lr": 1e-3},
@@ -47,6 +48,8 @@ def spans(rows: list[dict], arm: str) -> str:
     for r in rows:
         if r["arm"] == arm:
             by_seed.setdefault(r["train_seed"], []).append(r)
+    if not by_seed:
+        return "not measured yet"
     parts = []
     for key, name, digits in (("fd_ratio", "feature distance ratio", 1), ("spectrum_max", "highest band", 2),
                               ("class_accuracy", "class accuracy", 3), ("chroma_ratio", "chroma", 2),
@@ -77,6 +80,8 @@ def main() -> int:
                    "docs/design/tried.json's table between its <!-- tried:begin/end --> markers")
     p.add_argument("--report-only", action="store_true", help="write the table from OUT/results.json")
     a = p.parse_args()
+    if a.train_seeds < 1 or a.seeds < 1:
+        p.error("--train-seeds and --seeds must be at least 1")
     out, work = Path(a.out), Path(a.work)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)

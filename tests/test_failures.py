@@ -39,19 +39,19 @@ CONSTANT = ["--lr-schedule", "constant"]
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """40 steps in one go at a constant rate: what a shorter run resumed to 40 steps must reproduce bit for bit."""
-    return _train(tmp_path_factory.mktemp("whole"), *CONSTANT, "--steps", "40", "--ckpt-every", "8")
+    """20 steps in one go at a constant rate: what a shorter run resumed to 20 steps must reproduce bit for bit."""
+    return _train(tmp_path_factory.mktemp("whole"), *CONSTANT, "--steps", "20", "--ckpt-every", "100")
 
 
 def test_resume_from_a_step_between_checkpoints_is_bit_exact(uninterrupted, tmp_path):
-    _train(tmp_path, *CONSTANT, "--steps", "13", "--ckpt-every", "8")  # the last checkpoint is at step 13, off the grid of 8
-    _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "40"), uninterrupted)
+    _train(tmp_path, *CONSTANT, "--steps", "7", "--ckpt-every", "4")  # the last checkpoint is at step 7, off the grid of 4
+    _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "20", "--ckpt-every", "100"), uninterrupted)
 
 
 @pytest.mark.slow
 def test_resume_from_a_checkpoint_boundary_is_bit_exact(uninterrupted, tmp_path):
-    _train(tmp_path, *CONSTANT, "--steps", "16", "--ckpt-every", "8")
-    _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "40"), uninterrupted)
+    _train(tmp_path, *CONSTANT, "--steps", "8", "--ckpt-every", "4")
+    _assert_same_training_state(_train(tmp_path, "--resume", "--steps", "20", "--ckpt-every", "100"), uninterrupted)
 
 
 @pytest.mark.slow

@@ -27,3 +27,8 @@ def test_a_tried_row_with_an_arm_takes_its_numbers_from_the_results_and_the_othe
                       {"change": "c2", "flag": "--y", "measured": "as written", "verdict": "v2"}]}
     lines = tried_table(tried, [row("a", 0, 0, fd_ratio=7.0)]).splitlines()[2:]
     assert "feature distance ratio 7.0," in lines[0] and "| as written |" in lines[1]
+
+
+def test_a_tried_row_whose_arm_has_no_results_yet_says_so():
+    tried = {"rows": [{"change": "c", "flag": "--x", "arm": "not run", "verdict": "v"}]}
+    assert "| not measured yet |" in tried_table(tried, [row("a", 0, 0)])

@@ -99,7 +99,8 @@ def main() -> int:
     if a.report_only:
         results = json.loads((out / "results.json").read_text())
     else:
-        results = {"rows": [{**evaluate(c, seed, flags), **run_log(c)} for flags in a.settings for c in a.checkpoints
+        logs = {c: run_log(c) for c in a.checkpoints}
+        results = {"rows": [{**evaluate(c, seed, flags), **logs[c]} for flags in a.settings for c in a.checkpoints
                             for seed in range(a.seeds)]}
         (out / "results.json").write_text(json.dumps(results, indent=1))
         grids(a.checkpoints[0], out)

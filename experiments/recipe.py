@@ -94,10 +94,11 @@ def main() -> int:
                 run_dir = work / f"{'-'.join(flags).replace('--', '') or 'defaults'}_seed{train_seed}"
                 train(run_dir, {"steps": TrainConfig.steps, **ARMS[arm], "seed": train_seed})
                 checkpoint = run_dir / "checkpoint.pt"
+                log = run_log(checkpoint)
                 for seed in range(a.seeds):
                     if any(r["arm"] == arm and r["train_seed"] == train_seed and r["seed"] == seed for r in rows):
                         continue
-                    rows.append({"arm": arm, "train_flags": " ".join(flags), "train_seed": train_seed, **run_log(checkpoint),
+                    rows.append({"arm": arm, "train_flags": " ".join(flags), "train_seed": train_seed, **log,
                                  **evaluate(str(checkpoint), seed)})
                     path.write_text(json.dumps({"rows": rows}, indent=1))
     if a.page:

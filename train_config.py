@@ -108,9 +108,11 @@ def recipe_defaults(model: str) -> TrainConfig:
     return replace(TrainConfig(), **RECIPES.get(model, {}))
 
 
-# What may change when a run is resumed: where and how long to train, and the step size (lowered after
-# a divergence). Anything else would silently train a different model.
-RESUMABLE = {"steps", "device", "precision", "workers", "compile", "out", "ckpt_every", "log_every", "download", "data_dir", "lr", "grad_clip"}
+# What may change when a run is resumed: where and how long to train, the step size (lowered after a
+# divergence) and its schedule (a run at a constant rate can take its decay later: wsd's rate before the
+# decay does not depend on --steps). Anything else would silently train a different model.
+RESUMABLE = {"steps", "device", "precision", "workers", "compile", "out", "ckpt_every", "log_every", "download", "data_dir",
+             "lr", "lr_schedule", "decay_fraction", "grad_clip"}
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[dict, bool]:

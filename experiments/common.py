@@ -171,22 +171,29 @@ def train(run_dir: Path, settings: dict, threads: int | None = None) -> tuple[to
     return load_ema_model(state, path), state
 
 
-def continue_run(source: Path, run_dir: Path, steps: int, threads: int | None = None) -> tuple[torch.nn.Module, dict]:
-    """A copy of a finished run, trained on to `steps`: the same as training that long when the run keeps a constant
-    rate (CONSTANT_RATE_EMA), as the brightness experiment's and the training curve's do."""
+def continue_run(source: Path, run_dir: Path, steps: int, threads: int | None = None,
+                 **flags) -> tuple[torch.nn.Module, dict]:
+    """A copy of a finished run, trained on to `steps` under the train.py `flags` a resume may change: the same as
+    training that long when the run keeps a constant rate (CONSTANT_RATE_EMA), as the brightness experiment's do."""
     if not run_dir.exists():
         partial = run_dir.with_name(run_dir.name + ".copying")  # renamed when whole: a killed copy is never a run
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(source, partial, ignore=shutil.ignore_patterns("*.png"))
         partial.rename(run_dir)
-    return train(run_dir, {"steps": steps}, threads)
+    return train(run_dir, {"steps": steps, **flags}, threads)
 
 
-def run_log(checkpoint: str | Path) -> dict:
-    """The run's wall time and mean loss over its first 300 steps, from its metrics.jsonl."""
-    rows = [json.loads(line) for line in (Path(checkpoint).parent / "metrics.jsonl").read_text().splitlines()]
-    first = [r["loss"] for r in rows if "loss" in r and r["step"] <= 300]
-    return {"wall_s": rows[-1]["wall_s"], "first_300_loss": sum(first) / len(first)}
+def wall_time(checkpoint: str | Path) -> float:
+    """The run's wall time in seconds, set-up and checkpoints included, from the last row of its metrics.jsonl."""
+    return json.loads((Path(checkpoint).parent / "metrics.jsonl").read_text().splitlines()[-1])["wall_s"]
+
+
+def groups(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    """The rows grouped by their values of `keys`, in the order each group first appears."""
+    grouped: dict[tuple, list[dict]] = {}
+    for r in rows:
+        grouped.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return grouped
 
 
 # How the brightness experiment's models and the training curve were trained: a constant learning rate, sampled

@@ -21,7 +21,7 @@ from torchvision.utils import save_image
 from cli import Parser, UsageError, run
 from data import load_dataset
 from evaluation.preview import GRID_ROW, grid_labels
-from experiments.common import ROOT, markdown, mean_std, replace_between, run_log
+from experiments.common import ROOT, groups, markdown, mean_std, replace_between, wall_time
 from models.checkpoint import load_training_checkpoint
 
 COLUMNS = {"class_accuracy": ("class accuracy", 3), "fd_ratio": ("feature distance ratio", 1),
@@ -42,13 +42,16 @@ def evaluate(checkpoint: str, seed: int, flags: str = "") -> dict:
             **json.loads(lines[0].removeprefix("quality "))}
 
 
+def columns(group: list[dict]) -> list[str]:
+    """Each of COLUMNS' numbers as its mean ± std over a group of rows (the sampling seeds)."""
+    return [mean_std([r[k] for r in group], digits) for k, (_, digits) in COLUMNS.items()]
+
+
 def table(results: dict) -> str:
     """A line per checkpoint and flag set: each number's mean ± std over the sampling seeds."""
-    rows, lines = results["rows"], []
-    for flags, checkpoint in dict.fromkeys((r["flags"], r["checkpoint"]) for r in rows):
-        group = [r for r in rows if r["flags"] == flags and r["checkpoint"] == checkpoint]
-        lines.append([f"`{checkpoint}`", f"`{flags}`" if flags else "defaults", f"{group[0]['wall_s'] / 60:.1f}", len(group)]
-                     + [mean_std([r[k] for r in group], digits) for k, (_, digits) in COLUMNS.items()])
+    rows = results["rows"]
+    lines = [[f"`{checkpoint}`", f"`{flags}`" if flags else "defaults", f"{group[0]['wall_s'] / 60:.1f}", len(group),
+              *columns(group)] for (flags, checkpoint), group in groups(rows, "flags", "checkpoint").items()]
     data = rows[0]["data_class_accuracy"]
     return markdown(["checkpoint", "sample.py flags", "training minutes", "sampling seeds",
                      *(name for name, _ in COLUMNS.values())], lines) + (
@@ -99,8 +102,8 @@ def main() -> int:
     if a.report_only:
         results = json.loads((out / "results.json").read_text())
     else:
-        logs = {c: run_log(c) for c in a.checkpoints}
-        results = {"rows": [{**evaluate(c, seed, flags), **logs[c]} for flags in a.settings for c in a.checkpoints
+        wall = {c: wall_time(c) for c in a.checkpoints}
+        results = {"rows": [{**evaluate(c, seed, flags), "wall_s": wall[c]} for flags in a.settings for c in a.checkpoints
                             for seed in range(a.seeds)]}
         (out / "results.json").write_text(json.dumps(results, indent=1))
         grids(a.checkpoints[0], out)

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 from cli import Parser, run
-from experiments.common import ROOT, markdown, mean_std, replace_between, run_log, train, train_flags
-from experiments.default_run import COLUMNS, evaluate
+from experiments.common import ROOT, groups, markdown, replace_between, train, train_flags, wall_time
+from experiments.default_run import COLUMNS, columns, evaluate
 from train_config import TrainConfig
 
 # Each arm is train.py's settings on top of its defaults. The first four were tried first: the schedules, sampled from
@@ -33,21 +33,15 @@ ARMS = {
 
 def table(rows: list[dict]) -> str:
     """A line per arm and training seed: each number's mean ± std over the sampling seeds."""
-    lines, arms = [], list(dict.fromkeys(r["arm"] for r in rows))
-    for arm, train_seed in sorted(dict.fromkeys((r["arm"], r["train_seed"]) for r in rows),
-                                  key=lambda key: (arms.index(key[0]), key[1])):
-        group = [r for r in rows if r["arm"] == arm and r["train_seed"] == train_seed]
-        lines.append([arm, f"`{group[0]['train_flags']}`", train_seed]
-                     + [mean_std([r[k] for r in group], digits) for k, (_, digits) in COLUMNS.items()])
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    ordered = sorted(groups(rows, "arm", "train_seed").items(), key=lambda item: (arms.index(item[0][0]), item[0][1]))
+    lines = [[arm, f"`{group[0]['train_flags']}`", train_seed, *columns(group)] for (arm, train_seed), group in ordered]
     return markdown(["arm", "train.py flags", "training seed", *(name for name, _ in COLUMNS.values())], lines)
 
 
 def spans(rows: list[dict], arm: str) -> str:
     """An arm's numbers as the lowest and highest of its training seeds' means over the sampling seeds."""
-    by_seed = {}
-    for r in rows:
-        if r["arm"] == arm:
-            by_seed.setdefault(r["train_seed"], []).append(r)
+    by_seed = groups([r for r in rows if r["arm"] == arm], "train_seed")
     if not by_seed:
         return "not measured yet"
     parts = []
@@ -94,11 +88,11 @@ def main() -> int:
                 run_dir = work / f"{'-'.join(flags).replace('--', '') or 'defaults'}_seed{train_seed}"
                 train(run_dir, {"steps": TrainConfig.steps, **ARMS[arm], "seed": train_seed})
                 checkpoint = run_dir / "checkpoint.pt"
-                log = run_log(checkpoint)
+                wall_s = wall_time(checkpoint)
                 for seed in range(a.seeds):
                     if any(r["arm"] == arm and r["train_seed"] == train_seed and r["seed"] == seed for r in rows):
                         continue
-                    rows.append({"arm": arm, "train_flags": " ".join(flags), "train_seed": train_seed, **log,
+                    rows.append({"arm": arm, "train_flags": " ".join(flags), "train_seed": train_seed, "wall_s": wall_s,
                                  **evaluate(str(checkpoint), seed)})
                     path.write_text(json.dumps({"rows": rows}, indent=1))
     if a.page:

@@ -1,77 +1,110 @@
-"""How the default run's samples improve with training time: one run, continued, scored at each point.
+"""How the default run's samples improve with training time: the default recipe at several lengths, scored at each.
 
-    python -m experiments.training_curve --out runs/curve --seeds 3
+    python -m experiments.training_curve --out runs/curve --seeds 3 --page docs/results.md
 
-Trains `python train.py --out OUT/step_N --steps N --lr-schedule constant --ema-decay 0.999` for the first N
-of --steps and each later point as a copy of the point before, resumed to N (resuming is bit-exact, so every
-point is the same run read at N steps); scores each as experiments.default_run does (`sample.py --evaluate`, its defaults) at each sampling
-seed. Writes DOCS/curve.json (a point scored before keeps its rows) and the figure DOCS/curve.png.
+`python train.py --steps N` keeps a constant rate up to step 0.8·N, then decays it to 0. So the points share one run
+at a constant rate (the trunk, continued from point to point), and each point copies the trunk at 0.8·N and resumes
+it with the decay (`--resume --lr-schedule wsd --steps N`): bit for bit the run `python train.py --steps N`. A point's
+minutes are the wall time in its own log, the trunk's and then the decay's (each resumed piece adds its few seconds
+of set-up). Each point is scored as experiments.default_run does (`sample.py --evaluate`, its defaults) at each
+sampling seed. Writes DOCS/curve.json (a point scored before keeps its rows), its table (with --page, between the
+page's <!-- curve:begin/end --> markers) and the figure DOCS/curve.png, beside the earlier recipe's points
+(DOCS/curve_constant.json: one run at a constant rate, sampled from its EMA).
 """
 import json
 import sys
 from pathlib import Path
 
 from cli import Parser, run
-from experiments.common import CONSTANT_RATE_EMA, continue_run, pyplot, save, train
-from experiments.default_run import evaluate
+from experiments.common import continue_run, groups, markdown, pyplot, replace_between, save, train, wall_time
+from experiments.default_run import COLUMNS, columns, evaluate
 from train_config import TrainConfig
 
-BATCH = TrainConfig.batch_size  # train.py's default, which every point keeps
+TARGETS = {"fd_ratio": 8.0, "spectrum_max": 2.0}  # what the default run is asked to reach (issue 42)
 
 
-def plot(results: dict, path: Path) -> None:
-    """Class accuracy, the feature distance and the highest and lowest spectrum bands against the images seen."""
+def minutes(results: dict) -> list[float]:
+    """Each row's training minutes: its run's logged wall time, or for the earlier recipe's rows, whose logs did not
+    record it, their steps at the earlier default run's measured seconds a step."""
+    if "seconds_per_step" in results:
+        return [r["steps"] * results["seconds_per_step"] / 60 for r in results["rows"]]
+    return [r["wall_s"] / 60 for r in results["rows"]]
+
+
+def table(results: dict) -> str:
+    """A line per point: its steps, its minutes and each number's mean ± std over the sampling seeds."""
+    lines = [[f"{steps:,}", f"{group[0]['wall_s'] / 60:.1f}", len(group), *columns(group)]
+             for (steps,), group in groups(results["rows"], "steps").items()]
+    return markdown(["steps", "training minutes", "sampling seeds", *(name for name, _ in COLUMNS.values())], lines)
+
+
+def plot(results: dict, earlier: dict | None, path: Path) -> None:
+    """Class accuracy, the feature distance and the highest and lowest spectrum bands against training minutes."""
     plt = pyplot()
     if plt is None:
         return
     rows = results["rows"]
-    images = [r["steps"] * BATCH / 1000 for r in rows]
     panels = [(["class_accuracy"], "class accuracy", rows[0]["data_class_accuracy"]),
               (["fd_ratio"], "feature distance ratio", 1.0),
               (["spectrum_max", "spectrum_min"], "spectrum bands: max (o), min (v)", 1.0)]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for ax, (keys, title, data) in zip(axes, panels):
         for key, marker in zip(keys, "ov"):
-            ax.plot(images, [r[key] for r in rows], marker, color="C0")
+            if earlier:
+                ax.plot(minutes(earlier), [r[key] for r in earlier["rows"]], marker, color="grey", fillstyle="none")
+            ax.plot(minutes(results), [r[key] for r in rows], marker, color="C0")
+            if key in TARGETS:
+                ax.axhline(TARGETS[key], color="C2", linestyle=":", linewidth=1)
         ax.axhline(data, color="grey", linestyle="--", linewidth=1)
-        ax.axvline(TrainConfig.steps * BATCH / 1000, color="C3", linewidth=1)  # train.py's default length
+        ax.axvline(10, color="C3", linewidth=1)
         ax.set_xscale("log")
         if keys != ["class_accuracy"]:  # ratios: a factor off reads the same above and below
             ax.set_yscale("log")
-        ax.set_xlabel("thousands of training images (red: python train.py)")
-        ax.set_title(f"{title}; dashed: data", fontsize=9)
+        ax.set_xlabel("training minutes (red: the 10 of python train.py)")
+        ax.set_title(f"{title}; dashed: data, dotted: target", fontsize=9)
+    axes[0].legend(["earlier recipe", "default recipe"], fontsize=8)
     save(fig, path)
 
 
 def main() -> int:
-    p = Parser(description="Score one train.py run, continued, at several points of its training.")
-    p.add_argument("--out", default="runs/curve", help="one folder per point (default: %(default)s)")
-    p.add_argument("--steps", type=int, nargs="+", default=[675, 1350, 2700, 5400, 10800, 21600, 32400, 43200],
-                   help="the points, in train.py steps of 64 images (default: 675 … 43,200)")
+    p = Parser(description="Score the default recipe at several run lengths, branched off one run at a constant rate.")
+    p.add_argument("--out", default="runs/curve", help="the trunk's and the points' folders (default: %(default)s)")
+    p.add_argument("--steps", type=int, nargs="+", default=[550, 1100, 2200, 4400, 8800],
+                   help="the points, in train.py steps of 64 images (default: 550 … 8,800, about 2.5 … 40 min)")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds 0 … N − 1 per point (default: 3)")
     p.add_argument("--docs", default="docs/default_run", help="folder of curve.json and curve.png (default: %(default)s)")
+    p.add_argument("--page", help="also put the table between this page's <!-- curve:begin/end --> markers")
     a = p.parse_args()
-    if sorted(set(a.steps)) != a.steps or a.steps[0] < 1 or a.seeds < 1:
-        p.error("--steps must be increasing positive step counts, and --seeds at least 1")
+    if sorted(set(a.steps)) != a.steps or a.steps[0] < 2 or a.seeds < 1:
+        p.error("--steps must be increasing step counts of at least 2, and --seeds at least 1")
     out, docs = Path(a.out), Path(a.docs)
     out.mkdir(parents=True, exist_ok=True)
     docs.mkdir(parents=True, exist_ok=True)
     path = docs / "curve.json"
     scored = {(r["steps"], r["seed"]): r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}
     command = " ".join(["python -m experiments.training_curve", *sys.argv[1:]])
-    for before, steps in zip([None] + a.steps[:-1], a.steps):
-        run_dir = out / f"step_{steps:06d}"
-        if before is None:
-            # at a constant rate, so that each point goes on from the one before (a decay to 0 ends a run)
-            train(run_dir, {"steps": steps, **CONSTANT_RATE_EMA})
+    trunk_before = None
+    for steps in a.steps:
+        stable = int((1 - TrainConfig.decay_fraction) * steps)  # the steps before the decay begins
+        trunk = out / f"trunk_{stable:06d}"
+        if trunk_before is None:
+            train(trunk, {"steps": stable, "lr_schedule": "constant"})
         else:
-            continue_run(out / f"step_{before:06d}", run_dir, steps)
+            continue_run(trunk_before, trunk, stable)
+        trunk_before = trunk
+        point = out / f"step_{steps:06d}"
+        continue_run(trunk, point, steps, lr_schedule="wsd")
         for seed in range(a.seeds):
             if (steps, seed) not in scored:
-                scored[steps, seed] = {"steps": steps, **evaluate(str(run_dir / "checkpoint.pt"), seed)}
+                scored[steps, seed] = {"steps": steps, "wall_s": wall_time(point / "checkpoint.pt"),
+                                       **evaluate(str(point / "checkpoint.pt"), seed)}
         path.write_text(json.dumps({"command": command, "rows": [scored[k] for k in sorted(scored)]}, indent=1))
-    plot(json.loads(path.read_text()), docs / "curve.png")
-    print(f"wrote {path} and {docs / 'curve.png'}")
+    results = json.loads(path.read_text())
+    earlier = docs / "curve_constant.json"
+    plot(results, json.loads(earlier.read_text()) if earlier.exists() else None, docs / "curve.png")
+    if a.page:
+        replace_between(Path(a.page), "curve", table(results))
+    print(table(results))
     return 0
 
 

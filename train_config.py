@@ -56,7 +56,8 @@ class TrainConfig:
     lr_schedule: str = flag("wsd", "after the warmup, wsd: constant, then a linear decay to 0 over the last "
                             "--decay-fraction of the steps; or constant to the end", choices=LR_SCHEDULES)
     decay_fraction: float = flag(0.2, "with --lr-schedule wsd: the share of --steps over which the rate decays to 0")
-    adam_beta2: float = flag(0.999, "AdamW's β2, the decay of its average of squared gradients")
+    adam_beta2: float = flag(0.95, "AdamW's β2, the decay of its average of squared gradients (0.95: it adapts "
+                              "within the few thousand steps of a short run)")
     warmup: int = flag(100, "steps of linear learning-rate warmup")
     grad_clip: float = flag(1.0, "clip the gradient norm to this; 0 turns clipping off")
     ema_decay: float = flag(0.0, "decay of the weight average (EMA) that sampling uses; 0 samples the last weights "
@@ -92,13 +93,15 @@ class TrainConfig:
 
 
 # The GPU presets' training recipes, for every flag not given on the command line. DDPM's CIFAR-10 recipe
-# (Ho et al. 2020, App. B): Adam at a constant 2e-4 after 5,000 warm-up steps, batch 128, EMA 0.9999, random flips,
+# (Ho et al. 2020, App. B): Adam (β2 0.999) at a constant 2e-4 after 5,000 warm-up steps, batch 128, EMA 0.9999, random flips,
 # dropout 0.1 (in the UNet preset), 800k steps; the same for CelebA 64×64 with 500k steps. A first run can
 # stop much earlier (--steps 100000), and resume later with a larger --steps.
 RECIPES = {
-    "cifar10": dict(lr=2e-4, batch_size=128, warmup=5_000, lr_schedule="constant", ema_decay=0.9999, hflip=True, steps=800_000,
+    "cifar10": dict(lr=2e-4, batch_size=128, warmup=5_000, lr_schedule="constant", adam_beta2=0.999, ema_decay=0.9999,
+                    hflip=True, steps=800_000,
                     ckpt_every=10_000, log_every=100),
-    "celeba64": dict(lr=2e-4, batch_size=128, warmup=5_000, lr_schedule="constant", ema_decay=0.9999, hflip=True, steps=500_000,
+    "celeba64": dict(lr=2e-4, batch_size=128, warmup=5_000, lr_schedule="constant", adam_beta2=0.999, ema_decay=0.9999,
+                     hflip=True, steps=500_000,
                      ckpt_every=10_000, log_every=100),
 }
 

@@ -33,7 +33,7 @@ from diffusion import (Guidance, IdealDenoiser, SamplingSettings, Schedule, flow
                        predict_x0_eps, sample_in_batches, spacing_offset)
 from evaluation.metrics import brightness, first_step_gain, leak_prediction
 from evaluation.yardstick import shapes_quality
-from experiments.common import (CONSTANT_RATE_EMA, Results, Row, continue_run, markdown, matches, mean_std, pyplot,
+from experiments.common import (EARLIER_RECIPE, Results, Row, continue_run, markdown, matches, mean_std, pyplot,
                                 replace_between, row_metrics, save, seeds_of, side_by_side, train)
 from models import unet_config
 from models.checkpoint import checkpoint_schedule
@@ -114,7 +114,7 @@ def train_settings(s: Setup, name: str, seed: int) -> dict:
     p = s.p
     settings = {"dataset": p.dataset, "image_size": p.image_size, "model": p.unet, "batch_size": p.batch_size,
                 "steps": p.train_steps, "seed": seed, "hold_out": len(s.data), "hold_out_seed": s.split_seed,
-                "ckpt_every": max(p.train_steps // 4, min(p.train_steps, 100)), **CONSTANT_RATE_EMA, **MODELS[name]}
+                "ckpt_every": max(p.train_steps // 4, min(p.train_steps, 100)), **EARLIER_RECIPE, **MODELS[name]}
     return settings if p.dataset == "shapes" else {**settings, "data_dir": p.data_dir}
 
 

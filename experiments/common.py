@@ -174,7 +174,7 @@ def train(run_dir: Path, settings: dict, threads: int | None = None) -> tuple[to
 def continue_run(source: Path, run_dir: Path, steps: int, threads: int | None = None,
                  **flags) -> tuple[torch.nn.Module, dict]:
     """A copy of a finished run, trained on to `steps` under the train.py `flags` a resume may change: the same as
-    training that long when the run keeps a constant rate (CONSTANT_RATE_EMA), as the brightness experiment's do."""
+    training that long when the run keeps a constant rate (EARLIER_RECIPE), as the brightness experiment's do."""
     if not run_dir.exists():
         partial = run_dir.with_name(run_dir.name + ".copying")  # renamed when whole: a killed copy is never a run
         shutil.rmtree(partial, ignore_errors=True)
@@ -196,11 +196,11 @@ def groups(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     return grouped
 
 
-# How the brightness experiment's models and the training curve were trained: a constant learning rate, sampled
-# from the weights' average (EMA). The default run has since moved to a decay to 0 and its last weights
-# (docs/design.md, the short-run recipe); these keep the recipe their pages measured (with the UNet then in the
-# usual memory layout, which computes the same up to float rounding).
-CONSTANT_RATE_EMA = {"lr_schedule": "constant", "ema_decay": 0.999}
+# How the brightness experiment's models were trained: the default run's earlier recipe, a constant learning rate,
+# Adam's β2 0.999, sampled from the weights' average (EMA). The default run has since moved to a decay to 0, β2 0.95
+# and its last weights (docs/design.md, the short-run recipe); these keep the recipe their pages measured (with the
+# UNet then in the usual memory layout, which computes the same up to float rounding).
+EARLIER_RECIPE = {"lr_schedule": "constant", "adam_beta2": 0.999, "ema_decay": 0.999}
 
 
 def side_by_side(jobs: list, device: torch.device) -> None:

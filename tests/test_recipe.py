@@ -36,9 +36,13 @@ def test_wsd_learning_rate_before_its_decay_does_not_depend_on_the_run_length():
 
 def test_adam_beta2_reaches_the_optimizer(tmp_path):
     from train import setup
-    job = setup(TrainConfig(model="tiny", image_size=16, num_images=16, batch_size=8, adam_beta2=0.95,
+    job = setup(TrainConfig(model="tiny", image_size=16, num_images=16, batch_size=8, adam_beta2=0.99,
                             out=str(tmp_path)), None)
-    assert job.optimizer.defaults["betas"] == (0.9, 0.95)
+    assert job.optimizer.defaults["betas"] == (0.9, 0.99)
+
+
+def test_the_default_adam_beta2_is_0_95():
+    assert TrainConfig().adam_beta2 == 0.95
 
 
 def test_the_default_run_samples_its_last_weights_not_their_average():
@@ -93,8 +97,8 @@ def test_ema_update_is_bit_identical_to_a_lerp_per_parameter():
 def test_the_cifar10_preset_brings_ddpms_recipe():
     given, _ = parse_args(["--dataset", "cifar10", "--model", "cifar10", "--data-dir", "d"])
     config = resolve(given, None)
-    assert (config.lr, config.lr_schedule, config.batch_size, config.warmup, config.ema_decay, config.hflip,
-            config.steps) == (2e-4, "constant", 128, 5_000, 0.9999, True, 800_000)
+    assert (config.lr, config.lr_schedule, config.adam_beta2, config.batch_size, config.warmup, config.ema_decay,
+            config.hflip, config.steps) == (2e-4, "constant", 0.999, 128, 5_000, 0.9999, True, 800_000)
     assert unet_config("cifar10", 32).dropout == 0.1
 
 

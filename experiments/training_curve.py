@@ -60,8 +60,8 @@ def plot(results: dict, earlier: dict | None, path: Path) -> None:
         ax.set_xscale("log")
         if keys != ["class_accuracy"]:  # ratios: a factor off reads the same above and below
             ax.set_yscale("log")
-        ax.set_xlabel("training minutes (red: the 10 of python train.py)")
-        ax.set_title(f"{title}; dashed: data, dotted: target", fontsize=9)
+        ax.set_xlabel("training minutes (red: 10; dashed: data; dotted: target)")
+        ax.set_title(title, fontsize=9)
     axes[0].legend(["earlier recipe", "default recipe"], fontsize=8)
     save(fig, path)
 

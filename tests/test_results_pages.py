@@ -5,7 +5,7 @@ import re
 import pytest
 
 import bench
-from experiments import brightness, default_run, recipe, schedules, solvers
+from experiments import brightness, default_run, recipe, schedules, solvers, training_curve
 from experiments.common import between
 from tests.conftest import ROOT
 
@@ -26,6 +26,7 @@ TABLES = {
                                       lambda: schedules.resolution_table(load("docs/schedules/results.json"))),
     "results: solvers": (RESULTS, "solvers", lambda: solvers.table(load("docs/solvers/results.json"))),
     "results: default_run": (RESULTS, "default_run", lambda: default_run.table(load("docs/default_run/results.json"))),
+    "results: curve": (RESULTS, "curve", lambda: training_curve.table(load("docs/default_run/curve.json"))),
     "README: headline": (README, "brightness.table", lambda: brightness.brightness_table(load("docs/headline/results.json"))),
     "design: recipe": (DESIGN, "recipe", lambda: recipe.table(load("docs/recipe/results.json")["rows"])),
     "benchmark": (ROOT / "docs" / "benchmark.md", "bench", lambda: bench.table(load("docs/bench/bench_cpu.json"))),

@@ -172,9 +172,10 @@ def train(run_dir: Path, settings: dict, threads: int | None = None) -> tuple[to
 
 
 def continue_run(source: Path, run_dir: Path, steps: int, threads: int | None = None,
-                 **flags) -> tuple[torch.nn.Module, dict]:
-    """A copy of a finished run, trained on to `steps` under the train.py `flags` a resume may change: the same as
-    training that long when the run keeps a constant rate (EARLIER_RECIPE), as the brightness experiment's do."""
+                 **flags: object) -> tuple[torch.nn.Module, dict]:
+    """A copy of a finished run, trained on to `steps` under the train.py `flags` a resume may change (train_config's
+    RESUMABLE): the same as training that long from the start when the run keeps a constant rate, as the brightness
+    experiment's and the training curve's trunk do."""
     if not run_dir.exists():
         partial = run_dir.with_name(run_dir.name + ".copying")  # renamed when whole: a killed copy is never a run
         shutil.rmtree(partial, ignore_errors=True)

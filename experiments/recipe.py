@@ -86,14 +86,15 @@ def main() -> int:
     if not a.report_only:
         for train_seed in range(a.train_seeds):
             for arm in a.arms:
+                done = {r["seed"] for r in rows if r["arm"] == arm and r["train_seed"] == train_seed}
+                if done >= set(range(a.seeds)):  # scored already: its run need not exist any more
+                    continue
                 flags = train_flags(ARMS[arm])
                 run_dir = work / f"{'-'.join(flags).replace('--', '') or 'defaults'}_seed{train_seed}"
                 train(run_dir, {"steps": TrainConfig.steps, **ARMS[arm], "seed": train_seed})
                 checkpoint = run_dir / "checkpoint.pt"
                 wall_s = wall_time(checkpoint)
-                for seed in range(a.seeds):
-                    if any(r["arm"] == arm and r["train_seed"] == train_seed and r["seed"] == seed for r in rows):
-                        continue
+                for seed in sorted(set(range(a.seeds)) - done):
                     rows.append({"arm": arm, "train_flags": " ".join(flags), "train_seed": train_seed, "wall_s": wall_s,
                                  **evaluate(str(checkpoint), seed)})
                     path.write_text(json.dumps({"rows": rows}, indent=1))

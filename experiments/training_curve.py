@@ -5,8 +5,8 @@
 `python train.py --steps N` keeps a constant rate up to step 0.8·N, then decays it to 0. So the points share one run
 at a constant rate (the trunk, continued from point to point), and each point copies the trunk at 0.8·N and resumes
 it with the decay (`--resume --lr-schedule wsd --steps N`): bit for bit the run `python train.py --steps N`. A point's
-minutes are the wall time in its own log, the trunk's and then the decay's (each resumed piece adds its few seconds
-of set-up). Each point is scored as experiments.default_run does (`sample.py --evaluate`, its defaults) at each
+minutes are the wall time in its own log, the trunk's and then the decay's (each trunk piece it went through adds its
+set-up and closing checkpoint, grid and score). Each point is scored as experiments.default_run does (`sample.py --evaluate`, its defaults) at each
 sampling seed. Writes DOCS/curve.json (a point scored before keeps its rows), its table (with --page, between the
 page's <!-- curve:begin/end --> markers) and the figure DOCS/curve.png, beside the earlier recipe's points
 (DOCS/curve_constant.json: one run at a constant rate, sampled from its EMA).
@@ -21,6 +21,11 @@ from experiments.default_run import COLUMNS, columns, evaluate
 from train_config import TrainConfig
 
 TARGETS = {"fd_ratio": 8.0, "spectrum_max": 2.0}  # what the default run is asked to reach (issue 42)
+
+
+def stable_steps(steps: int) -> int:
+    """The steps of `python train.py --steps N` before its decay begins: the trunk's share of a point."""
+    return int((1 - TrainConfig.decay_fraction) * steps)
 
 
 def minutes(results: dict) -> list[float]:
@@ -51,8 +56,9 @@ def plot(results: dict, earlier: dict | None, path: Path) -> None:
     for ax, (keys, title, data) in zip(axes, panels):
         for key, marker in zip(keys, "ov"):
             if earlier:
-                ax.plot(minutes(earlier), [r[key] for r in earlier["rows"]], marker, color="grey", fillstyle="none")
-            ax.plot(minutes(results), [r[key] for r in rows], marker, color="C0")
+                ax.plot(minutes(earlier), [r[key] for r in earlier["rows"]], marker, color="grey", fillstyle="none",
+                        label="earlier recipe")
+            ax.plot(minutes(results), [r[key] for r in rows], marker, color="C0", label="default recipe")
             if key in TARGETS:
                 ax.axhline(TARGETS[key], color="C2", linestyle=":", linewidth=1)
         ax.axhline(data, color="grey", linestyle="--", linewidth=1)
@@ -60,9 +66,9 @@ def plot(results: dict, earlier: dict | None, path: Path) -> None:
         ax.set_xscale("log")
         if keys != ["class_accuracy"]:  # ratios: a factor off reads the same above and below
             ax.set_yscale("log")
-        ax.set_xlabel("training minutes (red: 10; dashed: data; dotted: target)")
+        ax.set_xlabel("minutes of training (red: 10); dashed: data, dotted: target", fontsize=8)
         ax.set_title(title, fontsize=9)
-    axes[0].legend(["earlier recipe", "default recipe"], fontsize=8)
+    axes[0].legend(fontsize=8)
     save(fig, path)
 
 
@@ -70,7 +76,7 @@ def main() -> int:
     p = Parser(description="Score the default recipe at several run lengths, branched off one run at a constant rate.")
     p.add_argument("--out", default="runs/curve", help="the trunk's and the points' folders (default: %(default)s)")
     p.add_argument("--steps", type=int, nargs="+", default=[550, 1100, 2200, 4400, 8800],
-                   help="the points, in train.py steps of 64 images (default: 550 … 8,800, about 2.5 … 40 min)")
+                   help="the points, in train.py steps of 64 images (default: 550 … 8,800, 2.5 … 35 min here)")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds 0 … N − 1 per point (default: 3)")
     p.add_argument("--docs", default="docs/default_run", help="folder of curve.json and curve.png (default: %(default)s)")
     p.add_argument("--page", help="also put the table between this page's <!-- curve:begin/end --> markers")
@@ -85,7 +91,7 @@ def main() -> int:
     command = " ".join(["python -m experiments.training_curve", *sys.argv[1:]])
     trunk_before = None
     for steps in a.steps:
-        stable = int((1 - TrainConfig.decay_fraction) * steps)  # the steps before the decay begins
+        stable = stable_steps(steps)
         trunk = out / f"trunk_{stable:06d}"
         if trunk_before is None:
             train(trunk, {"steps": stable, "lr_schedule": "constant"})

@@ -63,7 +63,7 @@ def test_a_flow_run_resumes_bit_exactly(tmp_path):
 
 @pytest.mark.slow
 def test_a_constant_rate_run_given_its_decay_on_resume_is_bit_exactly_the_run_that_decayed_from_the_start(tmp_path):
-    whole = _train(tmp_path / "whole", "--steps", "10", "--ckpt-every", "100")  # the default: a decay over steps 8 and 9
+    whole = _train(tmp_path / "whole", "--steps", "10", "--ckpt-every", "100")  # the default: the rate falls at step 9
     _train(tmp_path / "branch", *CONSTANT, "--steps", "8", "--ckpt-every", "100")
     _assert_same_training_state(_train(tmp_path / "branch", "--resume", "--lr-schedule", "wsd", "--steps", "10"), whole)
 

@@ -1,5 +1,6 @@
 """The training recipe's pieces with known answers: the paper's defaults, the learning rate, the EMA."""
 import copy
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -110,3 +111,15 @@ def test_flags_given_override_the_presets_recipe():
 
 def test_the_cpu_preset_keeps_the_default_runs_recipe():
     assert resolve({}, None) == TrainConfig() and resolve({"model": "tiny"}, None) == TrainConfig(model="tiny")
+
+
+def test_a_resumed_run_may_change_its_learning_rate_schedule():
+    saved = {"config": asdict(TrainConfig(lr_schedule="constant"))}
+    config = resolve({"lr_schedule": "wsd", "decay_fraction": 0.3}, saved)
+    assert (config.lr_schedule, config.decay_fraction) == ("wsd", 0.3)
+
+
+def test_the_brightness_experiment_and_the_earlier_arms_keep_adam_beta2_0_999():
+    from experiments.common import EARLIER_RECIPE
+    from experiments.recipe import BEFORE
+    assert EARLIER_RECIPE["adam_beta2"] == BEFORE["adam_beta2"] == 0.999

@@ -1,5 +1,5 @@
 """experiments.training_curve's minutes and table, with known answers."""
-from experiments.training_curve import minutes, table
+from experiments.training_curve import minutes, stable_steps, table
 
 METRICS = {"class_accuracy": 0.7, "fd_ratio": 10.0, "spectrum_max": 2.0, "spectrum_min": 0.5, "chroma_ratio": 1.0,
            "spread_ratio": 0.9, "w1": 0.02}
@@ -19,3 +19,7 @@ def test_the_table_has_a_line_per_point_with_its_minutes_and_the_mean_over_sampl
     lines = table({"rows": rows}).splitlines()[2:]
     assert [line.split(" | ")[:3] for line in lines] == [["| 550", "2.5", "2"], ["| 1,100", "5.0", "1"]]
     assert "| 15.0 ± 7.1 |" in lines[0]
+
+
+def test_a_points_trunk_is_the_default_runs_steps_before_its_decay():
+    assert [stable_steps(n) for n in (550, 2200, 8800)] == [440, 1760, 7040]

@@ -20,7 +20,7 @@ from experiments.common import continue_run, groups, markdown, pyplot, replace_b
 from experiments.default_run import COLUMNS, columns, evaluate
 from train_config import TrainConfig
 
-TARGETS = {"fd_ratio": 8.0, "spectrum_max": 2.0}  # what the default run is asked to reach (issue 42)
+TARGETS = {"fd_ratio": 8.0, "spectrum_max": 2.0}  # what the default run is asked to reach (docs/results.md)
 
 
 def stable_steps(steps: int) -> int:

@@ -6,12 +6,11 @@
 
 Prints a Markdown table and writes JSON (--out). Rows:
 - matmul peak: fp32 and bf16 GFLOP/s of one large matrix product, the ceiling for the rows below;
-- each UNet preset and its diffusers peer (UNet2DModel of about the same parameter count, with
-  and without its attention), each channels-last and in the usual layout, training and forward
-  images/s in fp32 and bf16, FLOPs per image (torch's FlopCounterMode) and the share of the matmul
-  peak they reach;
-- train.py's own default loop (data, EMA, logging included), read from its metrics.jsonl, also with
-  --compile and on one thread, and its ratio to the fastest diffusers configuration;
+- each UNet preset and its diffusers peer (UNet2DModel of about the same parameter count, with and without its
+  attention), each channels-last and in the usual layout, training and forward images/s in fp32 and bf16, FLOPs
+  per image (torch's FlopCounterMode) and the share of the matmul peak they reach;
+- train.py's own default loop (data, EMA, logging included), read from its metrics.jsonl, also with --compile and
+  on one thread, and its ratio to the fastest diffusers configuration;
 - the sampler's overhead: one sampling run against steps × one forward;
 - the data path of each dataset format, and the ideal denoiser's samples/s.
 diffusers is optional (`pip install -e ".[diffusers]"`): without it those rows say so.
@@ -39,7 +38,7 @@ from data.images import write_cifar10_files
 from diffusion import IdealDenoiser, get_timesteps, guided_denoiser, initial_noise, make_schedule, sample
 from experiments.common import replace_between
 from models import UNet, unet_config
-from runtime import setup_distributed
+from runtime import end_distributed, setup_distributed
 
 NUM_CLASSES = 4
 PRESET_SIZE = {"tiny": 16, "cpu": 32, "cifar10": 32}
@@ -50,6 +49,7 @@ DIFFUSERS_PEERS = {
     "cifar10": {"attention": ((128, 256, 256, 256), 32), "no attention": ((128, 256, 256, 288), 32)},
 }
 PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+LAYOUTS = {"channels-last": torch.channels_last, "usual layout": torch.contiguous_format}
 
 
 def sync(device: torch.device) -> None:
@@ -125,9 +125,7 @@ def model_rows(name: str, model: torch.nn.Module, forward: Callable, size: int, 
         forward_pass(None)
     forward_flops = counter.get_total_flops() / args.forward_batch
     rows = []
-    for precision, dtype in PRECISION_DTYPES.items():
-        if precision not in args.precisions:
-            continue
+    for precision, dtype in ((p, d) for p, d in PRECISION_DTYPES.items() if p in args.precisions):
         train_rate = rate(lambda: train_step(dtype), args.batch_size, device, args.seconds)
         forward_rate = rate(lambda: forward_pass(dtype), args.forward_batch, device, args.seconds)
         row = {"model": name, "device": device.type, "precision": precision,
@@ -137,19 +135,12 @@ def model_rows(name: str, model: torch.nn.Module, forward: Callable, size: int, 
                "train_peak_share": train_flops * train_rate / peaks[precision],
                "forward_peak_share": forward_flops * forward_rate / peaks[precision]}
         if world > 1:
-            row["train_img_s_global"] = all_ranks_sum(train_rate, device)
+            total = torch.tensor([train_rate], device=device)
+            dist.all_reduce(total)
+            row["train_img_s_global"] = total.item()
         rows.append(row)
         print(f"{name} {precision}: train {train_rate:.0f} img/s, forward {forward_rate:.0f} img/s")
     return rows
-
-
-def all_ranks_sum(value: float, device: torch.device) -> float:
-    total = torch.tensor([value], device=device)
-    dist.all_reduce(total)
-    return total.item()
-
-
-LAYOUTS = {"channels-last": torch.channels_last, "usual layout": torch.contiguous_format}
 
 
 def unet_rows(args, device: torch.device, peaks: dict, world: int) -> list[dict]:
@@ -348,8 +339,7 @@ def main() -> int:
         if args.page and world == 1:
             replace_between(Path(args.page), "bench", table(results))
         print(f"wrote {args.out}")
-    if world > 1:
-        dist.destroy_process_group()
+    end_distributed(world)
     return 0
 
 

@@ -12,11 +12,8 @@ from models.checkpoint import CheckpointError
 
 
 class UsageError(ValueError):
-    """Bad input from the user: a flag, a path, a data folder. `run` prints it as one line and exits 2
-    (as it does a CheckpointError: a bad checkpoint file is bad input too).
-
-    Anything else that goes wrong is a bug (the user's or ours) and keeps its traceback.
-    """
+    """Bad input from the user: a flag, a path, a data folder. `run` prints it as one line and exits 2 (as it
+    does a CheckpointError: a bad checkpoint file is bad input too). Anything else is a bug and keeps its traceback."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -38,11 +35,8 @@ def run(main: Callable[[], int | None]) -> None:
 def pick_device(name: str) -> torch.device:
     """`auto` takes CUDA, then Apple's MPS, then the CPU."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        mps = torch.backends.mps.is_available()
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -57,8 +51,7 @@ def pick_device(name: str) -> torch.device:
 PRECISIONS = ("auto", "fp32", "bf16")
 # The help of --device and --precision, which train.py and sample.py both take: written once.
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
-PRECISION_HELP = ("bf16 autocast of the network; auto: bf16 on CUDA and on CPUs with native bf16 instructions, "
-                  "else fp32")
+PRECISION_HELP = "bf16 autocast of the network; auto: bf16 on CUDA and on CPUs with native bf16 instructions, else fp32"
 
 
 def native_bf16() -> bool:
@@ -69,10 +62,9 @@ def native_bf16() -> bool:
 
 
 def amp_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """bf16 where asked, or with `auto` where the hardware runs it natively (CUDA, and CPUs with
-    `native_bf16`); None for full precision. bf16 halves the bytes each tensor moves and runs on the
-    matrix units (tensor cores, AMX), and it keeps fp32's exponent range, so unlike fp16 it needs no
-    loss scaling. What it gains for train.py is measured in docs/benchmark.md."""
+    """bf16 where asked, or with `auto` where the hardware runs it natively (CUDA, and CPUs with `native_bf16`);
+    None for full precision. bf16 halves the bytes each tensor moves and runs on the matrix units (tensor cores,
+    AMX), and it keeps fp32's exponent range, so unlike fp16 it needs no loss scaling."""
     native = device.type == "cuda" or (device.type == "cpu" and native_bf16())
     return torch.bfloat16 if precision == "bf16" or (precision == "auto" and native) else None
 
@@ -89,17 +81,15 @@ def check_writable_dir(path: str) -> None:
 
 
 def flag(default: Any, help: str, **argparse_options: Any) -> Any:
-    """A dataclass field that is also a command-line flag (see `add_flags`): one place for a
-    setting's default, its help and its valid values. MISSING as the default makes it a
-    positional argument."""
+    """A dataclass field that is also a command-line flag (see `add_flags`): one place for a setting's default,
+    its help and its valid values. MISSING as the default makes it a positional argument."""
     return field(default=default, metadata={"help": help, **argparse_options})
 
 
 def add_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One --flag per field of a dataclass made with `flag`, or a positional argument for a field
-    without a default. Every default is None, so that the parsed namespace tells which flags were
-    given; a bool field becomes --name / --no-name; a trailing underscore (class_, for a Python
-    keyword) is not part of the flag's name."""
+    """One --flag per field of a dataclass made with `flag`, or a positional argument for a field without a
+    default. Every default is None, so that the parsed namespace tells which flags were given; a bool field
+    becomes --name / --no-name; a trailing underscore (class_, for a Python keyword) is not part of the flag's name."""
     for f in fields(config_class):
         options = dict(f.metadata)
         text = options.pop("help")

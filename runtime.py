@@ -1,7 +1,7 @@
 """What a long training run needs that is not diffusion: torchrun, resuming, stop signals, the metrics log.
 
-train.py reads top to bottom as the method; this module holds the plumbing it calls, so that
-a run can be killed, resumed bit-exactly on the CPU, spread over processes, and watched.
+The plumbing train.py calls, so that a run can be killed, resumed bit-exactly on the CPU, spread over processes,
+and watched, while train.py reads top to bottom as the method.
 """
 import json
 import os
@@ -24,9 +24,8 @@ Config = TypeVar("Config")
 
 
 def resolve_config(defaults: Config, given: dict, saved: dict | None, resumable: set[str]) -> Config:
-    """The defaults, overridden by the config of the checkpoint being resumed, overridden by the flags
-    given. A resumed run may change only the `resumable` fields: anything else would silently
-    train a different model."""
+    """The defaults, overridden by the config of the checkpoint being resumed, overridden by the flags given.
+    A resumed run may change only the `resumable` fields: anything else would silently train a different model."""
     if saved is not None:
         known = [f.name for f in fields(defaults)]
         if other := sorted(set(saved) ^ set(known)):
@@ -41,9 +40,8 @@ def resolve_config(defaults: Config, given: dict, saved: dict | None, resumable:
 
 
 def previous_state(out: Path, resume: bool) -> dict | None:
-    """The checkpoint in `out` to resume, or the finished run there (so that running the same command
-    twice is harmless); None for a new run. A run stopped part-way is never overwritten: it must be
-    resumed, or the new one go to another --out."""
+    """The checkpoint in `out` to resume, or the finished run there (so that running the same command twice is
+    harmless); None for a new run. A run stopped part-way is never overwritten: resume it, or use another --out."""
     path = out / CHECKPOINT
     if resume:
         return load_training_checkpoint(path)
@@ -77,8 +75,8 @@ def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
 
 @contextmanager
 def rank_zero_first(rank: int, world: int):
-    """Rank 0 runs the block first (a download, a cache build) while the others wait at a barrier,
-    then the others run it, finding its files done."""
+    """Rank 0 runs the block first (a download, a cache build) while the others wait at a barrier, then the
+    others run it, finding its files done."""
     if world > 1 and rank:
         dist.barrier()
     yield
@@ -92,9 +90,8 @@ def end_distributed(world: int) -> None:
 
 
 def any_rank(flags: list[bool], device: torch.device, world: int) -> list[bool]:
-    """Each flag, true if it is true on any process (one all-reduce for all of them): decisions that
-    end the loop must be taken by all ranks together, or the others wait forever in the next
-    gradient all-reduce."""
+    """Each flag, true if it is true on any process (one all-reduce for all of them): decisions that end the
+    loop must be taken by all ranks together, or the others wait forever in the next gradient all-reduce."""
     if world == 1:
         return flags
     flag_tensor = torch.tensor([float(f) for f in flags], device=device)
@@ -115,8 +112,8 @@ def gather_rng_states(device: torch.device, world: int) -> dict[str, list[torch.
 
 
 def restore_rng_states(state: dict, rank: int, world: int, device: torch.device, seed: int) -> None:
-    """Each rank takes back its own saved stream; with another number of processes than were saved,
-    every rank restarts from (seed, rank, step) instead, since no saved stream is its own."""
+    """Each rank takes back its own saved stream; with another number of processes than were saved, every rank
+    restarts from (seed, rank, step) instead, since no saved stream is its own."""
     saved = state["rng"]
     if len(saved) != world:
         torch.manual_seed(seed + 1_000_003 * rank + state["step"])  # seeds CUDA too
@@ -129,8 +126,8 @@ def restore_rng_states(state: dict, rank: int, world: int, device: torch.device,
 
 def resume(state: dict, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int,
            world: int, device: torch.device, seed: int) -> int:
-    """Load a checkpoint's weights, EMA weights and optimizer state, and give each rank its RNG stream
-    back (see `restore_rng_states`); returns the step to continue from."""
+    """Load a checkpoint's weights, EMA weights and optimizer state, and give each rank its RNG stream back
+    (`restore_rng_states`); returns the step to continue from."""
     if saved_model_config(state) != model.config:
         raise CheckpointError("the checkpoint's model does not match this dataset and preset")
     model.load_state_dict(state["model"])
@@ -142,8 +139,8 @@ def resume(state: dict, model: torch.nn.Module, ema: torch.nn.Module, optimizer:
 
 def save_training_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer,
                         step: int, rank: int, world: int, device: torch.device, **info) -> None:
-    """What `resume` needs (weights, EMA, optimizer, step, every rank's RNG state) and `info`, written
-    atomically by rank 0. A collective: every rank must call it."""
+    """What `resume` needs (weights, EMA, optimizer, step, every rank's RNG state) and `info`, written atomically
+    by rank 0. A collective: every rank must call it."""
     rng_states = gather_rng_states(device, world)
     if rank == 0:
         save_checkpoint({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
@@ -167,15 +164,12 @@ def compile_or_eager(model: torch.nn.Module, example: tuple) -> torch.nn.Module:
 
 
 class StepBatches:
-    """Index batches whose order depends only on (seed, step): resuming at step s replays the same data.
-
-    Epoch e is a permutation drawn from seed + e; each global batch is split across processes.
-    """
+    """Index batches whose order depends only on (seed, step): resuming at step s replays the same data. Epoch e
+    is a permutation drawn from seed + e; each global batch is split across processes."""
 
     def __init__(self, size: int, batch_size: int, seed: int, start_step: int, rank: int, world: int):
         self.size, self.batch_size, self.seed, self.start_step = size, batch_size, seed, start_step
-        self.rank, self.world = rank, world
-        self.per_epoch = size // batch_size
+        self.rank, self.world, self.per_epoch = rank, world, size // batch_size
 
     def __iter__(self):
         step = self.start_step
@@ -189,14 +183,11 @@ class StepBatches:
 
 
 class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks, so it can checkpoint and exit 0.
-
-    A context manager: the handlers it replaced come back when training ends.
-    """
+    """Turns SIGINT/SIGTERM into a flag the loop checks, so it can checkpoint and exit 0; a context manager,
+    the handlers it replaced come back when training ends."""
 
     def __init__(self):
-        self.requested = False
-        self.previous = {}
+        self.requested, self.previous = False, {}
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -212,27 +203,22 @@ class StopRequest:
 
 
 class TrainingDiverged(RuntimeError):
-    pass
+    """A non-finite loss or gradient norm: the run stops, keeping its last good checkpoint."""
 
 
 def skip_if_not_finite(optimizer: torch.optim.Optimizer, not_finite: torch.Tensor) -> None:
-    """Keep a step whose loss or gradient norm is not finite (`LossWindow.add`'s flag) from reaching the
-    weights, without a device sync every step: the fused AdamW skips a step whose `found_inf` is non-zero
-    (the undocumented attribute GradScaler sets for it), and `LossWindow.read` stops the run at the end of
-    the window. The unfused kernels (all mps has) refuse the flag: there only that stop keeps the
-    checkpoint good."""
+    """Keep a step whose loss or gradient norm is not finite (`LossWindow.add`'s flag) from reaching the weights,
+    without a device sync every step: the fused AdamW skips a step whose `found_inf` (the undocumented attribute
+    GradScaler sets) is non-zero, and `LossWindow.read` stops the run at the end of the window. The unfused
+    kernels (all mps has) refuse the flag: there only that stop keeps the checkpoint good."""
     if optimizer.defaults["fused"]:
         optimizer.found_inf = not_finite
 
 
 class LossWindow:
-    """The loss of the last few steps, kept on the device and read back once a window (every
-    --log-every steps and at checkpoints), so the step itself never waits for the device.
-
-    `add` returns the step's non-finite flag as a float tensor, for the fused optimizer's
-    `found_inf`: such a step is skipped on the device and the weights stay good until `read`
-    stops the run.
-    """
+    """The loss of the last few steps, kept on the device and read back once a window (every --log-every steps
+    and at checkpoints), so the step itself never waits for the device. `add` returns the step's non-finite flag
+    as a float tensor, for `skip_if_not_finite`."""
 
     def __init__(self, device: torch.device):
         self.loss_sum = torch.zeros((), device=device)
@@ -251,10 +237,9 @@ class LossWindow:
         mean_loss, bad_step = torch.stack([self.loss_sum / max(self.steps, 1), self.first_bad]).tolist()
         diverged, stopping = any_rank([bad_step >= 0, stop.requested], device, world)
         if diverged:
-            raise TrainingDiverged(
-                f"training diverged at step {int(bad_step) if bad_step >= 0 else step}; the loss or its "
-                f"gradient is not finite. The last good checkpoint ({out / CHECKPOINT}) is kept: resume it with a lower "
-                "--lr or --grad-clip")
+            raise TrainingDiverged(f"training diverged at step {int(bad_step) if bad_step >= 0 else step}; the loss or "
+                                   f"its gradient is not finite. The last good checkpoint ({out / CHECKPOINT}) is "
+                                   "kept: resume it with a lower --lr or --grad-clip")
         return mean_loss, stopping
 
     def reset(self) -> None:
@@ -263,12 +248,12 @@ class LossWindow:
 
 
 class MetricsLog:
-    """metrics.jsonl, one JSON object a line; reopened at `step`, it drops the rows past that step
-    that a killed run wrote after its last checkpoint. Writes nothing on ranks other than 0.
+    """metrics.jsonl, one JSON object a line; reopened at `step`, it drops the rows past that step that a killed
+    run wrote after its last checkpoint. Writes nothing on ranks other than 0.
 
-    Every row carries `wall_s`: the run's wall time so far, from `started` (a perf_counter reading taken
-    before the run's set-up), counting on from the last row kept when a run is resumed. Set-up,
-    checkpoints, their sample grids and compiling all count: it is the time a user waits.
+    Every row carries `wall_s`: the run's wall time so far, from `started` (a perf_counter reading taken before
+    the run's set-up), counting on from the last row kept when a run is resumed. Set-up, checkpoints, their
+    sample grids and compiling all count: it is the time a user waits.
     """
 
     def __init__(self, path: Path, step: int, rank: int, started: float):

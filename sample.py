@@ -145,12 +145,8 @@ def main() -> int:
     device = pick_device(config.device)
     model = load_ema_model(state, config.checkpoint).to(device)
     size, channels = model.config.image_size, model.config.in_channels
-    if label is not None:
-        labels = torch.full((config.num_samples,), label)
-    elif conditional:
-        labels = grid_labels(config.num_samples, len(classes))
-    else:
-        labels = None
+    labels = (torch.full((config.num_samples,), label) if label is not None
+              else grid_labels(config.num_samples, len(classes)) if conditional else None)
     settings = SamplingSettings(timesteps, sampler=config.sampler, eta=config.eta,
                                 guidance=Guidance(guidance, config.guidance_rescale, config.guidance_interval),
                                 offset_noise=config.offset_noise, seed=config.seed, batch_size=config.batch_size,
@@ -161,14 +157,12 @@ def main() -> int:
     if config.out_dir:
         for i, image in enumerate(images):
             save_image((image + 1) / 2, Path(config.out_dir) / f"{i:06d}.png")
-    summary = summarize(brightness(images))
     drawn = f"guidance w = {guidance:g}, φ = {config.guidance_rescale:g}" if guidance != 1 else "unguided"
     if config.guidance_interval is not None:  # refused above when unguided
-        low, high = config.guidance_interval
-        drawn += f" at t in [{low}, {high}]"
+        drawn += " at t in [{}, {}]".format(*config.guidance_interval)
     print(f"wrote {out} ({config.num_samples} samples, step {state['step']}, "
           f"{config.num_steps} {config.spacing} {config.sampler} steps, {drawn})")
-    print(summary_line("brightness", summary))
+    print(summary_line("brightness", summarize(brightness(images))))
     print(summary_line("data brightness", state["data_brightness"]))
     if config.evaluate:
         print(summary_line("quality", evaluate(images, labels, trained, device)))

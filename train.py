@@ -4,11 +4,10 @@
     python train.py --no-zero-snr --prediction eps    # Stable Diffusion's recipe, the baseline
     torchrun --nproc_per_node 4 train.py --dataset cifar10 --model cifar10 --batch-size 128
 
-Read top to bottom: the config; the schedule (fix #1, zero terminal SNR); the data, the model,
-its EMA and the optimizer; the loop, whose loss regresses the target of fix #2. Fixes #3
-(trailing steps) and #4 (rescaled guidance) act at sampling time: see sample.py. Every flag, its
-default and its check are in train_config.py; resuming, torchrun, stop signals and the metrics
-log are plumbing, in runtime.py.
+Read top to bottom: the config; the schedule (fix #1, zero terminal SNR); the data, the model, its EMA and the
+optimizer; the loop, whose loss regresses the target of fix #2. Fixes #3 (trailing steps) and #4 (rescaled guidance) act
+at sampling time: see sample.py. Every flag, its default and its check are in train_config.py; resuming, torchrun, stop
+signals and the metrics log are plumbing, in runtime.py.
 """
 import copy
 import itertools
@@ -53,12 +52,11 @@ def lr_at(step: int, config: TrainConfig) -> float:
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
     """θ_ema ← d·θ_ema + (1 − d)·θ, with d warmed up as min(decay, (1 + 3·step)/(10 + 3·step)).
 
-    The warm-up keeps the random initial weights out of the average early on. An average of decay d spans
-    about 1/(1 − d) steps: here (10 + 3·step)/9, a third of the steps taken so far, until it reaches the
-    1/(1 − decay) that --ema-decay asks for. The common (1 + step)/(10 + step) spans a ninth of them and
-    reaches the decay only after (10·decay − 1)/(1 − decay) steps, more than a short run takes.
-    One multi-tensor lerp for all parameters: one kernel launch on a GPU instead of one per tensor. At decay 0
-    the lerp's weight is 1, which returns θ exactly: the "average" is the last weights themselves.
+    The warm-up keeps the random initial weights out of the average: an average of decay d spans about 1/(1 − d)
+    steps, here (10 + 3·step)/9, a third of the steps so far, until it reaches the 1/(1 − decay) --ema-decay asks
+    for. (The common (1 + step)/(10 + step) reaches the decay only after (10·decay − 1)/(1 − decay) steps, more than
+    a short run takes.) One multi-tensor lerp: one kernel launch on a GPU, not one per tensor. At decay 0 its weight
+    is 1, which returns θ exactly: the "average" is the last weights themselves.
     """
     d = min(decay, (1 + 3 * step) / (10 + 3 * step))
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
@@ -131,8 +129,7 @@ def setup(config: TrainConfig, state: dict | None) -> Job:
     step = runtime.resume(state, model, ema, optimizer, rank, world, device, config.seed) if state else 0
     if config.init_from and not state:
         load_weights(config.init_from, model, ema)
-    # The loader gets a generator of its own: by default it would draw its workers' seed from the
-    # global RNG, shifting the noise stream of a resumed run by one draw.
+    # Its own generator: the default draws the workers' seed from the global RNG, shifting a resumed run's noise by one.
     loader = DataLoader(dataset, batch_sampler=runtime.StepBatches(len(dataset), config.batch_size, config.seed, step, rank, world),
                         num_workers=config.workers, pin_memory=device.type == "cuda",
                         persistent_workers=config.workers > 0, generator=torch.Generator().manual_seed(config.seed))
@@ -148,8 +145,7 @@ def setup(config: TrainConfig, state: dict | None) -> Job:
 
 
 def save_checkpoint(job: Job, step: int, metrics: runtime.MetricsLog) -> None:
-    """checkpoint.pt (everything a bit-exact resume needs), then a grid of the EMA model's samples and its quality
-    in the log."""
+    """checkpoint.pt (all a bit-exact resume needs), then a grid of the EMA model's samples, its quality logged."""
     runtime.save_training_state(job.out / runtime.CHECKPOINT, job.model, job.ema, job.optimizer, step, job.rank, job.world,
                                 job.device, config=asdict(job.config), data_brightness=job.data_brightness,
                                 classes=list(job.dataset.classes) if job.num_classes else [])
@@ -231,8 +227,8 @@ def train(config: TrainConfig, state: dict | None = None) -> Path:
 
 
 def resolve(given: dict, state: dict | None) -> TrainConfig:
-    """The run's recipe: TrainConfig's defaults, under the model preset's recipe, under the config of the
-    checkpoint being resumed, under the flags given."""
+    """The run's recipe: TrainConfig's defaults, under the model preset's recipe, under the resumed checkpoint's
+    config, under the flags given."""
     saved = state["config"] if state else None
     model = given.get("model") or (saved["model"] if saved else TrainConfig.model)
     return runtime.resolve_config(recipe_defaults(model), given, saved, RESUMABLE)

@@ -44,9 +44,8 @@ class TrainConfig:
     hflip: bool | None = flag(None, "flip training images left-right at random (default: on, except for a folder, "
                               "which may hold text or digits)", action=argparse.BooleanOptionalAction)
     class_cond: bool = flag(True, "condition on the class label when the dataset has classes")
-    model: str = flag("cpu", "UNet size: tiny (tests), cpu, cifar10 (35.7M) or "
-                      "celeba64, the last two for a GPU and bringing their recipe (RECIPES) for the flags not given",
-                      choices=PRESETS)
+    model: str = flag("cpu", "UNet size: tiny (tests), cpu, cifar10 (35.7M) or celeba64, the last two for a GPU and "
+                      "bringing their recipe (RECIPES) for the flags not given", choices=PRESETS)
     init_from: str = flag("", "fine-tune: start from this checkpoint's model and EMA weights with a fresh optimizer and "
                           "step count; --schedule, --zero-snr, --prediction and --offset-noise may differ from its own "
                           "(default: from scratch)")
@@ -93,17 +92,12 @@ class TrainConfig:
 
 
 # The GPU presets' training recipes, for every flag not given on the command line. DDPM's CIFAR-10 recipe
-# (Ho et al. 2020, App. B): Adam (β2 0.999) at a constant 2e-4 after 5,000 warm-up steps, batch 128, EMA 0.9999, random flips,
-# dropout 0.1 (in the UNet preset), 800k steps; the same for CelebA 64×64 with 500k steps. A first run can
-# stop much earlier (--steps 100000), and resume later with a larger --steps.
-RECIPES = {
-    "cifar10": dict(lr=2e-4, batch_size=128, warmup=5_000, lr_schedule="constant", adam_beta2=0.999, ema_decay=0.9999,
-                    hflip=True, steps=800_000,
-                    ckpt_every=10_000, log_every=100),
-    "celeba64": dict(lr=2e-4, batch_size=128, warmup=5_000, lr_schedule="constant", adam_beta2=0.999, ema_decay=0.9999,
-                     hflip=True, steps=500_000,
-                     ckpt_every=10_000, log_every=100),
-}
+# (Ho et al. 2020, App. B): Adam (β2 0.999) at a constant 2e-4 after 5,000 warm-up steps, batch 128, EMA 0.9999,
+# random flips, dropout 0.1 (in the UNet preset), 800k steps; the same for CelebA 64×64 with 500k steps. A first run
+# can stop much earlier (--steps 100000), and resume later with a larger --steps.
+DDPM_RECIPE = dict(lr=2e-4, batch_size=128, warmup=5_000, lr_schedule="constant", adam_beta2=0.999, ema_decay=0.9999,
+                   hflip=True, ckpt_every=10_000, log_every=100)
+RECIPES = {"cifar10": {**DDPM_RECIPE, "steps": 800_000}, "celeba64": {**DDPM_RECIPE, "steps": 500_000}}
 
 
 def recipe_defaults(model: str) -> TrainConfig:

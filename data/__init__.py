@@ -9,31 +9,24 @@ from .shapes import SHAPE_CLASSES, make_shapes, shapes_dataset
 
 DATASETS = ("shapes", "cifar10", "celeba", "folder")
 DEFAULT_IMAGE_SIZE = {"shapes": 32, "cifar10": 32, "celeba": 64, "folder": 64}
-
-
 SHAPES_IMAGES = 10_000
 
 
-def load_dataset(
-    name: str, data_dir: str = "datasets", image_size: int | None = None, download: bool = False,
-    num_images: int | None = None, seed: int = 0,
-) -> Dataset:
+def load_dataset(name: str, data_dir: str = "datasets", image_size: int | None = None, download: bool = False,
+                 num_images: int | None = None, seed: int = 0) -> Dataset:
     """A dataset of (image in [−1, 1], label) with `.classes`, by the name `--dataset` takes.
 
-    `num_images`: how many shapes to generate (default 10,000), or for a dataset on disk a
-    random subset of at most that many images, drawn with `seed` (default: all of them).
-    """
+    `num_images`: how many shapes to generate (default 10,000), or for a dataset on disk a random subset of at most
+    that many images, drawn with `seed` (default: all of them)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     image_size = image_size or DEFAULT_IMAGE_SIZE[name]
     if name == "shapes":
         return shapes_dataset(num_images or SHAPES_IMAGES, image_size, seed)
-    if name == "cifar10":
-        dataset = cifar10(data_dir, image_size, download)
-    elif name == "celeba":
-        dataset = celeba(data_dir, image_size, download)
-    else:
+    if name == "folder":
         dataset = image_folder(data_dir, image_size)
+    else:
+        dataset = (cifar10 if name == "cifar10" else celeba)(data_dir, image_size, download)
     return split(dataset, num_images, seed)[0] if num_images and num_images < len(dataset) else dataset
 
 

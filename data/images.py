@@ -1,9 +1,8 @@
 """Real image datasets through torchvision, for a GPU box: CIFAR-10, CelebA, an image folder.
 
-Every dataset yields (image in [−1, 1], label) and names its classes in `.classes`
-(empty for CelebA, which is trained unconditionally). Each is decoded, cropped and resized
-once into one uint8 tensor (`TensorImages`): CIFAR-10 from its batches, CelebA and folders
-through a cache file on first use, so that no epoch pays for PIL again.
+Every dataset yields (image in [−1, 1], label) and names its classes in `.classes` (empty for CelebA, which is
+trained unconditionally). Each is decoded, cropped and resized once into one uint8 tensor (`TensorImages`):
+CIFAR-10 from its batches, CelebA and folders through a cache file on first use, so that no epoch pays for PIL again.
 """
 import hashlib
 import os
@@ -24,11 +23,9 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 
 class CIFAR10Files(datasets.CIFAR10):
-    """torchvision's CIFAR-10 reader, checking that each batch file exists instead of its MD5.
-
-    The archive's checksum is still verified on download; dropping the per-file sums lets a
-    small set in the same pickled format load too, and a corrupt file still fails when read.
-    """
+    """torchvision's CIFAR-10 reader, checking that each batch file exists instead of its MD5. The archive's
+    checksum is still verified on download; dropping the per-file sums lets a small set in the same pickled format
+    load too, and a corrupt file still fails when read."""
 
     train_list = [[name, None] for name, _ in datasets.CIFAR10.train_list]
     test_list = [[name, None] for name, _ in datasets.CIFAR10.test_list]
@@ -59,7 +56,7 @@ class TensorImages(Dataset):
         return list(zip(self.images[index].float().div_(127.5).sub_(1), self.labels[index].tolist()))
 
 
-def _no_label(_) -> int:
+def _no_label(_) -> int:  # a module-level function, not a lambda: a dataset handed to loader workers is pickled
     return NULL_CLASS
 
 
@@ -103,9 +100,8 @@ def cifar10(data_dir: str, image_size: int = 32, download: bool = False) -> Data
         images = resize_uint8(torch.from_numpy(files.data).permute(0, 3, 1, 2).contiguous(), image_size)
         return TensorImages(images, torch.tensor(files.targets, dtype=torch.long), list(files.classes))
     except RuntimeError:
-        raise UsageError(
-            f"no CIFAR-10 batches in {Path(data_dir) / 'cifar-10-batches-py'}; pass --download on a machine that is online"
-        ) from None
+        raise UsageError(f"no CIFAR-10 batches in {Path(data_dir) / 'cifar-10-batches-py'}; pass --download on a "
+                         "machine that is online") from None
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
         raise UsageError(f"a CIFAR-10 batch file in {data_dir} is corrupt ({type(e).__name__}: {e}); delete it and download again") from None
 

@@ -39,16 +39,10 @@ def features(images: Tensor, extractor: Extractor, batch_size: int = 200) -> Ten
 
 
 def fid_quality(samples: Tensor, real: Tensor, extractor: Extractor) -> dict[str, float]:
-    """FID and KID of samples against real images (both in [−1, 1]), with the pixel-level numbers.
-
-    Both distances depend on the sample count (FID is biased upwards at small counts): compare
-    runs only at equal counts, and quote the count with the number.
-    """
+    """FID and KID of samples against real images (both in [−1, 1]), with the pixel-level numbers. Both depend on
+    the sample count (FID is biased upwards at small counts): compare runs only at equal counts, and quote the count."""
     f_samples, f_real = features(samples, extractor), features(real, extractor)
     b, b_real = brightness(samples), brightness(real)
-    return {
-        "num_samples": len(samples), "num_real": len(real),
-        "fid": frechet_distance(f_samples, f_real), "kid": kernel_distance(f_samples, f_real),
-        "hf_ratio": hf_residual(samples) / hf_residual(real),
-        "spread_ratio": spread_ratio(b, b_real), "w1": wasserstein1(b, b_real),
-    }
+    return {"num_samples": len(samples), "num_real": len(real), "fid": frechet_distance(f_samples, f_real),
+            "kid": kernel_distance(f_samples, f_real), "hf_ratio": hf_residual(samples) / hf_residual(real),
+            "spread_ratio": spread_ratio(b, b_real), "w1": wasserstein1(b, b_real)}

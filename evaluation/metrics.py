@@ -1,4 +1,4 @@
-"""Brightness metrics of the paper's experiment, on per-image mean brightness in [0, 1]."""
+"""Brightness metrics of the paper's experiment, on per-image mean brightness in [0, 1], and the leak's inputs."""
 import json
 
 import torch
@@ -21,19 +21,14 @@ def brightness_summary(dataset: Dataset, seed: int, n: int = 1000) -> dict[str, 
 def summarize(b: Tensor) -> dict[str, float]:
     """Mean, std, 5th/95th percentile, and the fractions of very dark (< 0.1) and very bright (> 0.9) images."""
     b = b.double()
-    return {
-        "mean": b.mean().item(),
-        "std": b.std().item(),
-        "p5": b.quantile(0.05).item(),
-        "p95": b.quantile(0.95).item(),
-        "frac_dark": (b < 0.1).double().mean().item(),
-        "frac_bright": (b > 0.9).double().mean().item(),
-    }
+    return {"mean": b.mean().item(), "std": b.std().item(), "p5": b.quantile(0.05).item(),
+            "p95": b.quantile(0.95).item(), "frac_dark": (b < 0.1).double().mean().item(),
+            "frac_bright": (b > 0.9).double().mean().item()}
 
 
 def summary_line(label: str, summary: dict[str, float | list[float] | str]) -> str:
-    """`label {"mean": …, …}` rounded to 4 places (lists value by value, text as it is): one line a script prints
-    and a test can parse."""
+    """`label {"mean": …, …}` rounded to 4 places (lists value by value, text as it is): a line scripts print and
+    tests parse."""
     rounded = {k: v if isinstance(v, str) else [round(x, 4) for x in v] if isinstance(v, list) else round(v, 4)
                for k, v in summary.items()}
     return f"{label} " + json.dumps(rounded)
@@ -54,10 +49,8 @@ def wasserstein1(a: Tensor, b: Tensor) -> float:
 
 
 def hf_residual(images: Tensor, per_image: bool = False) -> float | Tensor:
-    """Mean |image − its 3×3 box blur|: high-frequency energy, large for samples that are still noisy.
-
-    One number for the set, or with `per_image` one for each image (a tensor of shape (N,)).
-    """
+    """Mean |image − its 3×3 box blur|: high-frequency energy, large for samples that are still noisy. One number
+    for the set, or with `per_image` one for each image (a tensor of shape (N,))."""
     x = images.float()
     blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     residual = (x - blurred).abs().flatten(1).mean(1)
@@ -68,10 +61,9 @@ def power_spectrum(images: Tensor, bands: int = 8) -> Tensor:
     """Radially averaged power spectrum of images (N, C, H, W): the mean of |FFT|² over images and
     channels in `bands` equal bands of radial frequency r = √(f_x² + f_y²) ∈ (0, 0.5] cycles/pixel.
 
-    Each image is centred (per channel) and multiplied by a 2-D Hann window first. Without the window
-    the FFT sees the image as periodic, the jump between opposite borders becomes an edge, and its
-    power spreads over every band, the highest included: a blurred image would still read as sharp
-    there. The DC term (r = 0) and the corners beyond r = 0.5 are left out.
+    Each image is centred (per channel) and multiplied by a 2-D Hann window first: without it the FFT sees the
+    image as periodic, the jump between opposite borders becomes an edge whose power spreads over every band, and a
+    blurred image would still read as sharp. The DC term (r = 0) and the corners beyond r = 0.5 are left out.
     """
     x = images.float()
     x = x - x.mean((-2, -1), keepdim=True)
@@ -84,10 +76,8 @@ def power_spectrum(images: Tensor, bands: int = 8) -> Tensor:
 
 
 def spectrum_ratio(samples: Tensor, data: Tensor | None = None, data_spectrum: Tensor | None = None) -> list[float]:
-    """Power of the samples over the data's in each band of `power_spectrum`, lowest frequencies first.
-
-    Below 1 in the upper bands is blur, above 1 is grain: the two failures `hf_residual` adds into one number.
-    """
+    """Power of the samples over the data's in each band of `power_spectrum`, lowest frequencies first. Below 1 in
+    the upper bands is blur, above 1 is grain: the two failures `hf_residual` adds into one number."""
     reference = power_spectrum(data) if data_spectrum is None else data_spectrum
     return (power_spectrum(samples, len(reference)) / reference).tolist()
 
@@ -102,9 +92,8 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
 
         d² = ‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a^½ Σ_b Σ_a^½)^½)
 
-    The matrix square roots come from symmetric eigendecompositions in float64, which stay
-    exact for the singular covariances of small sample counts (no scipy.linalg.sqrtm).
-    NaN if either set holds a non-finite value.
+    The matrix square roots come from symmetric eigendecompositions in float64, which stay exact for the singular
+    covariances of small sample counts (no scipy.linalg.sqrtm). NaN if either set holds a non-finite value.
     """
     a, b = a.double().flatten(1), b.double().flatten(1)
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
@@ -142,12 +131,9 @@ def chroma(images: Tensor, background: bool = False) -> float:
 
 
 def first_step_gain(x_T: Tensor, x0_hat: Tensor, resamples: int = 1000) -> dict[str, float]:
-    """The leak where it acts: the least-squares slope of x̂0's mean on x_T's mean (each image's mean
-    over all its values, in [−1, 1] units: a brightness) at t = T, with a 95% interval from resampling
-    images.
-
-    The ideal denoiser's slope is `leak_prediction`'s `exact_gain`; a network that reads nothing off x_T's
-    mean has slope 0."""
+    """The leak where it acts: the least-squares slope of x̂0's mean on x_T's mean (each image's mean over all its
+    values, in [−1, 1] units: a brightness) at t = T, with a 95% interval from resampling images. The ideal
+    denoiser's slope is `leak_prediction`'s `exact_gain`; a network that reads nothing off x_T's mean has slope 0."""
     a, b = x_T.double().flatten(1).mean(1), x0_hat.double().flatten(1).mean(1)
 
     def gain(pick: Tensor) -> float:
@@ -182,3 +168,26 @@ def leak_prediction(data: Tensor, alpha_bar: float) -> dict[str, float]:
     gain = alpha_bar**0.5 * var_mu / var_m
     return {"signal_share": alpha_bar * var_mu / var_m, "exact_gain": gain, "x_T_std_ratio": (noise / var_m) ** 0.5,
             "leak_only_spread": gain * (noise / var_mu) ** 0.5}
+
+
+def row_metrics(images: Tensor, data: Tensor) -> dict:
+    """The samples' brightness against the data's, their grain, contrast and clipping."""
+    b, b_data = brightness(images), brightness(data)
+    contrast = images.float().flatten(1).std(1).mean() / data.float().flatten(1).std(1).mean()
+    return {**summarize(b), "spread_ratio": spread_ratio(b, b_data), "w1": wasserstein1(b, b_data),
+            "hf_ratio": hf_residual(images) / hf_residual(data), "contrast_ratio": contrast.item(),
+            "clip_fraction": clip_fraction(images), "brightness": [round(v, 4) for v in b.tolist()]}
+
+
+def leaky_x_T(alpha_bar_T: float, signal: Tensor, noise: Tensor) -> Tensor:
+    """x_T = √ᾱ_T·signal + √(1 − ᾱ_T)·ε: the last timestep's input as training saw it, the leak included."""
+    return alpha_bar_T**0.5 * signal + (1 - alpha_bar_T) ** 0.5 * noise
+
+
+def leak_from_statistics(images: Tensor, n: int) -> Tensor:
+    """Everaert et al. (WACV 2024), at its coarsest: n flat images whose channel means m ~ N(μ, Σ) are drawn from the
+    mean and covariance of the channel means of `images`: the data's statistics of brightness and colour, no image."""
+    means = images.double().mean((2, 3))
+    cholesky = torch.linalg.cholesky(torch.cov(means.T) + 1e-9 * torch.eye(means.shape[1], dtype=torch.float64))
+    m = means.mean(0) + torch.randn(n, means.shape[1], generator=torch.Generator().manual_seed(2), dtype=torch.float64) @ cholesky.T
+    return m.float()[:, :, None, None].expand(n, *images.shape[1:]).clone()

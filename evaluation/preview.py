@@ -1,9 +1,11 @@
-"""The grid of samples a training run writes at each checkpoint, and its quality."""
+"""The grid of samples a training run writes at each checkpoint, its quality, and the data's grid beside it."""
 from pathlib import Path
 
 import torch
 from torchvision.utils import save_image
 
+from cli import UsageError
+from data import load_dataset
 from diffusion import SamplingSettings, Schedule, get_timesteps, sample_in_batches
 from evaluation.metrics import brightness, summarize
 from evaluation.yardstick import shapes_quality
@@ -27,3 +29,19 @@ def preview(model: torch.nn.Module, schedule: Schedule, prediction: str, path: P
     images = sample_in_batches(model, shape, schedule, prediction, settings, labels=labels, device=device)
     save_image((images + 1) / 2, path, nrow=GRID_ROW)
     return shapes_quality(images, labels) if shapes else summarize(brightness(images))
+
+
+def data_grid(config: dict, num_images: int = 64) -> torch.Tensor:
+    """Images of the run's training data, class by class as sample.py's grid draws them."""
+    dataset = load_dataset(config["dataset"], config["data_dir"], config["image_size"], num_images=config["num_images"],
+                           seed=config["seed"])
+    wanted = grid_labels(num_images, len(dataset.classes)).tolist()
+    by_class: dict[int, list[int]] = {}
+    for i in range(len(dataset)):
+        by_class.setdefault(int(dataset[i][1]), []).append(i)
+        if all(len(by_class.get(c, [])) >= wanted.count(c) for c in set(wanted)):
+            break
+    else:
+        raise UsageError("the dataset has too few images of some class for the grid")
+    taken = {c: iter(indices) for c, indices in by_class.items()}
+    return torch.stack([dataset[next(taken[c])][0] for c in wanted])

@@ -1,10 +1,9 @@
 """The quality yardstick for the embedded shapes: is a set of samples as good as held-out data?
 
-A small feature network, trained once on shapes the diffusion model never sees and frozen
-(its weights and their SHA-256 under evaluation/feature_nets/, made by
-`python -m evaluation.train_feature_net`), gives three numbers beside the pixel-level ones of
-`evaluation.metrics`. Frozen, it reads the same on every machine: a network trained on each
-machine trains differently on different CPUs, and so would its distances.
+A small feature network, trained once on shapes the diffusion model never sees and frozen (its weights and their
+SHA-256 under evaluation/feature_nets/, made by `python -m evaluation.train_feature_net`), gives three numbers
+beside the pixel-level ones of `evaluation.metrics`. Frozen, it reads the same on every machine: a network trained
+on each machine trains differently on different CPUs, and so would its distances.
 
 - class accuracy of class-conditional samples, next to the network's accuracy on held-out data
   (the shapes are ambiguous when the contrast is low, so the data's own score is below 1);
@@ -16,12 +15,8 @@ machine trains differently on different CPUs, and so would its distances.
   from grain (above 1), and the ratio of their mean chroma (whole image, and background corners),
   which sees washed-out colour that neither the spectrum nor the classifier sees.
 
-A reference set's features are cached (runs/yardstick by default) under a name that holds the frozen
-network's hash and the hash of the code that builds them, so a cache built another way is never read.
-
-Its pattern features are a tanh layer of 32 units: bounded, so the distance is not dominated by a
-few heavy-tailed units, whose rare large values would make it depend on which reference set is drawn
-(as unbounded ReLU units allow).
+Its pattern features are a tanh layer of 32 units: bounded, so the distance is not dominated by a few heavy-tailed
+units, whose rare large values would make it depend on which reference set is drawn (as unbounded ReLU units allow).
 """
 import functools
 import hashlib
@@ -50,13 +45,10 @@ REFERENCE_SOURCES = (Path(__file__), Path(metrics.__file__), Path(data.shapes.__
 
 
 class FeatureNet(nn.Module):
-    """Features of a shapes image: 32 tanh units that classify its contrast-normalised pattern,
-    then its per-channel mean, its contrast and the log of its high-frequency residual, so that
-    a distance sees shape, colour, brightness, and grain or blur.
-
-    The pattern is normalised (mean 0, unit std per image) because the class does not depend on
-    brightness or contrast; without that, near-solid images stall the classifier's training.
-    """
+    """Features of a shapes image: 32 tanh units that classify its contrast-normalised pattern, then its
+    per-channel mean, its contrast and the log of its high-frequency residual, so that a distance sees shape, colour,
+    brightness, and grain or blur. The pattern is normalised (mean 0, unit std per image) because the class does not
+    depend on brightness or contrast; without that, near-solid images stall the classifier's training."""
 
     def __init__(self, num_classes: int = len(SHAPE_CLASSES)):
         super().__init__()
@@ -111,12 +103,10 @@ def sha256(path: Path) -> str:
 
 
 def feature_net_state(image_size: int) -> tuple[dict, str]:
-    """The frozen feature network's weights for this image size (evaluation/feature_nets/), checked against
-    their SHA-256, and a name for them: the first 16 hex digits of that hash.
-
-    Never trained here: a network trained on this machine would measure distances that no other machine
-    reproduces. A size without frozen weights, or weights that do not match their hash, is refused in one
-    line (CheckpointError) that names the command which freezes them."""
+    """The frozen feature network's weights for this image size (evaluation/feature_nets/), checked against their
+    SHA-256, and a name for them: the first 16 hex digits of that hash. Never trained here (see the module's doc);
+    a size without frozen weights, or weights that do not match their hash, is refused in one line (CheckpointError)
+    that names the command which freezes them."""
     name, path = f"shapes{image_size}.pt", FROZEN_DIR / f"shapes{image_size}.pt"
     digest = frozen_hashes().get(name)
     if digest is None or not path.is_file() or sha256(path) != digest:
@@ -195,11 +185,9 @@ def shapes_quality(samples: Tensor, labels: Tensor | None = None, reference_set:
                    cache_dir: str | Path = "runs/yardstick") -> dict:
     """The yardstick for samples in [−1, 1] of the embedded shapes (labels: the classes asked for).
 
-    `fd_ratio` = FD(samples, R) / mean_i FD(D_i, R): R a large held-out reference set, D_i held-out
-    sets of the samples' count. Fréchet distance grows as the count shrinks, so only this ratio
-    compares runs: 1 means "as close to R as other data of the same size". The mean runs over
-    every set the pool holds (at least 2, at most 64: 32 at 512 samples), since one set's distance
-    alone varies from draw to draw.
+    `fd_ratio` = FD(samples, R) / mean_i FD(D_i, R): R a large held-out reference set, D_i held-out sets of the
+    samples' count (1: "as close to R as other data of the same size"). The mean runs over every set the pool
+    holds (at least 2, at most 64), since one set's distance alone varies from draw to draw.
     """
     samples = samples.float().cpu()
     n, size = len(samples), samples.shape[-1]
@@ -207,17 +195,13 @@ def shapes_quality(samples: Tensor, labels: Tensor | None = None, reference_set:
     fd = frechet_distance(net.features(samples), ref["features"])
     fd_data = data_distance(size, reference_set, n, str(cache_dir))
     b, bands = brightness(samples), spectrum_ratio(samples, data_spectrum=ref["spectrum"])
-    quality = {
-        "num_samples": n,
-        "fd_ratio": fd / fd_data, "fd": fd, "fd_data": fd_data,
-        "hf_ratio": hf_residual(samples) / ref["hf"],
-        "spectrum_ratio": bands, "spectrum_min": min(bands), "spectrum_max": max(bands),
-        "spread_ratio": spread_ratio(b, ref["brightness"]), "w1": wasserstein1(b, ref["brightness"]),
-        "chroma_ratio": chroma(samples) / ref["chroma"],
-        "background_chroma_ratio": chroma(samples, background=True) / ref["background_chroma"],
-        "data_class_accuracy": ref["pool_accuracy"],
-        "feature_net": feature_net_state(size)[1],  # which frozen network measured it
-    }
+    quality = {"num_samples": n, "fd_ratio": fd / fd_data, "fd": fd, "fd_data": fd_data,
+               "hf_ratio": hf_residual(samples) / ref["hf"], "spectrum_ratio": bands, "spectrum_min": min(bands),
+               "spectrum_max": max(bands), "spread_ratio": spread_ratio(b, ref["brightness"]),
+               "w1": wasserstein1(b, ref["brightness"]), "chroma_ratio": chroma(samples) / ref["chroma"],
+               "background_chroma_ratio": chroma(samples, background=True) / ref["background_chroma"],
+               "data_class_accuracy": ref["pool_accuracy"],
+               "feature_net": feature_net_state(size)[1]}  # which frozen network measured it
     if labels is not None:
         quality["class_accuracy"] = (net(samples).argmax(1) == labels.cpu()).float().mean().item()
     return quality

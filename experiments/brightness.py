@@ -4,25 +4,16 @@
     python -m experiments.brightness --page docs/results.md               # every claim, 3 training seeds
     python -m experiments.brightness --parts table steps                  # some parts only
 
-Every row draws 1,000 samples with the same noise and measures their per-image mean brightness against
-1,000 held-out images (never trained on). Two kinds of model: the ideal denoiser of the data
-(diffusion/ideal.py: no training error, so what squeezes its brightness is the schedule and the steps)
-and small UNets trained by `python train.py` with the reference held out, each at several seeds.
-
-The parts, in the paper's order: table (Fig. 1-3, and offset noise, §5.4), steps (Table 2, Fig. 4),
-guidance (Fig. 6), finetune (§4), first_step (§5.2), quality (Table 3), leak (where the leak acts, §3).
-Each part lists its rows and computes one row at a time into WORK/rows.jsonl (a rerun skips the rows
-there); the report is OUT/results.json, the figures, and one table per part, printed and with --page
-written between that page's markers.
+Every row draws samples with the same noise and measures their per-image brightness against held-out images, from
+the ideal denoiser of the data (no training error: what squeezes its brightness is the schedule and the steps) or
+from small UNets trained by `python train.py` at several seeds; each row is computed once, into WORK/rows.jsonl.
 """
 import json
-import sys
 import time
-from collections.abc import Callable
+from collections import namedtuple
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from statistics import mean
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -31,10 +22,10 @@ from cli import Parser, UsageError, amp_dtype, pick_device, run
 from data import DATASETS, hold_out, load_dataset
 from diffusion import (Guidance, IdealDenoiser, SamplingSettings, Schedule, flow_schedule, get_timesteps, make_schedule,
                        predict_x0_eps, sample_in_batches, spacing_offset)
-from evaluation.metrics import brightness, first_step_gain, leak_prediction
+from evaluation.metrics import brightness, first_step_gain, leak_from_statistics, leak_prediction, leaky_x_T, row_metrics
 from evaluation.yardstick import shapes_quality
-from experiments.common import (EARLIER_RECIPE, Results, Row, continue_run, markdown, matches, mean_std, pyplot,
-                                replace_between, row_metrics, save, seeds_of, side_by_side, train)
+from experiments.common import (EARLIER_RECIPE, Results, Row, command, continue_run, markdown, matches, mean_std,
+                                publish, pyplot, save, seeds_of, side_by_side, train)
 from models import unet_config
 from models.checkpoint import checkpoint_schedule
 
@@ -55,6 +46,7 @@ WORDS = {"ideal_baseline": "flawed schedule (Stable Diffusion's)", "ideal_fixed"
          "baseline": "flawed schedule, ε (Stable Diffusion)", "v_only": "flawed schedule, v",
          "fixed": "zero terminal SNR, v (the paper)", "fixed_x0": "zero terminal SNR, x0",
          "offset_noise": "flawed schedule, ε, offset noise 0.1", "flow": "rectified flow (SD3)"}
+NAMES = {m: ("ideal denoiser: " if m in IDEAL else "trained: ") + words for m, words in WORDS.items()}  # in the tables
 HF_CONVERGED = 2.0  # at twice the data's high-frequency residual a row is still noisy: its brightness is no evidence
 
 
@@ -163,8 +155,7 @@ def sampled(s: Setup, row: Row, labels: Tensor | None = None, model=None, x_T: T
 
 
 def sample_part(s: Setup, rows: list[Row]) -> None:
-    """Draw each row: the brightness table's rows and the ideal denoisers without a class (the null label), the
-    other trained rows with the reference's classes in turn."""
+    """Draw each row: the brightness table's and the ideal denoisers' without a class, the others' classes in turn."""
     train_all(s, rows)
     for row in rows:
         sampled(s, row, None if row.kind in ("ideal", "trained") or row.model in IDEAL else s.labels)
@@ -181,36 +172,32 @@ def table_rows(s: Setup) -> list[Row]:
 
 def brightness_table(results: dict) -> str:
     rows, lines = results["rows"], []
-    for kind in ("ideal", "trained"):
-        for r in (r for r in rows if r["kind"] == kind and r["seed"] == 0):
-            settings = {k: r[k] for k in ("kind", "model", "spacing", "steps", "x_T_offset")}
-            values = {k: seeds_of(rows, k, **settings) for k in ("spread_ratio", "w1", "frac_dark", "frac_bright", "hf_ratio")}
-            lines.append([f"{'ideal denoiser' if kind == 'ideal' else 'trained'}: {WORDS[r['model']]}"
-                          + (", started from its offset noise" if r["x_T_offset"] else ""), f"{r['spacing']} {r['steps']}",
-                          len(values["w1"]), mean_std(values["spread_ratio"]), mean_std(values["w1"], 3),
-                          f"{mean_std(values['frac_dark'])} / {mean_std(values['frac_bright'])}",
-                          mean_std(values["hf_ratio"]) + (" (noisy)" if mean(values["hf_ratio"]) >= HF_CONVERGED else "")])
+    for r in (r for kind in ("ideal", "trained") for r in rows if r["kind"] == kind and r["seed"] == 0):
+        settings = {k: r[k] for k in ("kind", "model", "spacing", "steps", "x_T_offset")}
+        spread, w1, dark, bright, hf = (seeds_of(rows, k, **settings)
+                                        for k in ("spread_ratio", "w1", "frac_dark", "frac_bright", "hf_ratio"))
+        lines.append([NAMES[r["model"]] + (", started from its offset noise" if r["x_T_offset"] else ""),
+                      f"{r['spacing']} {r['steps']}", len(w1), mean_std(spread), mean_std(w1, 3),
+                      f"{mean_std(dark)} / {mean_std(bright)}",
+                      mean_std(hf) + (" (noisy)" if mean(hf) >= HF_CONVERGED else "")])
     data = results["data"]
     return markdown(["model", "steps", "seeds", "brightness spread", "W1", "images < 0.1 / > 0.9", "HF ratio"], lines) + (
         f"\n\nHeld-out data: {data['frac_dark']:.2f} / {data['frac_bright']:.2f} images below 0.1 / above 0.9.")
 
 
 # Part 2, Table 2 and Fig. 4: leading, linspace and trailing steps against the number of steps S.
-STEP_MODELS = ("ideal_baseline", "ideal_fixed", "ideal_flow", "baseline", "fixed", "flow")
-
-
 def steps_rows(s: Setup) -> list[Row]:
-    models = [(m, 0) for m in STEP_MODELS if m in IDEAL] + [(m, seed) for seed in range(s.p.seeds) for m in STEP_MODELS
-                                                             if m in MODELS]
-    return [Row("steps", m, spacing, n, seed) for m, seed in models for spacing in ("leading", "linspace", "trailing")
-            for n in s.p.sweep_steps]
+    return [Row("steps", m, spacing, n, seed)
+            for m in ("ideal_baseline", "ideal_fixed", "ideal_flow", "baseline", "fixed", "flow")
+            for seed in range(1 if m in IDEAL else s.p.seeds)
+            for spacing in ("leading", "linspace", "trailing") for n in s.p.sweep_steps]
 
 
 def steps_table(results: dict) -> str:
     rows = [r for r in results["rows"] if r["kind"] == "steps"]
     counts = sorted({r["steps"] for r in rows})
-    lines = [[("ideal denoiser: " if m in IDEAL else "trained: ") + WORDS[m], spacing]
-             + [mean_std(seeds_of(rows, "spread_ratio", model=m, spacing=spacing, steps=n)) for n in counts]
+    lines = [[NAMES[m], spacing] + [mean_std(seeds_of(rows, "spread_ratio", model=m, spacing=spacing, steps=n))
+                                    for n in counts]
              for m in dict.fromkeys(r["model"] for r in rows) for spacing in ("leading", "linspace", "trailing")]
     return markdown(["model", "spacing", *(f"S = {n}" for n in counts)], lines)
 
@@ -240,32 +227,25 @@ def finetune_part(s: Setup, rows: list[Row]) -> None:
     counts = sorted(s.p.finetune_steps)
 
     def chain(arm: str, seed: int, threads: int | None) -> list:
-        runs, before = [], None
+        trained(s, "fixed" if arm == "scratch" else "baseline", seed, threads)
+        runs, before = [], run_dir(s, "fixed", seed) if arm == "scratch" else None
         for n in counts:
             folder = s.work / "models" / f"{arm}_{n}{f'_seed{seed}' if seed else ''}"
-            if before is not None:
-                runs.append(continue_run(before, folder, n if arm == "finetuned" else s.p.train_steps + n, threads))
-            elif arm == "scratch":
-                trained(s, "fixed", seed, threads)
-                runs.append(continue_run(run_dir(s, "fixed", seed), folder, s.p.train_steps + n, threads))
+            if before is None:  # the baseline's weights, trained on as the fixed model
+                runs.append(train(folder, {**train_settings(s, "fixed", seed), "steps": n,
+                                           "init_from": str(run_dir(s, "baseline", seed) / "checkpoint.pt")}, threads))
             else:
-                trained(s, "baseline", seed, threads)
-                settings = {**train_settings(s, "fixed", seed), "steps": n,
-                            "init_from": str(run_dir(s, "baseline", seed) / "checkpoint.pt")}
-                runs.append(train(folder, settings, threads))
+                runs.append(continue_run(before, folder, n if arm == "finetuned" else s.p.train_steps + n, threads))
             before = folder
-        return runs
+        return [(model, checkpoint_schedule(state), state["config"]["prediction"]) for model, state in runs]
 
     needed = sorted({(r.model, r.seed) for r in rows if r.name not in s.results.rows})
     chains = {}
     side_by_side([lambda threads, arm=arm, seed=seed: chains.__setitem__((arm, seed), chain(arm, seed, threads))
                   for arm, seed in needed], s.device)
-    for row in rows:
-        if (row.model, row.seed) in chains:
-            model, state = chains[row.model, row.seed][counts.index(row.finetune_steps)]
-            sampled(s, row, model=(model, checkpoint_schedule(state), state["config"]["prediction"]))
-        else:
-            sampled(s, row)  # known already
+    for row in rows:  # a row known already is read back: it needs no model
+        runs = chains.get((row.model, row.seed))
+        sampled(s, row, model=runs[counts.index(row.finetune_steps)] if runs else None)
 
 
 def finetune_table(results: dict) -> str:
@@ -315,8 +295,7 @@ def first_step_table(results: dict) -> str:
     keys = ("x0_brightness_spread", "rms_to_class_mean", "rms_of_data_to_class_mean")
     return markdown(["model", "class", "spread of x̂0's brightness over noise draws (data: 1)", "RMS of x̂0 to the class mean",
                      "RMS of the data to the class mean"],
-                    [[("ideal denoiser: " if r["model"] in IDEAL else "trained: ") + WORDS[r["model"]],
-                      "all" if r["label"] is None else r["label"]]
+                    [[NAMES[r["model"]], "all" if r["label"] is None else r["label"]]
                      + [mean_std(seeds_of(rows, k, model=r["model"], label=r["label"]), 3) for k in keys]
                      for r in rows if r["seed"] == 0])
 
@@ -343,28 +322,11 @@ def quality_table(results: dict) -> str:
 
 # Part 7, §3: where the leak acts. At t = T, with x_T drawn as in training, how much does x̂0's brightness follow
 # x_T's? And from pure noise, does putting the leak back into x_T give the brightness back?
-LEAK_MODELS = ("ideal_baseline", "ideal_fixed", "ideal_flow", "baseline", "fixed", "offset_noise", "flow")
-
-
 def leak_rows(s: Setup) -> list[Row]:
-    models = [(m, 0) for m in LEAK_MODELS if m in IDEAL] + [(m, seed) for seed in range(s.p.seeds) for m in LEAK_MODELS
-                                                            if m in MODELS]
-    return [Row(kind, m, *(("trailing", s.p.steps) if kind != "first_step_gain" else ()), seed=seed) for m, seed in models
+    return [Row(kind, m, *(("trailing", s.p.steps) if kind != "first_step_gain" else ()), seed=seed)
+            for m in ("ideal_baseline", "ideal_fixed", "ideal_flow", "baseline", "fixed", "offset_noise", "flow")
+            for seed in range(1 if m in IDEAL else s.p.seeds)
             for kind in ("first_step_gain", "leak", "leak_intervention", "leak_everaert")]
-
-
-def leaky_x_T(alpha_bar_T: float, signal: Tensor, noise: Tensor) -> Tensor:
-    """x_T = √ᾱ_T·signal + √(1 − ᾱ_T)·ε: the last timestep's input as training saw it, the leak included."""
-    return alpha_bar_T**0.5 * signal + (1 - alpha_bar_T) ** 0.5 * noise
-
-
-def leak_from_statistics(images: Tensor, n: int) -> Tensor:
-    """Everaert et al. (WACV 2024), at its coarsest: n flat images whose channel means m ~ N(μ, Σ) are drawn from the
-    mean and covariance of the channel means of `images`: the data's statistics of brightness and colour, no image."""
-    means = images.double().mean((2, 3))
-    cholesky = torch.linalg.cholesky(torch.cov(means.T) + 1e-9 * torch.eye(means.shape[1], dtype=torch.float64))
-    m = means.mean(0) + torch.randn(n, means.shape[1], generator=torch.Generator().manual_seed(2), dtype=torch.float64) @ cholesky.T
-    return m.float()[:, :, None, None].expand(n, *images.shape[1:]).clone()
 
 
 def leak_part(s: Setup, rows: list[Row]) -> None:
@@ -387,29 +349,20 @@ def leak_part(s: Setup, rows: list[Row]) -> None:
 def leak_table(results: dict) -> str:
     rows, lines = results["rows"], []
     for r in (r for r in rows if r["kind"] == "first_step_gain" and r["seed"] == 0):
-        gains = [x["gain"] for x in rows if matches(x, kind="first_step_gain", model=r["model"])]
-        seed0 = r["gain"]
-        ideal = r["model"] in IDEAL
+        gains = [g["gain"] for g in seeds_of(rows, "gain", kind="first_step_gain", model=r["model"])]
         predicted = r["predicted"]["exact_gain"]
         spreads = [mean_std(seeds_of(rows, "spread_ratio", kind=k, model=r["model"]))
                    for k in ("leak", "leak_intervention", "leak_everaert")]
-        lines.append([("ideal denoiser: " if ideal else "trained: ") + WORDS[r["model"]],
-                      f"{mean_std([g['gain'] for g in gains])} [{seed0['low']:.2f}, {seed0['high']:.2f}]",
-                      (f"{predicted:.2f}" if predicted else "0 (ᾱ_T = 0: no leak)") if ideal else "", *spreads])
+        lines.append([NAMES[r["model"]], f"{mean_std(gains)} [{r['gain']['low']:.2f}, {r['gain']['high']:.2f}]",
+                      (f"{predicted:.2f}" if predicted else "0 (ᾱ_T = 0: no leak)") if r["model"] in IDEAL else "",
+                      *spreads])
     return markdown(["model", "gain of x̂0's brightness on x_T's at t = T (over seeds) [seed 0's 95% interval]",
                      "predicted from the data alone", "spread from plain noise", "with a held-out image's leak",
                      "with a leak from the data's statistics"], lines)
 
 
-class Part(NamedTuple):
-    """One claim of the paper: its rows, how they are computed, its table, and the row kinds that table reads."""
-
-    rows: Callable[[Setup], list[Row]]
-    compute: Callable[[Setup, list[Row]], None]
-    table: Callable[[dict], str]
-    kinds: tuple[str, ...]
-
-
+# One claim of the paper: its rows (Setup -> [Row]), how they are computed, its table, and the row kinds it reads.
+Part = namedtuple("Part", "rows compute table kinds")
 PARTS = {"table": Part(table_rows, sample_part, brightness_table, ("ideal", "trained")),
          "steps": Part(steps_rows, sample_part, steps_table, ("steps",)),
          "guidance": Part(guidance_rows, sample_part, guidance_table, ("guidance_grid",)),
@@ -419,18 +372,8 @@ PARTS = {"table": Part(table_rows, sample_part, brightness_table, ("ideal", "tra
          "leak": Part(leak_rows, leak_part, leak_table, ("first_step_gain", "leak", "leak_intervention", "leak_everaert"))}
 
 
-def parts_in(results: dict) -> list[str]:
-    """The parts a results file holds rows of."""
-    kinds = {r["kind"] for r in results["rows"]}
-    return [name for name, part in PARTS.items() if kinds & set(part.kinds)]
-
-
-def plot_histograms(results: dict, path: Path) -> None:
-    """The headline at a glance: the brightness of the data, of the flawed schedule with leading steps, and of zero
-    terminal SNR with trailing steps, for the ideal denoiser and for the trained models (training seed 0)."""
-    plt = pyplot()
-    if plt is None:
-        return
+def plot_histograms(plt, results: dict, path: Path) -> None:
+    """The headline: the data's brightness, the flawed schedule's (leading steps) and zero SNR's (trailing), seed 0."""
     rows = results["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
     bins = torch.linspace(0, 1, 26).tolist()
@@ -448,42 +391,36 @@ def plot_histograms(results: dict, path: Path) -> None:
     save(fig, path)
 
 
-def plot_steps(results: dict, path: Path) -> None:
+def plot_steps(plt, results: dict, path: Path) -> None:
     """Brightness spread against the number of sampling steps, one line per model and spacing (mean over seeds)."""
-    plt = pyplot()
-    if plt is None:
-        return
     rows = [r for r in results["rows"] if r["kind"] == "steps"]
     counts = sorted({r["steps"] for r in rows})
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for i, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
         for spacing, style in (("leading", ":"), ("linspace", "--"), ("trailing", "-")):
-            means = [sum(v) / len(v) for v in (seeds_of(rows, "spread_ratio", model=model, spacing=spacing, steps=n)
-                                               for n in counts)]
+            means = [mean(seeds_of(rows, "spread_ratio", model=model, spacing=spacing, steps=n)) for n in counts]
             ax.plot(counts, means, style, marker="o", color=f"C{i}", label=f"{model.replace('_', ' ')}, {spacing}")
     ax.set_xscale("log")
     ax.set_xticks(counts, [str(n) for n in counts])
-    ax.set_xlabel("sampling steps S")
-    ax.set_ylabel("brightness spread (data: 1)")
+    ax.set(xlabel="sampling steps S", ylabel="brightness spread (data: 1)")
     ax.legend(fontsize=6, ncol=2)
     save(fig, path)
 
 
-def report(results: dict, out: Path, page: Path | None) -> None:
+def report(results: dict, out: Path, page: str | None) -> None:
     """results.json, the figures, and one table per part: printed, and between the page's markers."""
     (out / "results.json").write_text(json.dumps(results))
-    tables = {name: PARTS[name].table(results) for name in parts_in(results)}
-    for part, text in tables.items():
-        print(f"## {part}\n\n{text}\n")
-        if page:
-            replace_between(page, f"brightness.{part}", text)
-    if "table" in tables:
-        plot_histograms(results, out / "histograms.png")
-    if "steps" in tables:
-        plot_steps(results, out / "steps.png")
+    kinds = {r["kind"] for r in results["rows"]}  # the parts the results file holds rows of
+    tables = {name: part.table(results) for name, part in PARTS.items() if kinds & set(part.kinds)}
+    publish(page, tables, "brightness.")
+    plt = pyplot()
+    if plt and "table" in tables:
+        plot_histograms(plt, results, out / "histograms.png")
+    if plt and "steps" in tables:
+        plot_steps(plt, results, out / "steps.png")
 
 
-def parse_args() -> tuple:
+def main() -> int:
     parser = Parser(description="Reproduce the paper's brightness experiment with ideal denoisers and trained models.")
     parser.add_argument("--preset", default="shapes16", choices=PRESETS, help="the run's size: headline (the README's "
                         "figure and table, 1 training seed), shapes16 (every claim, 3 seeds), smoke (tests), cifar10-gpu")
@@ -506,11 +443,7 @@ def parse_args() -> tuple:
     except ValueError as e:
         raise UsageError(f"--image-size {p.image_size}: {e}") from None
     out = Path(a.out or {"headline": "docs/headline", "shapes16": "docs/brightness"}.get(a.preset, f"runs/brightness-{a.preset}"))
-    return a, p, out, Path(a.work or f"runs/brightness-{a.preset}"), Path(a.page) if a.page else None
-
-
-def main() -> int:
-    a, p, out, work, page = parse_args()
+    work, page = Path(a.work or f"runs/brightness-{a.preset}"), a.page
     out.mkdir(parents=True, exist_ok=True)
     if a.report_only:
         try:
@@ -538,9 +471,8 @@ def main() -> int:
     before = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {"rows": []}
     if {**before.get("preset", {}), "parts": None} == json.loads(json.dumps({**asdict(p), "parts": None})):
         rows = {**{r["name"]: r for r in before["rows"]}, **rows}
-    results = {"command": " ".join(["python -m experiments.brightness", *sys.argv[1:]]),
-               "minutes": (time.perf_counter() - tic) / 60, "preset": asdict(p), "data": row_metrics(data, data),
-               "rows": list(rows.values())}
+    results = {"command": command(), "minutes": (time.perf_counter() - tic) / 60, "preset": asdict(p),
+               "data": row_metrics(data, data), "rows": list(rows.values())}
     report(results, out, page)
     print(f"wrote {out / 'results.json'} in {results['minutes']:.1f} min")
     return 0

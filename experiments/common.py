@@ -1,9 +1,4 @@
-"""What the experiments share: tables and figures, a row's settings and numbers, and the models they train.
-
-A results file is keyed by row: each row is computed once, written at once, and skipped when the
-command runs again, which is all the resuming a long run needs. Each trained model is a plain
-`python train.py` run in its own folder, resumed where it stopped.
-"""
+"""What the experiments share: tables and figures, a row's settings and numbers, and the models they train."""
 import json
 import os
 import shutil
@@ -15,9 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
-from evaluation.metrics import brightness, clip_fraction, hf_residual, spread_ratio, summarize, wasserstein1
 from models.checkpoint import load_ema_model, load_training_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,16 +32,23 @@ def replace_between(page: Path, name: str, text: str) -> None:
     page.write_text(f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
 
 
-def between(page: Path, name: str) -> str:
-    """The text between a page's markers, as `replace_between` wrote it (for the tests)."""
-    return page.read_text().split(f"<!-- {name}:begin -->\n", 1)[1].split(f"\n<!-- {name}:end -->", 1)[0]
+def publish(page: str | Path | None, tables: dict[str, str], prefix: str = "") -> None:
+    """Print each table under its name and, with --page, put it between that page's PREFIXNAME markers."""
+    for name, text in tables.items():
+        print(f"## {name}\n\n{text}\n")
+        if page:
+            replace_between(Path(page), prefix + name, text)
+
+
+def command() -> str:
+    """How the experiment was run, for its results file: `python -m experiments.NAME FLAGS`."""
+    return " ".join([f"python -m experiments.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
 
 
 def pyplot():
     """matplotlib.pyplot with a file-only backend, or None (after saying so) without matplotlib."""
     try:
         import matplotlib
-
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -90,10 +90,8 @@ class Row:
         """The settings in one word, unique within an experiment: the key of its results file."""
         words = ([] if self.model.startswith(self.kind) else [self.kind]) + [self.model, self.spacing, str(self.steps or "")]
         short = {"guidance": "w", "rescale": "phi", "x_T_offset": "xT", "finetune_steps": "ft", "label": "class"}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in short and value != f.default:
-                words.append(f"{short[f.name]}{value:g}")
+        words += [f"{short[f.name]}{getattr(self, f.name):g}" for f in fields(self)
+                  if f.name in short and getattr(self, f.name) != f.default]
         return "_".join(w for w in words if w) + (f"_seed{self.seed}" if self.seed else "")
 
 
@@ -132,15 +130,6 @@ class Results:
         return self.rows[row.name]
 
 
-def row_metrics(images: Tensor, data: Tensor) -> dict:
-    """The samples' brightness against the data's, their grain, contrast and clipping."""
-    b, b_data = brightness(images), brightness(data)
-    contrast = images.float().flatten(1).std(1).mean() / data.float().flatten(1).std(1).mean()
-    return {**summarize(b), "spread_ratio": spread_ratio(b, b_data), "w1": wasserstein1(b, b_data),
-            "hf_ratio": hf_residual(images) / hf_residual(data), "contrast_ratio": contrast.item(),
-            "clip_fraction": clip_fraction(images), "brightness": [round(v, 4) for v in b.tolist()]}
-
-
 def train_flags(settings: dict) -> list[str]:
     """train.py's flags for these TrainConfig fields: --flag / --no-flag for a bool."""
     flags = []
@@ -156,13 +145,12 @@ def train(run_dir: Path, settings: dict, threads: int | None = None) -> tuple[to
     path = run_dir / "checkpoint.pt"
     state = load_training_checkpoint(path) if path.exists() else None
     if state is None or state["step"] < settings["steps"]:
-        command = [sys.executable, str(ROOT / "train.py"), *train_flags(settings), "--out", str(run_dir)]
+        argv = [sys.executable, str(ROOT / "train.py"), *train_flags(settings), "--out", str(run_dir)]
         env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
         log = run_dir.with_name(run_dir.name + ".log")
         print(f"training {run_dir.name} (log: {log})", flush=True)
         with open(log, "w") as f:
-            done = subprocess.run(command + (["--resume"] if state else []), cwd=ROOT, env=env, stdout=f,
-                                  stderr=subprocess.STDOUT)
+            done = subprocess.run(argv + ["--resume"] * bool(state), cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
         if done.returncode:
             raise SystemExit(f"{run_dir.name}: train.py failed (exit status {done.returncode}); its log: {log}")
         state = load_training_checkpoint(path)
@@ -173,9 +161,8 @@ def train(run_dir: Path, settings: dict, threads: int | None = None) -> tuple[to
 
 def continue_run(source: Path, run_dir: Path, steps: int, threads: int | None = None,
                  **flags: object) -> tuple[torch.nn.Module, dict]:
-    """A copy of a finished run, trained on to `steps` under the train.py `flags` a resume may change (train_config's
-    RESUMABLE): the same as training that long from the start when the run keeps a constant rate, as the brightness
-    experiment's and the training curve's trunk do."""
+    """A copy of a finished run trained on to `steps` under the train.py `flags` a resume may change (RESUMABLE):
+    at a constant rate, as the brightness experiment and the curve's trunk keep, the same as training that long."""
     if not run_dir.exists():
         partial = run_dir.with_name(run_dir.name + ".copying")  # renamed when whole: a killed copy is never a run
         shutil.rmtree(partial, ignore_errors=True)
@@ -197,20 +184,16 @@ def groups(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     return grouped
 
 
-# How the brightness experiment's models were trained: the default run's earlier recipe, a constant learning rate,
-# Adam's β2 0.999, sampled from the weights' average (EMA). The default run has since moved to a decay to 0, β2 0.95
-# and its last weights (docs/design.md, the short-run recipe); these keep the recipe their pages measured (with the
-# UNet then in the usual memory layout, which computes the same up to float rounding).
+# The recipe the brightness pages measured, kept since the default run moved to a decay to 0, β2 0.95 and its last
+# weights (docs/design.md): a constant rate, β2 0.999, the EMA sampled (the UNet's layout then: rounding apart).
 EARLIER_RECIPE = {"lr_schedule": "constant", "adam_beta2": 0.999, "ema_decay": 0.999}
 
 
 def side_by_side(jobs: list, device: torch.device) -> None:
-    """Call each job (with the CPU threads it may use) one per core on a CPU, where a small model's run keeps
-    one core busy but not two; one after another on a GPU."""
+    """Each job(1) side by side on a CPU (a small model's run keeps a core busy, not two); job(None) in turn on GPU."""
     if device.type != "cpu" or len(jobs) < 2:
         for job in jobs:
             job(None)
         return
     with ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
-        for done in [pool.submit(job, 1) for job in jobs]:
-            done.result()
+        list(pool.map(lambda job: job(1), jobs))  # all at once; the first failure is raised here

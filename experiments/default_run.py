@@ -3,11 +3,7 @@
     python train.py && python train.py --seed 1 --out runs/seed1        # two training seeds
     python -m experiments.default_run runs/default/checkpoint.pt runs/seed1/checkpoint.pt --page docs/results.md
 
-Each row is one `python sample.py CHECKPOINT --evaluate --seed S [FLAGS]`, run as a user runs it, for every
-checkpoint, sampling seed and flag set (sample.py's defaults, and unguided). Writes OUT/results.json, the
-table (with --page, between its <!-- default_run:begin/end --> markers), and OUT/samples.png beside
-OUT/data.png: the first checkpoint's grid as `python sample.py CHECKPOINT` draws it, and the data, a class
-a row alike.
+Each row is one `python sample.py CHECKPOINT --evaluate --seed S [FLAGS]`, run as a user runs it.
 """
 import json
 import shutil
@@ -15,13 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 from torchvision.utils import save_image
 
 from cli import Parser, UsageError, run
-from data import load_dataset
-from evaluation.preview import GRID_ROW, grid_labels
-from experiments.common import ROOT, groups, markdown, mean_std, replace_between, wall_time
+from evaluation.preview import GRID_ROW, data_grid
+from experiments.common import ROOT, groups, markdown, mean_std, publish, wall_time
 from models.checkpoint import load_training_checkpoint
 
 COLUMNS = {"class_accuracy": ("class accuracy", 3), "fd_ratio": ("feature distance ratio", 1),
@@ -30,16 +24,16 @@ COLUMNS = {"class_accuracy": ("class accuracy", 3), "fd_ratio": ("feature distan
 
 
 def evaluate(checkpoint: str, seed: int, flags: str = "") -> dict:
-    """One `sample.py --evaluate` run: its command and the quality it prints."""
-    command = [sys.executable, str(ROOT / "sample.py"), checkpoint, "--evaluate", "--seed", str(seed), *flags.split(),
-               "--out", str(Path(checkpoint).parent / f"evaluated_seed{seed}.png")]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    """One `sample.py --evaluate` run: its command, the run's training wall time and the quality it prints."""
+    args = [checkpoint, "--evaluate", "--seed", str(seed), *flags.split()]
+    out = Path(checkpoint).parent / f"evaluated_seed{seed}.png"
+    result = subprocess.run([sys.executable, str(ROOT / "sample.py"), *args, "--out", str(out)], capture_output=True,
+                            text=True, cwd=ROOT)
     lines = [line for line in result.stdout.splitlines() if line.startswith("quality ")]
     if result.returncode or not lines:
         raise UsageError(f"sample.py failed on {checkpoint}: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
-    shown = " ".join(["python sample.py", checkpoint, "--evaluate", "--seed", str(seed), *flags.split()])
-    return {"checkpoint": checkpoint, "seed": seed, "flags": flags, "command": shown,
-            **json.loads(lines[0].removeprefix("quality "))}
+    return {"checkpoint": checkpoint, "seed": seed, "flags": flags, "command": " ".join(["python sample.py", *args]),
+            "wall_s": wall_time(checkpoint), **json.loads(lines[0].removeprefix("quality "))}
 
 
 def columns(group: list[dict]) -> list[str]:
@@ -56,22 +50,6 @@ def table(results: dict) -> str:
     return markdown(["checkpoint", "sample.py flags", "training minutes", "sampling seeds",
                      *(name for name, _ in COLUMNS.values())], lines) + (
         f"\n\nHeld-out data against another held-out set: class accuracy {data:.3f}, every other number 1 (W1: 0).")
-
-
-def data_grid(config: dict, num_images: int = 64) -> torch.Tensor:
-    """Images of the run's training data, class by class as sample.py's grid draws them."""
-    dataset = load_dataset(config["dataset"], config["data_dir"], config["image_size"], num_images=config["num_images"],
-                           seed=config["seed"])
-    wanted = grid_labels(num_images, len(dataset.classes)).tolist()
-    by_class: dict[int, list[int]] = {}
-    for i in range(len(dataset)):
-        by_class.setdefault(int(dataset[i][1]), []).append(i)
-        if all(len(by_class.get(c, [])) >= wanted.count(c) for c in set(wanted)):
-            break
-    else:
-        raise UsageError("the dataset has too few images of some class for the grid")
-    taken = {c: iter(indices) for c, indices in by_class.items()}
-    return torch.stack([dataset[next(taken[c])][0] for c in wanted])
 
 
 def grids(checkpoint: str, out: Path) -> None:
@@ -102,14 +80,10 @@ def main() -> int:
     if a.report_only:
         results = json.loads((out / "results.json").read_text())
     else:
-        wall = {c: wall_time(c) for c in a.checkpoints}
-        results = {"rows": [{**evaluate(c, seed, flags), "wall_s": wall[c]} for flags in a.settings for c in a.checkpoints
-                            for seed in range(a.seeds)]}
+        results = {"rows": [evaluate(c, s, f) for f in a.settings for c in a.checkpoints for s in range(a.seeds)]}
         (out / "results.json").write_text(json.dumps(results, indent=1))
         grids(a.checkpoints[0], out)
-    if a.page:
-        replace_between(Path(a.page), "default_run", table(results))
-    print(table(results))
+    publish(a.page, {"default_run": table(results)})
     return 0
 
 

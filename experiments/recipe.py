@@ -2,23 +2,19 @@
 
     python -m experiments.recipe --page docs/design.md          # every arm below; about 14 min an arm and training seed
 
-Each arm is a set of train.py flags on top of the defaults, trained at 2 seeds (`python train.py FLAGS --seed S`)
-and scored by `python sample.py CHECKPOINT --evaluate --seed K` at 3 sampling seeds, as a user runs them. Rows go to
-OUT/results.json as they are measured (a rerun skips them); the table goes between the page's
-<!-- recipe:begin/end --> markers.
+Each arm is trained at 2 seeds (`python train.py FLAGS --seed S`) and scored by `python sample.py CHECKPOINT --evaluate
+--seed K` at 3 sampling seeds, as a user runs them; OUT/results.json keeps each row once measured (a rerun skips it).
 """
 import json
 from pathlib import Path
 
 from cli import Parser, run
-from experiments.common import ROOT, groups, markdown, replace_between, train, train_flags, wall_time
+from experiments.common import ROOT, groups, markdown, publish, train, train_flags
 from experiments.default_run import COLUMNS, columns, evaluate
 from train_config import TrainConfig
 
-# Each arm is train.py's settings on top of its defaults. The first were tried first: the schedules, sampled from
-# the weights' average (EMA), then the last weights at the end of the winning decay, then Adam's β2 and the learning
-# rate on top of that; they ran before β2 0.95 became the default and keep 0.999. The last are the trials still to
-# run, on top of the default.
+# train.py's settings on top of its defaults, in the order tried. The first arms ran before β2 0.95 became the default
+# and keep 0.999 (BEFORE): the schedules (sampled from the EMA), the last weights, then β2 and the learning rate.
 BEFORE = {"adam_beta2": 0.999}
 ARMS = {
     "constant rate": {"lr_schedule": "constant", "ema_decay": 0.999, **BEFORE},
@@ -53,13 +49,11 @@ def spans(rows: list[dict], arm: str) -> str:
         means = [sum(r[key] for r in group) / len(group) for group in by_seed.values()]
         low, high = (f"{m:.{digits}f}" for m in (min(means), max(means)))
         parts.append(f"{name} {low}" + (f"-{high}" if high != low else ""))
-    samples = min(len(group) for group in by_seed.values())
-    return f"{len(by_seed)} training × {samples} sampling seeds: " + ", ".join(parts)
+    return f"{len(by_seed)} training × {min(map(len, by_seed.values()))} sampling seeds: " + ", ".join(parts)
 
 
 def tried_table(tried: dict, rows: list[dict]) -> str:
-    """docs/design/tried.json as a table: every change to the recipe that was trained and scored. A row with an
-    `arm` takes its numbers from this experiment's results; the others carry theirs as written."""
+    """docs/design/tried.json as a table: a row with an `arm` takes its numbers from these results, others their own."""
     return markdown(["change", "flag", "what it measured", "verdict"],
                     [[r["change"], f"`{r['flag']}`" if r["flag"].startswith(("-", "sample.py")) else r["flag"],
                       spans(rows, r["arm"]) if "arm" in r else r["measured"], r["verdict"]] for r in tried["rows"]])
@@ -92,16 +86,12 @@ def main() -> int:
                 flags = train_flags(ARMS[arm])
                 run_dir = work / f"{'-'.join(flags).replace('--', '') or 'defaults'}_seed{train_seed}"
                 train(run_dir, {"steps": TrainConfig.steps, **ARMS[arm], "seed": train_seed})
-                checkpoint = run_dir / "checkpoint.pt"
-                wall_s = wall_time(checkpoint)
                 for seed in sorted(set(range(a.seeds)) - done):
-                    rows.append({"arm": arm, "train_flags": " ".join(flags), "train_seed": train_seed, "wall_s": wall_s,
-                                 **evaluate(str(checkpoint), seed)})
+                    rows.append({"arm": arm, "train_flags": " ".join(flags), "train_seed": train_seed,
+                                 **evaluate(str(run_dir / "checkpoint.pt"), seed)})
                     path.write_text(json.dumps({"rows": rows}, indent=1))
-    if a.page:
-        replace_between(Path(a.page), "recipe", table(rows))
-        replace_between(Path(a.page), "tried", tried_table(json.loads((ROOT / "docs/design/tried.json").read_text()), rows))
-    print(table(rows))
+    tried = json.loads((ROOT / "docs/design/tried.json").read_text())
+    publish(a.page, {"recipe": table(rows), "tried": tried_table(tried, rows)})
     return 0
 
 

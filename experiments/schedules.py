@@ -2,19 +2,13 @@
 
     python -m experiments.schedules --page docs/results.md     # writes docs/schedules/ and the page's two tables
 
-1. Table 1: √ᾱ_T and SNR_T of the common schedules, before and after fix #1, beside the values
-   the paper prints. Only the fixed schedules reach exactly 0.
-2. Fig. 2: log SNR(t) against t for each schedule, before and after (log_snr.png).
-3. Resolution: the channel mean of x_T is √ᾱ_T·(mean of x0) plus noise whose std is 1/√(HW), so
-   the same ᾱ_T tells a network more about an image's brightness the more pixels it has, and pure
-   noise (whose mean is ≈ 0) pins the samples' brightness harder. Rows of the ideal denoiser at
-   16, 32 and 64 px, baseline (leading steps) against fixed (trailing), next to the spread that
-   the first step alone predicts (`evaluation.metrics.leak_prediction`).
+Resolution: x_T's channel mean is √ᾱ_T·(mean of x0) plus noise of std 1/√(HW), so the same ᾱ_T tells a network more
+about an image's brightness the more pixels it has: the ideal denoiser's spread at 16, 32 and 64 px, beside the spread
+the first step alone predicts (`evaluation.metrics.leak_prediction`).
 """
 import itertools
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -24,26 +18,24 @@ from cli import Parser, pick_device, run
 from data import make_shapes
 from diffusion import SCHEDULES, IdealDenoiser, get_timesteps, guided_denoiser, initial_noise, make_schedule, sample
 from evaluation.metrics import brightness, leak_prediction, spread_ratio, wasserstein1
-from experiments.common import markdown, pyplot, replace_between, save
+from experiments.common import command, markdown, publish, pyplot, save
 
 # Table 1 of the paper, as printed: (√ᾱ_T, SNR_T) at T = 1000.
 PAPER_TABLE_1 = {"linear": (0.006353, 4.035993e-05), "cosine": (4.928220e-05, 2.428735e-09),
                  "scaled_linear": (0.068265, 0.004682)}
-# The resolution rows: Stable Diffusion's flawed recipe against the fixed one (ε or v makes no difference
-# to an exact model, so both use v, which is defined at zero SNR).
+# The resolution rows: Stable Diffusion's recipe against the fixed one, both in v (defined at zero SNR; for an exact
+# model ε or v makes no difference).
 RESOLUTION_ROWS = {"baseline_leading": (False, "leading", 1), "fixed_trailing": (True, "trailing", 0)}
 
 
 def terminal_values() -> list[dict]:
-    """√ᾱ_T, SNR_T and log SNR_T of every schedule, before and after the rescale to zero terminal SNR."""
+    """√ᾱ_T and SNR_T of every schedule, before and after the rescale to zero terminal SNR, beside the paper's."""
     rows = []
-    for name in SCHEDULES:
-        for zero_snr in (False, True):
-            schedule = make_schedule(name, zero_snr=zero_snr)
-            snr = schedule.snr[-1].item()
-            paper = PAPER_TABLE_1[name] if not zero_snr else (0.0, 0.0)
-            rows.append({"schedule": name, "zero_snr": zero_snr, "sqrt_alpha_bar_T": schedule.sqrt_alpha_bar[-1].item(),
-                         "snr_T": snr, "paper_sqrt_alpha_bar_T": paper[0], "paper_snr_T": paper[1]})
+    for name, zero_snr in itertools.product(SCHEDULES, (False, True)):
+        schedule = make_schedule(name, zero_snr=zero_snr)
+        paper = (0.0, 0.0) if zero_snr else PAPER_TABLE_1[name]
+        rows.append({"schedule": name, "zero_snr": zero_snr, "sqrt_alpha_bar_T": schedule.sqrt_alpha_bar[-1].item(),
+                     "snr_T": schedule.snr[-1].item(), "paper_sqrt_alpha_bar_T": paper[0], "paper_snr_T": paper[1]})
     return rows
 
 
@@ -62,23 +54,18 @@ def resolution_rows(sizes: list[int], num_samples: int, num_known: int, step_cou
             images = sample(denoise, x_T, schedule, timesteps, progress=False).cpu()
             b, b_data = brightness(images), brightness(data)
             first = schedule.sqrt_alpha_bar[timesteps[0]].item()
-            predicted = leak_prediction(data, first**2)
-            rows.append({"size": size, "row": name, "steps": steps, "first_timestep": timesteps[0].item(), "sqrt_alpha_bar_first": first,
-                         "noise_mean_std": 1 / math.sqrt(size * size), "spread_ratio": spread_ratio(b, b_data),
-                         "w1": wasserstein1(b, b_data),
-                         **predicted,
-                         "seconds": time.perf_counter() - tic})
+            rows.append({"size": size, "row": name, "steps": steps, "first_timestep": timesteps[0].item(),
+                         "sqrt_alpha_bar_first": first, "noise_mean_std": 1 / math.sqrt(size * size),
+                         "spread_ratio": spread_ratio(b, b_data), "w1": wasserstein1(b, b_data),
+                         **leak_prediction(data, first**2), "seconds": time.perf_counter() - tic})
             r = rows[-1]
             print(f"{size}px {name} {steps} steps: spread {r['spread_ratio']:.2f} (the leak alone allows {r['leak_only_spread']:.2f}), "
                   f"W1 {r['w1']:.3f} ({r['seconds']:.0f}s)")
     return rows
 
 
-def plot_log_snr(path: Path) -> None:
+def plot_log_snr(plt, path: Path) -> None:
     """Fig. 2: log SNR against t; the fixed schedules fall to −∞ at t = T − 1 (drawn as an arrow)."""
-    plt = pyplot()
-    if plt is None:
-        return
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for i, name in enumerate(SCHEDULES):
         for zero_snr, style in ((False, "-"), (True, "--")):
@@ -89,9 +76,7 @@ def plot_log_snr(path: Path) -> None:
             if not finite.all():
                 ax.annotate("", xy=(999, -22), xytext=(999, log_snr[finite][-1].item()),
                             arrowprops=dict(arrowstyle="->", color=f"C{i}"))
-    ax.set_ylim(-22, 12)
-    ax.set_xlabel("timestep t")
-    ax.set_ylabel("log SNR(t) = log(ᾱ_t / (1 − ᾱ_t))")
+    ax.set(ylim=(-22, 12), xlabel="timestep t", ylabel="log SNR(t) = log(ᾱ_t / (1 − ᾱ_t))")
     ax.set_title("Fig. 2: only the rescaled schedules reach SNR = 0 (log SNR → −∞) at the last step", fontsize=9)
     ax.legend(fontsize=7)
     save(fig, path)
@@ -108,13 +93,12 @@ def table_1(results: dict) -> str:
 
 def resolution_table(results: dict) -> str:
     """Per image size: what the data predicts of the flawed schedule's squeeze, beside the ideal denoiser's spread."""
-    rows = results["resolution"]
-    steps = sorted({r["steps"] for r in rows})
+    rows = {(r["size"], r["row"], r["steps"]): r for r in results["resolution"]}
+    steps = sorted({n for _, _, n in rows})
     lines = []
-    for size in sorted({r["size"] for r in rows}):
-        first = next(r for r in rows if r["size"] == size and r["row"] == "baseline_leading" and r["steps"] == steps[0])
-        spreads = [f"{r['spread_ratio']:.2f}" for name in RESOLUTION_ROWS for n in steps
-                   for r in rows if (r["size"], r["row"], r["steps"]) == (size, name, n)]
+    for size in sorted({size for size, _, _ in rows}):
+        first = rows[size, "baseline_leading", steps[0]]
+        spreads = [f"{rows[size, name, n]['spread_ratio']:.2f}" for name in RESOLUTION_ROWS for n in steps]
         lines.append([f"{size} px", f"{first['x_T_std_ratio']:.2f}", f"{first['leak_only_spread']:.2f}", *spreads])
     return markdown(["size", "predicted: std of x_T's mean from pure noise over its std in training",
                      "predicted: spread the exact first step alone allows",
@@ -131,23 +115,18 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the noise (default: 0)")
     parser.add_argument("--page", help="also put the tables between this page's <!-- schedules.NAME:begin/end --> markers")
     args = parser.parse_args()
-    if min(args.num_samples, args.num_known, *args.steps) < 1:
-        parser.error("--num-samples, --num-known and --steps must be positive")
-    if min(args.sizes) < 4:
-        parser.error("--sizes must be at least 4 pixels")
+    if min(args.num_samples, args.num_known, *args.steps) < 1 or min(args.sizes) < 4:
+        parser.error("--num-samples, --num-known and --steps must be positive, and --sizes at least 4 pixels")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tic = time.perf_counter()
-    table = terminal_values()
     rows = resolution_rows(args.sizes, args.num_samples, args.num_known, args.steps, args.seed, pick_device("auto"))
-    results = {"command": " ".join(["python -m experiments.schedules", *sys.argv[1:]]), "table_1": table,
-               "resolution": rows, "minutes": (time.perf_counter() - tic) / 60}
+    results = {"command": command(), "table_1": terminal_values(), "resolution": rows,
+               "minutes": (time.perf_counter() - tic) / 60}
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    plot_log_snr(out / "log_snr.png")
-    for name, text in (("schedules.table_1", table_1(results)), ("schedules.resolution", resolution_table(results))):
-        print(text)
-        if args.page:
-            replace_between(Path(args.page), name, text)
+    if plt := pyplot():
+        plot_log_snr(plt, out / "log_snr.png")
+    publish(args.page, {"table_1": table_1(results), "resolution": resolution_table(results)}, "schedules.")
     return 0
 
 

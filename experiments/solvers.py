@@ -1,15 +1,12 @@
-"""Few-step solvers at zero terminal SNR: DDIM against DPM-Solver++(2M), trailing steps.
+"""Few-step solvers at zero terminal SNR: does DPM-Solver++(2M) at S = 10 match DDIM at S = 25 (trailing steps)?
 
     python -m experiments.solvers runs/default/checkpoint.pt --page docs/results.md
 
-Two models on the embedded shapes: the ideal denoiser of 2,048 known images (no training error,
-so only the solver differs) and a trained zero-SNR v-prediction checkpoint (class-conditional
-samples, classes in turn). For S in {2, 3, 5, 10, 25}: brightness spread and W1 against
-held-out shapes, and the frozen shapes classifier's measures. Writes results.json and (with matplotlib)
-solvers.png to --out. The question it answers: does 2M at S = 10 match DDIM at S = 25?
+Two models of the embedded shapes: the ideal denoiser of 2,048 known images (no training error, so only the solver
+differs) and a trained zero-SNR v-prediction checkpoint (classes in turn), both measured against held-out shapes.
 """
+import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from cli import Parser, UsageError, check_writable_dir, run
 from data import make_shapes
 from diffusion import SAMPLERS, IdealDenoiser, SamplingSettings, get_timesteps, sample_in_batches
 from evaluation.yardstick import shapes_quality
-from experiments.common import markdown, pyplot, replace_between, save
+from experiments.common import command, markdown, publish, pyplot, save
 from models.checkpoint import checkpoint_schedule, load_ema_model, load_training_checkpoint
 
 STEPS = (2, 3, 5, 10, 25)
@@ -28,10 +25,7 @@ METRICS = (("spread_ratio", "brightness spread (1 = data)"), ("w1", "brightness 
            ("hf_ratio", "high-frequency ratio (1 = data)"), ("fd_ratio", "feature distance ratio (1 = data)"))
 
 
-def plot(path: Path, rows: list[dict]) -> None:
-    plt = pyplot()
-    if plt is None:
-        return
+def plot(plt, path: Path, rows: list[dict]) -> None:
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.4))
     for ax, (key, label) in zip(axes, METRICS):
         for model, style in (("ideal denoiser", "-"), ("trained model", "--")):
@@ -41,9 +35,7 @@ def plot(path: Path, rows: list[dict]) -> None:
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(STEPS, [str(s) for s in STEPS])
-        if key == "fd_ratio":
-            ax.set_yscale("log")
-        ax.set_xlabel("sampling steps S (trailing)")
+        ax.set(yscale="log" if key == "fd_ratio" else "linear", xlabel="sampling steps S (trailing)")
         ax.set_title(label, fontsize=10)
     axes[0].legend(fontsize=7)
     fig.suptitle("DDIM against DPM-Solver++(2M) on a zero-terminal-SNR schedule")
@@ -74,32 +66,25 @@ def main() -> int:
     config = state["config"]
     if config["dataset"] != "shapes" or not config["zero_snr"]:
         raise UsageError("this experiment needs a zero-SNR checkpoint of the embedded shapes")
-    trained = load_ema_model(state, a.checkpoint)
-    size, num_classes = trained.config.image_size, trained.config.num_classes
-    schedule = checkpoint_schedule(state)
-    known, _, _ = make_shapes(2048, size, KNOWN_SEED)
+    trained, schedule = load_ema_model(state, a.checkpoint), checkpoint_schedule(state)
+    known = make_shapes(2048, trained.config.image_size, KNOWN_SEED)[0]
+    classes = torch.arange(a.num_samples) % trained.config.num_classes if trained.config.num_classes else None
     models = {"ideal denoiser": (IdealDenoiser(known, schedule, "v"), "v", None),
-              "trained model": (trained, config["prediction"],
-                                torch.arange(a.num_samples) % num_classes if num_classes else None)}
+              "trained model": (trained, config["prediction"], classes)}
     rows, tic = [], time.perf_counter()
-    for name, (model, prediction, labels) in models.items():
-        for sampler in SAMPLERS:
-            for steps in STEPS:
-                settings = SamplingSettings(get_timesteps(schedule.num_train_steps, steps, "trailing"), sampler=sampler)
-                images = sample_in_batches(model, (a.num_samples, *known.shape[1:]), schedule, prediction, settings,
-                                           labels=labels)
-                row = {"model": name, "sampler": sampler, "steps": steps, **shapes_quality(images, labels)}
-                rows.append(row)
-                print(f"{name}, {sampler}, S={steps}: spread {row['spread_ratio']:.3f}, W1 {row['w1']:.4f}, "
-                      f"HF x{row['hf_ratio']:.2f}, FD x{row['fd_ratio']:.1f}", flush=True)
-    out = Path(a.out)
-    results = {"command": " ".join(["python -m experiments.solvers", *sys.argv[1:]]), "minutes": (time.perf_counter() - tic) / 60,
-               "rows": rows}
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    print(table(results))
-    if a.page:
-        replace_between(Path(a.page), "solvers", table(results))
-    plot(out / "solvers.png", rows)
+    for (name, (model, prediction, labels)), sampler, steps in itertools.product(models.items(), SAMPLERS, STEPS):
+        settings = SamplingSettings(get_timesteps(schedule.num_train_steps, steps, "trailing"), sampler=sampler)
+        images = sample_in_batches(model, (a.num_samples, *known.shape[1:]), schedule, prediction, settings,
+                                   labels=labels)
+        row = {"model": name, "sampler": sampler, "steps": steps, **shapes_quality(images, labels)}
+        rows.append(row)
+        print(f"{name}, {sampler}, S={steps}: spread {row['spread_ratio']:.3f}, W1 {row['w1']:.4f}, "
+              f"HF x{row['hf_ratio']:.2f}, FD x{row['fd_ratio']:.1f}", flush=True)
+    results = {"command": command(), "minutes": (time.perf_counter() - tic) / 60, "rows": rows}
+    (Path(a.out) / "results.json").write_text(json.dumps(results, indent=1))
+    publish(a.page, {"solvers": table(results)})
+    if plt := pyplot():
+        plot(plt, Path(a.out) / "solvers.png", rows)
     return 0
 
 

@@ -2,21 +2,15 @@
 
     python -m experiments.training_curve --out runs/curve --seeds 3 --page docs/results.md
 
-`python train.py --steps N` keeps a constant rate up to step 0.8·N, then decays it to 0. So the points share one run
-at a constant rate (the trunk, continued from point to point), and each point copies the trunk at 0.8·N and resumes
-it with the decay (`--resume --lr-schedule wsd --steps N`): bit for bit the run `python train.py --steps N`. A point's
-minutes are the wall time in its own log, the trunk's and then the decay's (each trunk piece it went through adds its
-set-up and closing checkpoint, grid and score). Each point is scored as experiments.default_run does (`sample.py --evaluate`, its defaults) at each
-sampling seed. Writes DOCS/curve.json (a point scored before keeps its rows), its table (with --page, between the
-page's <!-- curve:begin/end --> markers) and the figure DOCS/curve.png, beside the earlier recipe's points
-(DOCS/curve_constant.json: one run at a constant rate, sampled from its EMA).
+`python train.py --steps N` keeps a constant rate up to step 0.8·N, then decays it to 0; so each point copies one run at
+a constant rate (the trunk) at 0.8·N and resumes it with the decay, bit for bit `python train.py --steps N`. Its minutes
+are those its log measured; it is scored as experiments.default_run does, beside the earlier recipe's points.
 """
 import json
-import sys
 from pathlib import Path
 
 from cli import Parser, run
-from experiments.common import continue_run, groups, markdown, pyplot, replace_between, save, train, wall_time
+from experiments.common import command, continue_run, groups, markdown, publish, pyplot, save, train
 from experiments.default_run import COLUMNS, columns, evaluate
 from train_config import TrainConfig
 
@@ -43,11 +37,8 @@ def table(results: dict) -> str:
     return markdown(["steps", "training minutes", "sampling seeds", *(name for name, _ in COLUMNS.values())], lines)
 
 
-def plot(results: dict, earlier: dict | None, path: Path) -> None:
+def plot(plt, results: dict, earlier: dict | None, path: Path) -> None:
     """Class accuracy, the feature distance and the highest and lowest spectrum bands against training minutes."""
-    plt = pyplot()
-    if plt is None:
-        return
     rows = results["rows"]
     panels = [(["class_accuracy"], "class accuracy", rows[0]["data_class_accuracy"]),
               (["fd_ratio"], "feature distance ratio", 1.0),
@@ -63,9 +54,8 @@ def plot(results: dict, earlier: dict | None, path: Path) -> None:
                 ax.axhline(TARGETS[key], color="C2", linestyle=":", linewidth=1)
         ax.axhline(data, color="grey", linestyle="--", linewidth=1)
         ax.axvline(10, color="C3", linewidth=1)
-        ax.set_xscale("log")
-        if keys != ["class_accuracy"]:  # ratios: a factor off reads the same above and below
-            ax.set_yscale("log")
+        # ratios on a log scale: a factor off reads the same above and below
+        ax.set(xscale="log", yscale="linear" if keys == ["class_accuracy"] else "log")
         ax.set_xlabel("minutes of training (red: 10); dashed: data, dotted: target", fontsize=8)
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=8)
@@ -88,29 +78,24 @@ def main() -> int:
     docs.mkdir(parents=True, exist_ok=True)
     path = docs / "curve.json"
     scored = {(r["steps"], r["seed"]): r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}
-    command = " ".join(["python -m experiments.training_curve", *sys.argv[1:]])
-    trunk_before = None
+    before = None
     for steps in a.steps:
-        stable = stable_steps(steps)
-        trunk = out / f"trunk_{stable:06d}"
-        if trunk_before is None:
-            train(trunk, {"steps": stable, "lr_schedule": "constant"})
+        trunk, point = out / f"trunk_{stable_steps(steps):06d}", out / f"step_{steps:06d}"
+        if before is None:
+            train(trunk, {"steps": stable_steps(steps), "lr_schedule": "constant"})
         else:
-            continue_run(trunk_before, trunk, stable)
-        trunk_before = trunk
-        point = out / f"step_{steps:06d}"
+            continue_run(before, trunk, stable_steps(steps))
         continue_run(trunk, point, steps, lr_schedule="wsd")
+        before = trunk
         for seed in range(a.seeds):
             if (steps, seed) not in scored:
-                scored[steps, seed] = {"steps": steps, "wall_s": wall_time(point / "checkpoint.pt"),
-                                       **evaluate(str(point / "checkpoint.pt"), seed)}
-        path.write_text(json.dumps({"command": command, "rows": [scored[k] for k in sorted(scored)]}, indent=1))
+                scored[steps, seed] = {"steps": steps, **evaluate(str(point / "checkpoint.pt"), seed)}
+        path.write_text(json.dumps({"command": command(), "rows": [scored[k] for k in sorted(scored)]}, indent=1))
     results = json.loads(path.read_text())
     earlier = docs / "curve_constant.json"
-    plot(results, json.loads(earlier.read_text()) if earlier.exists() else None, docs / "curve.png")
-    if a.page:
-        replace_between(Path(a.page), "curve", table(results))
-    print(table(results))
+    if plt := pyplot():
+        plot(plt, results, json.loads(earlier.read_text()) if earlier.exists() else None, docs / "curve.png")
+    publish(a.page, {"curve": table(results)})
     return 0
 
 

@@ -24,11 +24,8 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write to a temp file in the same folder, fsync it, then rename over `path`.
-
-    The rename is atomic, so a kill at any moment leaves either the old or the new
-    checkpoint, never half of one.
-    """
+    """Write to a temp file in the same folder, fsync it, then rename over `path`: the rename is atomic, so a kill
+    at any moment leaves either the old or the new checkpoint, never half of one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")  # one fixed name: a write killed halfway is overwritten by the next
     with open(tmp, "wb") as f:
@@ -112,10 +109,9 @@ def checkpoint_schedule(state: dict) -> Schedule:
 
 
 def load_weights(path: str | Path, model: UNet, ema: UNet) -> None:
-    """Copy another checkpoint's model and EMA weights into `model` and `ema`, for fine-tuning (the
-    paper's §4 fine-tunes Stable Diffusion to zero SNR and v-prediction). Only what the weights do
-    not fix may differ: the schedule, the prediction, the offset noise. Another UNet preset, image
-    size or class count is refused."""
+    """Copy another checkpoint's model and EMA weights into `model` and `ema`, for fine-tuning (the paper's §4
+    fine-tunes Stable Diffusion to zero SNR and v-prediction). Only what the weights do not fix may differ: the
+    schedule, the prediction, the offset noise; another UNet preset, image size or class count is refused."""
     source = load_training_checkpoint(path)
     theirs, ours = asdict(saved_model_config(source)), model.config_dict()
     differences = [f"{key} {theirs[key]} (this run: {ours[key]})" for key in ours if theirs[key] != ours[key]]

@@ -15,13 +15,11 @@ class DetailSkip(nn.Module):
 
         v̂ = F(x_t) + (√ᾱ_t/σ_t)·D(x_t),      σ_t = √(1 − ᾱ_t),  D(x) = x − upsample₂(avgpool₂(x)).
 
-    Why: v = (√ᾱ_t·x_t − x0)/σ_t, and where the data has no power at the finest scale (flat shapes),
-    D(x0) ≈ 0, so D(v) = (√ᾱ_t/σ_t)·D(x_t): the target there is x_t's own noise amplified, 7 times at
-    t = 19 and 34 times at t = 0 of scaled_linear with zero terminal SNR. A network that folds 2×2
-    patches into channels sees that scale only as within-patch detail, where a learned per-channel
-    gain on x_t cannot single it out. Given as a fixed term, the network F learns only the residual;
-    the loss and the parameterisation stay the paper's. The gain is 0 at zero terminal SNR (ᾱ_T = 0),
-    so the first step is the network's alone.
+    Why: v = (√ᾱ_t·x_t − x0)/σ_t, and where the data has no power at the finest scale (flat shapes), D(x0) ≈ 0,
+    so D(v) = (√ᾱ_t/σ_t)·D(x_t): the target there is x_t's own noise amplified. A network that folds 2×2 patches into
+    channels sees that scale only as within-patch detail, where a learned per-channel gain on x_t cannot single it
+    out. Given as a fixed term, the network F learns only the residual; the loss and the parameterisation stay the
+    paper's. The gain is 0 at zero terminal SNR (ᾱ_T = 0), so the first step is the network's alone.
 
     `alpha_bar` is the run's own schedule: the gain is not saved with the weights but rebuilt from
     the schedule a checkpoint records (fine-tuning may change it).

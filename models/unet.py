@@ -36,10 +36,9 @@ class UNetConfig:
 PRESETS = {
     # For tests: < 0.2M parameters.
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,)),
-    # The CPU default: 2×2 patches, then a 16×16 UNet of ~1.2M parameters (base 32, channels 32/64/64):
-    # every level sees a quarter of the pixels (docs/benchmark.md). Its zero-initialised head has no path from x_t
-    # to the output, which v-prediction needs at small t: the input skip, a learned gain per patch channel, is one;
-    # the finest scale within each patch it cannot single out, which the detail skip passes through instead.
+    # The CPU default: 2×2 patches (every level sees a quarter of the pixels), then a 16×16 UNet of ~1.2M parameters.
+    # Its zero-initialised head has no path from x_t to the output, which v needs at small t: the input skip, a learned
+    # gain per patch channel, is one; the detail skip passes the finest scale within a patch, which that gain cannot.
     "cpu": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), patch_size=2,
                 scale_shift=True, input_skip=True),
     # DDPM's CIFAR-10 model (Ho et al. 2020): 35.7M parameters, for a GPU.
@@ -63,10 +62,8 @@ def check_image_size(config: UNetConfig) -> None:
     halvings = len(config.channel_mults) - 1
     multiple = config.patch_size * 2**halvings
     if config.image_size % multiple:
-        raise ValueError(
-            f"image size {config.image_size} cannot be cut into {config.patch_size}-pixel patches and halved {halvings} "
-            f"times by this UNet; use a multiple of {multiple}"
-        )
+        raise ValueError(f"image size {config.image_size} cannot be cut into {config.patch_size}-pixel patches and "
+                         f"halved {halvings} times by this UNet; use a multiple of {multiple}")
 
 
 def patch(x: Tensor, p: int) -> Tensor:
@@ -94,10 +91,9 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """x + conv(act(norm(conv(act(norm(x)))))) with the time and class embedding added to the
-    features between the two convolutions (DDPM), or scaling and shifting them after the second
-    norm (ADM's scale-shift). The second convolution starts at zero, so the block starts as the
-    identity and a deep UNet trains from its first step."""
+    """x + conv(act(norm(conv(act(norm(x)))))) with the time and class embedding added to the features between the two
+    convolutions (DDPM), or scaling and shifting them after the second norm (ADM's scale-shift). The second convolution
+    starts at zero, so the block starts as the identity and a deep UNet trains from its first step."""
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, scale_shift: bool = False):
         super().__init__()
@@ -139,11 +135,9 @@ class Attention(nn.Module):
 
 
 class Level(nn.Module):
-    """The residual blocks of one resolution, each followed by attention where asked.
-
-    Not called as a whole: the UNet walks its blocks one by one, since on the way down it keeps
-    each block's output as a skip, and on the way up it concatenates one skip before each block.
-    """
+    """The residual blocks of one resolution, each followed by attention where asked. Not called as a whole: the
+    UNet walks its blocks one by one, since on the way down it keeps each block's output as a skip, and on the way
+    up it concatenates one skip before each block."""
 
     def __init__(self, in_chs: list[int], out_ch: int, emb_dim: int, dropout: float, attn: bool, scale_shift: bool):
         super().__init__()
@@ -157,14 +151,12 @@ class Level(nn.Module):
 class UNet(nn.Module):
     """f(x_t, t, class) → a prediction the size of x_t (ε, v or x0: the loss decides which).
 
-    conv_in, then levels of decreasing resolution (ResBlocks, attention where asked, a strided
-    conv between levels), a middle block with attention, and levels of increasing resolution
-    whose blocks each take one skip from the way down, concatenated on the channels. The skips
-    are a stack: pushed after conv_in, after every block and every downsampling on the way down,
-    popped in reverse order on the way up, which is why each up level has one block more than
-    its down level. With `patch_size` p > 1 the input's p×p patches are folded into channels
-    first, and the output unfolded at the end. With `detail_skip` the output gains the fixed
-    pass-through of x_t's finest scale (`DetailSkip`), built from the run's schedule.
+    conv_in, then levels of decreasing resolution (ResBlocks, attention where asked, a strided conv between levels), a
+    middle block with attention, and levels of increasing resolution whose blocks each take one skip from the way down,
+    concatenated on the channels. The skips are a stack: pushed after conv_in, after every block and every downsampling
+    on the way down, popped in reverse order on the way up, which is why each up level has one block more than its down
+    level. With `patch_size` p > 1 the input's p×p patches are folded into channels first, and the output unfolded at
+    the end. With `detail_skip` the output gains the fixed pass-through of x_t's finest scale (`DetailSkip`).
     """
 
     def __init__(self, config: UNetConfig, alpha_bar: Tensor | None = None):
@@ -222,9 +214,8 @@ class UNet(nn.Module):
         if self.skip_gain is not None:
             nn.init.zeros_(self.skip_gain.weight)
             nn.init.zeros_(self.skip_gain.bias)
-        # Convolution weights stored channels-last (NHWC): oneDNN's and cuDNN's convolutions then run in that layout,
-        # their fastest on a CPU (docs/benchmark.md). Every later .to(device), copy and load_state_dict keeps the
-        # layout; the activations follow the weights, so callers change nothing.
+        # Weights channels-last (NHWC): oneDNN's and cuDNN's convolutions then run in that layout, fastest on a CPU.
+        # .to(device), copy and load_state_dict keep it; the activations follow the weights: callers change nothing.
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from evaluation.metrics import first_step_gain
-from experiments.brightness import leaky_x_T
+from evaluation.metrics import leaky_x_T
 
 
 def test_the_first_step_gains_interval_spans_about_four_standard_errors_of_the_slope():

@@ -6,10 +6,14 @@ import pytest
 
 import bench
 from experiments import brightness, default_run, recipe, schedules, solvers, training_curve
-from experiments.common import between
 from tests.conftest import ROOT
 
 RESULTS, README, DESIGN = ROOT / "docs" / "results.md", ROOT / "README.md", ROOT / "docs" / "design.md"
+
+
+def between(page, name: str) -> str:
+    """The text between a page's markers, as experiments.common.replace_between writes it."""
+    return page.read_text().split(f"<!-- {name}:begin -->\n", 1)[1].split(f"\n<!-- {name}:end -->", 1)[0]
 
 
 def load(path: str) -> dict:

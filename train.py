@@ -129,7 +129,7 @@ def setup(config: TrainConfig, state: dict | None) -> Job:
     step = runtime.resume(state, model, ema, optimizer, rank, world, device, config.seed) if state else 0
     if config.init_from and not state:
         load_weights(config.init_from, model, ema)
-    # Its own generator: the default draws the workers' seed from the global RNG, shifting a resumed run's noise by one.
+    # Its own generator: the default draws the workers' seed from the global RNG, shifting a resumed run's noise by one draw.
     loader = DataLoader(dataset, batch_sampler=runtime.StepBatches(len(dataset), config.batch_size, config.seed, step, rank, world),
                         num_workers=config.workers, pin_memory=device.type == "cuda",
                         persistent_workers=config.workers > 0, generator=torch.Generator().manual_seed(config.seed))

@@ -413,11 +413,10 @@ def report(results: dict, out: Path, page: str | None) -> None:
     kinds = {r["kind"] for r in results["rows"]}  # the parts the results file holds rows of
     tables = {name: part.table(results) for name, part in PARTS.items() if kinds & set(part.kinds)}
     publish(page, tables, "brightness.")
-    plt = pyplot()
-    if plt and "table" in tables:
-        plot_histograms(plt, results, out / "histograms.png")
-    if plt and "steps" in tables:
-        plot_steps(plt, results, out / "steps.png")
+    figures = {"table": (plot_histograms, "histograms.png"), "steps": (plot_steps, "steps.png")}
+    if (drawn := tables.keys() & figures) and (plt := pyplot()):  # matplotlib only where a part has a figure
+        for part in drawn:
+            figures[part][0](plt, results, out / figures[part][1])
 
 
 def main() -> int:

@@ -33,7 +33,7 @@ def replace_between(page: Path, name: str, text: str) -> None:
 
 
 def publish(page: str | Path | None, tables: dict[str, str], prefix: str = "") -> None:
-    """Print each table under its name and, with --page, put it between that page's PREFIXNAME markers."""
+    """Print each table under its name and, with --page, put it between the page's <!-- {prefix}{name}:begin/end -->."""
     for name, text in tables.items():
         print(f"## {name}\n\n{text}\n")
         if page:
@@ -196,4 +196,5 @@ def side_by_side(jobs: list, device: torch.device) -> None:
             job(None)
         return
     with ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
-        list(pool.map(lambda job: job(1), jobs))  # all at once; the first failure is raised here
+        for done in [pool.submit(job, 1) for job in jobs]:  # every job runs to its end, so a rerun keeps their work
+            done.result()

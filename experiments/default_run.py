@@ -21,6 +21,7 @@ from models.checkpoint import load_training_checkpoint
 COLUMNS = {"class_accuracy": ("class accuracy", 3), "fd_ratio": ("feature distance ratio", 1),
            "spectrum_max": ("highest spectrum band", 2), "spectrum_min": ("lowest band", 2),
            "chroma_ratio": ("chroma", 2), "spread_ratio": ("brightness spread", 2), "w1": ("W1", 3)}
+HEADER = ["training minutes", "sampling seeds", *(name for name, _ in COLUMNS.values())]  # what `columns` gives
 
 
 def evaluate(checkpoint: str, seed: int, flags: str = "") -> dict:
@@ -36,19 +37,19 @@ def evaluate(checkpoint: str, seed: int, flags: str = "") -> dict:
             "wall_s": wall_time(checkpoint), **json.loads(lines[0].removeprefix("quality "))}
 
 
-def columns(group: list[dict]) -> list[str]:
-    """Each of COLUMNS' numbers as its mean ± std over a group of rows (the sampling seeds)."""
-    return [mean_std([r[k] for r in group], digits) for k, (_, digits) in COLUMNS.items()]
+def columns(group: list[dict]) -> list:
+    """A run's rows, one per sampling seed: its logged training minutes, the seeds, each number's mean ± std."""
+    return [f"{group[0]['wall_s'] / 60:.1f}", len(group), *(mean_std([r[k] for r in group], digits)
+                                                          for k, (_, digits) in COLUMNS.items())]
 
 
 def table(results: dict) -> str:
     """A line per checkpoint and flag set: each number's mean ± std over the sampling seeds."""
     rows = results["rows"]
-    lines = [[f"`{checkpoint}`", f"`{flags}`" if flags else "defaults", f"{group[0]['wall_s'] / 60:.1f}", len(group),
-              *columns(group)] for (flags, checkpoint), group in groups(rows, "flags", "checkpoint").items()]
+    lines = [[f"`{checkpoint}`", f"`{flags}`" if flags else "defaults", *columns(group)]
+             for (flags, checkpoint), group in groups(rows, "flags", "checkpoint").items()]
     data = rows[0]["data_class_accuracy"]
-    return markdown(["checkpoint", "sample.py flags", "training minutes", "sampling seeds",
-                     *(name for name, _ in COLUMNS.values())], lines) + (
+    return markdown(["checkpoint", "sample.py flags", *HEADER], lines) + (
         f"\n\nHeld-out data against another held-out set: class accuracy {data:.3f}, every other number 1 (W1: 0).")
 
 

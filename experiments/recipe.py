@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cli import Parser, run
 from experiments.common import ROOT, groups, markdown, publish, train, train_flags
-from experiments.default_run import COLUMNS, columns, evaluate
+from experiments.default_run import HEADER, columns, evaluate
 from train_config import TrainConfig
 
 # train.py's settings on top of its defaults, in the order tried. The first arms ran before β2 0.95 became the default
@@ -24,17 +24,17 @@ ARMS = {
     "Adam β2 0.99": {"adam_beta2": 0.99},
     "Adam β2 0.95": {"adam_beta2": 0.95},
     "learning rate 4e-3": {"lr": 4e-3, **BEFORE},
-    "learning rate 1e-3": {"lr": 1e-3},
+    "learning rate 1e-3": {"lr": 1e-3}, "learning rate 4e-3 at β2 0.95": {"lr": 4e-3},
     "batch 32, twice the steps": {"batch_size": 32, "steps": 2 * TrainConfig.steps},
 }
 
 
 def table(rows: list[dict]) -> str:
-    """A line per arm and training seed: each number's mean ± std over the sampling seeds."""
+    """A line per arm and training seed: its logged minutes and each number's mean ± std over the sampling seeds."""
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     ordered = sorted(groups(rows, "arm", "train_seed").items(), key=lambda item: (arms.index(item[0][0]), item[0][1]))
     lines = [[arm, f"`{group[0]['train_flags']}`", train_seed, *columns(group)] for (arm, train_seed), group in ordered]
-    return markdown(["arm", "train.py flags", "training seed", *(name for name, _ in COLUMNS.values())], lines)
+    return markdown(["arm", "train.py flags", "training seed", *HEADER], lines)
 
 
 def spans(rows: list[dict], arm: str) -> str:

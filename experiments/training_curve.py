@@ -4,14 +4,14 @@
 
 `python train.py --steps N` keeps a constant rate up to step 0.8·N, then decays it to 0; so each point copies one run at
 a constant rate (the trunk) at 0.8·N and resumes it with the decay, bit for bit `python train.py --steps N`. Its minutes
-are those its log measured; it is scored as experiments.default_run does, beside the earlier recipe's points.
+are its log's (each trunk piece adds its set-up and closing checkpoint); it is scored as experiments.default_run does.
 """
 import json
 from pathlib import Path
 
 from cli import Parser, run
 from experiments.common import command, continue_run, groups, markdown, publish, pyplot, save, train
-from experiments.default_run import COLUMNS, columns, evaluate
+from experiments.default_run import HEADER, columns, evaluate
 from train_config import TrainConfig
 
 TARGETS = {"fd_ratio": 8.0, "spectrum_max": 2.0}  # what the default run is asked to reach (docs/results.md)
@@ -32,9 +32,8 @@ def minutes(results: dict) -> list[float]:
 
 def table(results: dict) -> str:
     """A line per point: its steps, its minutes and each number's mean ± std over the sampling seeds."""
-    lines = [[f"{steps:,}", f"{group[0]['wall_s'] / 60:.1f}", len(group), *columns(group)]
-             for (steps,), group in groups(results["rows"], "steps").items()]
-    return markdown(["steps", "training minutes", "sampling seeds", *(name for name, _ in COLUMNS.values())], lines)
+    lines = [[f"{steps:,}", *columns(group)] for (steps,), group in groups(results["rows"], "steps").items()]
+    return markdown(["steps", *HEADER], lines)
 
 
 def plot(plt, results: dict, earlier: dict | None, path: Path) -> None:

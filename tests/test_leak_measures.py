@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from evaluation.metrics import first_step_gain
-from evaluation.metrics import leaky_x_T
+from evaluation.metrics import first_step_gain, leaky_x_T
 
 
 def test_the_first_step_gains_interval_spans_about_four_standard_errors_of_the_slope():

@@ -6,7 +6,8 @@ METRICS = {"class_accuracy": 0.7, "fd_ratio": 10.0, "spectrum_max": 2.0, "spectr
 
 
 def row(arm: str, train_seed: int, seed: int, **changed) -> dict:
-    return {"arm": arm, "train_flags": "--x", "train_seed": train_seed, "seed": seed, **METRICS, **changed}
+    return {"arm": arm, "train_flags": "--x", "train_seed": train_seed, "seed": seed, "wall_s": 540.0, **METRICS,
+            **changed}
 
 
 def test_an_arms_span_runs_from_its_lowest_to_its_highest_training_seed_mean_and_is_one_number_where_they_agree():
@@ -20,6 +21,12 @@ def test_the_table_has_a_line_per_arm_and_training_seed_with_the_mean_over_sampl
     lines = table(rows).splitlines()[2:]
     assert [line.split(" | ")[0] for line in lines] == ["| a", "| a", "| b"]
     assert "| 11.0 ± 1.4 |" in lines[0]
+
+
+def test_the_table_gives_each_runs_logged_minutes_and_its_number_of_sampling_seeds():
+    rows = [row("a", 0, 0, wall_s=600.0), row("a", 0, 1, wall_s=600.0), row("b", 0, 0, wall_s=750.0)]
+    lines = table(rows).splitlines()[2:]
+    assert "| 0 | 10.0 | 2 |" in lines[0] and "| 0 | 12.5 | 1 |" in lines[1]
 
 
 def test_a_tried_row_with_an_arm_takes_its_numbers_from_the_results_and_the_others_keep_theirs():

@@ -148,6 +148,7 @@ def train(run_dir: Path, settings: dict, threads: int | None = None) -> tuple[to
         argv = [sys.executable, str(ROOT / "train.py"), *train_flags(settings), "--out", str(run_dir)]
         env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
         log = run_dir.with_name(run_dir.name + ".log")
+        log.parent.mkdir(parents=True, exist_ok=True)
         print(f"training {run_dir.name} (log: {log})", flush=True)
         with open(log, "w") as f:
             done = subprocess.run(argv + ["--resume"] * bool(state), cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)

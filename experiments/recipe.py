@@ -26,6 +26,7 @@ ARMS = {
     "learning rate 4e-3": {"lr": 4e-3, **BEFORE},
     "learning rate 1e-3": {"lr": 1e-3}, "learning rate 4e-3 at β2 0.95": {"lr": 4e-3},
     "batch 32, twice the steps": {"batch_size": 32, "steps": 2 * TrainConfig.steps},
+    "batch 32 at the same minutes": {"batch_size": 32, "steps": 3_600},  # its step is about 1.2 times slower per image
 }
 
 
@@ -74,7 +75,6 @@ def main() -> int:
         p.error("--train-seeds and --seeds must be at least 1")
     out, work = Path(a.out), Path(a.work)
     out.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
     if not a.report_only:

@@ -73,7 +73,6 @@ def main() -> int:
     if sorted(set(a.steps)) != a.steps or a.steps[0] < 2 or a.seeds < 1:
         p.error("--steps must be increasing step counts of at least 2, and --seeds at least 1")
     out, docs = Path(a.out), Path(a.docs)
-    out.mkdir(parents=True, exist_ok=True)
     docs.mkdir(parents=True, exist_ok=True)
     path = docs / "curve.json"
     scored = {(r["steps"], r["seed"]): r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}

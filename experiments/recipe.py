@@ -1,4 +1,4 @@
-"""The short-run recipe: train.py's optimiser and schedule flags, tried at the default run's length.
+"""The short-run recipe: train.py's flags (optimiser, schedule, model), tried at the default run's length.
 
     python -m experiments.recipe --page docs/design.md          # every arm below; about 14 min an arm and training seed
 
@@ -13,8 +13,7 @@ from experiments.common import ROOT, groups, markdown, publish, train, train_fla
 from experiments.default_run import HEADER, columns, evaluate
 from train_config import TrainConfig
 
-# train.py's settings on top of its defaults, in the order tried. The first arms ran before β2 0.95 became the default
-# and keep 0.999 (BEFORE): the schedules (sampled from the EMA), the last weights, then β2 and the learning rate.
+# train.py's settings over its defaults, in the order tried (the first keep β2 0.999: BEFORE); losers' flags are gone.
 BEFORE = {"adam_beta2": 0.999}
 ARMS = {
     "constant rate": {"lr_schedule": "constant", "ema_decay": 0.999, **BEFORE},
@@ -27,6 +26,8 @@ ARMS = {
     "learning rate 1e-3": {"lr": 1e-3}, "learning rate 4e-3 at β2 0.95": {"lr": 4e-3},
     "batch 32, twice the steps": {"batch_size": 32, "steps": 2 * TrainConfig.steps},
     "batch 32 at the same minutes": {"batch_size": 32, "steps": 3_600},  # its step is about 1.2 times slower per image
+    "stratified timesteps": {"timestep_sampling": "stratified"},  # t = ⌊T·((u + i/B) mod 1)⌋, each t still uniform
+    "no attention at the same minutes": {"model": "cpu_noattn", "steps": 2_400},  # the cpu UNet, no 8×8 attention
 }
 
 
@@ -73,9 +74,8 @@ def main() -> int:
     a = p.parse_args()
     if a.train_seeds < 1 or a.seeds < 1:
         p.error("--train-seeds and --seeds must be at least 1")
-    out, work = Path(a.out), Path(a.work)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
+    path, work = Path(a.out) / "results.json", Path(a.work)
+    path.parent.mkdir(parents=True, exist_ok=True)
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
     if not a.report_only:
         for train_seed in range(a.train_seeds):

@@ -20,14 +20,15 @@ ARMS = {
     "linear decay over the last 20 %": {"lr_schedule": "wsd", "decay_fraction": 0.2, "ema_decay": 0.999, **BEFORE},
     "linear decay over the last 30 %": {"lr_schedule": "wsd", "decay_fraction": 0.3, "ema_decay": 0.999, **BEFORE},
     "raw weights": {"lr_schedule": "wsd", "decay_fraction": 0.2, "ema_decay": 0.0, **BEFORE},
-    "Adam β2 0.99": {"adam_beta2": 0.99},
-    "Adam β2 0.95": {"adam_beta2": 0.95},
+    "Adam β2 0.99": {"adam_beta2": 0.99}, "Adam β2 0.95": {"adam_beta2": 0.95},
     "learning rate 4e-3": {"lr": 4e-3, **BEFORE},
     "learning rate 1e-3": {"lr": 1e-3}, "learning rate 4e-3 at β2 0.95": {"lr": 4e-3},
     "batch 32, twice the steps": {"batch_size": 32, "steps": 2 * TrainConfig.steps},
     "batch 32 at the same minutes": {"batch_size": 32, "steps": 3_600},  # its step is about 1.2 times slower per image
     "stratified timesteps": {"timestep_sampling": "stratified"},  # t = ⌊T·((u + i/B) mod 1)⌋, each t still uniform
     "no attention at the same minutes": {"model": "cpu_noattn", "steps": 2_400},  # the cpu UNet, no 8×8 attention
+    "1 − sqrt decay": {"lr_schedule": "wsd-sqrt"},  # lr·(1 − √(1 − left)) over the last 20 %, Hägele et al.
+    "24 base channels at the same minutes": {"model": "cpu_base24", "steps": 2_600},  # 0.68M parameters
 }
 
 
@@ -68,8 +69,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds 0 … N − 1 (default: 3)")
     p.add_argument("--work", default="runs/recipe", help="folder of the trained runs (default: %(default)s)")
     p.add_argument("--out", default="docs/recipe", help="folder of results.json (default: %(default)s)")
-    p.add_argument("--page", help="put the table between this page's <!-- recipe:begin/end --> markers, and "
-                   "docs/design/tried.json's table between its <!-- tried:begin/end --> markers")
+    p.add_argument("--page", help="put the recipe and tried tables between this page's <!-- NAME:begin/end -->")
     p.add_argument("--report-only", action="store_true", help="write the table from OUT/results.json")
     a = p.parse_args()
     if a.train_seeds < 1 or a.seeds < 1:

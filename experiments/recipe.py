@@ -28,7 +28,7 @@ ARMS = {
     "no attention at the same minutes": {"model": "cpu_noattn", "steps": 2_400},  # the cpu UNet, no 8×8 attention
     "1 − sqrt decay": {"lr_schedule": "wsd-sqrt"},  # lr·(1 − √(1 − left)) over the last 20 %, Hägele et al.
     "24 base channels at the same minutes": {"model": "cpu_base24", "steps": 2_600},  # 0.68M parameters
-    "spectral skip": {"spectral_skip": True},  # per Haar band c = √ᾱσ(1 − P)/(ᾱP + σ²), P the data's power
+    "spectral skip": {"spectral_skip": True}, "null label 20 % of the time": {"label_dropout": 0.2},
 }
 
 

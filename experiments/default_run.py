@@ -48,9 +48,8 @@ def table(results: dict) -> str:
     rows = results["rows"]
     lines = [[f"`{checkpoint}`", f"`{flags}`" if flags else "defaults", *columns(group)]
              for (flags, checkpoint), group in groups(rows, "flags", "checkpoint").items()]
-    data = rows[0]["data_class_accuracy"]
-    return markdown(["checkpoint", "sample.py flags", *HEADER], lines) + (
-        f"\n\nHeld-out data against another held-out set: class accuracy {data:.3f}, every other number 1 (W1: 0).")
+    return (markdown(["checkpoint", "sample.py flags", *HEADER], lines) + "\n\nHeld-out data against another held-out set: "
+            f"class accuracy {rows[0]['data_class_accuracy']:.3f}, every other number 1 (W1: 0).")
 
 
 def grids(checkpoint: str, out: Path) -> None:

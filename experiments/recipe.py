@@ -29,6 +29,7 @@ ARMS = {
     "1 − sqrt decay": {"lr_schedule": "wsd-sqrt"},  # lr·(1 − √(1 − left)) over the last 20 %, Hägele et al.
     "24 base channels at the same minutes": {"model": "cpu_base24", "steps": 2_600},  # 0.68M parameters
     "spectral skip": {"spectral_skip": True}, "null label 20 % of the time": {"label_dropout": 0.2},
+    "no input skip": {"model": "cpu_noskip"},  # the cpu preset without its learned gain on x_t
 }
 
 

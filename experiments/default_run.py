@@ -48,16 +48,18 @@ def table(results: dict) -> str:
     rows = results["rows"]
     lines = [[f"`{checkpoint}`", f"`{flags}`" if flags else "defaults", *columns(group)]
              for (flags, checkpoint), group in groups(rows, "flags", "checkpoint").items()]
-    return (markdown(["checkpoint", "sample.py flags", *HEADER], lines) + "\n\nHeld-out data against another held-out set: "
-            f"class accuracy {rows[0]['data_class_accuracy']:.3f}, every other number 1 (W1: 0).")
+    data = rows[0]["data_class_accuracy"]
+    return markdown(["checkpoint", "sample.py flags", *HEADER], lines) + (
+        f"\n\nHeld-out data against another held-out set: class accuracy {data:.3f}, every other number 1 (W1: 0).")
 
 
 def grids(checkpoint: str, out: Path) -> None:
-    """sample.py's default grid of the checkpoint (and what it printed), and the data's grid beside it."""
+    """sample.py's default grid of the checkpoint (and what it printed), its training log, and the data's grid."""
     result = subprocess.run([sys.executable, str(ROOT / "sample.py"), checkpoint], capture_output=True, text=True, cwd=ROOT)
     if result.returncode:
         raise UsageError(f"sample.py failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
     shutil.copyfile(Path(checkpoint).parent / "grid.png", out / "samples.png")  # where sample.py writes by default
+    shutil.copyfile(Path(checkpoint).parent / "metrics.jsonl", out / "train_metrics.jsonl")
     config = load_training_checkpoint(checkpoint)["config"]
     save_image((data_grid(config) + 1) / 2, out / "data.png", nrow=GRID_ROW)
     print(result.stdout.strip())

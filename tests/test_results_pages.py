@@ -71,3 +71,8 @@ def test_no_page_speaks_of_the_projects_history_or_its_in_house_names(words):
 def test_the_readme_states_the_headline_commands_time_from_its_results_file():
     minutes = load("docs/headline/results.json")["minutes"]
     assert f"# {round(minutes)} min on 2 CPU cores" in README.read_text()
+
+
+def test_the_default_runs_published_log_is_the_run_its_table_measures_first():
+    log = (ROOT / "docs/default_run/train_metrics.jsonl").read_text().splitlines()
+    assert json.loads(log[-1])["wall_s"] == load("docs/default_run/results.json")["rows"][0]["wall_s"]

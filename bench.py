@@ -266,7 +266,7 @@ def ideal_row(args, device: torch.device) -> dict:
 
 def table(results: dict) -> str:
     peaks = results["matmul_peak_gflop_s"]
-    lines = [f"Machine: {results['machine']}; matmul peak {peaks['fp32']:.0f} GFLOP/s fp32, {peaks['bf16']:.0f} GFLOP/s bf16.", "",
+    lines = [f"Machine: {results['machine']}; matmul peak {peaks['fp32']:.3g} GFLOP/s fp32, {peaks['bf16']:.3g} GFLOP/s bf16.", "",
              "| model | precision | params | train img/s | forward img/s | train MFLOP/img | train share of peak | "
              "forward share of peak |", "|---|---|---|---|---|---|---|---|"]
     for r in results["models"]:

@@ -27,7 +27,7 @@ from models.checkpoint import checkpoint_schedule, load_ema_model, load_training
 
 REAL_IMAGES = 10_000  # training images FID compares with (the whole set when smaller)
 # The default guidance of a class-conditional model, with the paper's rescale φ = 0.7: the weight that measured
-# best on the default run's models at its length (docs/design.md, "What we tried").
+# best on the default run's models (docs/design.md, "What we tried").
 GUIDANCE = 1.5
 # What --out may be: the image formats torchvision's save_image writes (through Pillow), checked before sampling.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

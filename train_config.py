@@ -50,7 +50,8 @@ class TrainConfig:
                           "step count; --schedule, --zero-snr, --prediction and --offset-noise may differ from its own "
                           "(default: from scratch)")
     batch_size: int = flag(64, "images per optimizer step, over all processes")
-    steps: int = flag(2_200, "total optimizer steps; with --resume, train up to this step")
+    steps: int = flag(1_500, "total optimizer steps (default: a run of under 10 minutes on 2 CPU cores: docs/results.md); "
+                      "with --resume, train up to this step")
     lr: float = flag(2e-3, "AdamW learning rate after the warmup")
     lr_schedule: str = flag("wsd", "after the warmup, wsd: constant, then a linear decay to 0 over the last "
                             "--decay-fraction of the steps; or constant to the end", choices=LR_SCHEDULES)

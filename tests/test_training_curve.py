@@ -22,4 +22,4 @@ def test_the_table_has_a_line_per_point_with_its_minutes_and_the_mean_over_sampl
 
 
 def test_a_points_trunk_is_the_default_runs_steps_before_its_decay():
-    assert [stable_steps(n) for n in (550, 2200, 8800)] == [440, 1760, 7040]
+    assert [stable_steps(n) for n in (375, 1500, 6000)] == [300, 1200, 4800]

@@ -12,9 +12,7 @@ from cli import Parser, run
 from experiments.common import ROOT, groups, markdown, publish, train, train_flags
 from experiments.default_run import HEADER, columns, evaluate
 
-# The length the arms were compared at (unless an arm sets its own), kept when the default run's changed, so that a
-# new arm is measured like the rows it joins.
-STEPS = 2_200
+STEPS = 2_200  # the arms' length (unless an arm sets its own), kept so that a new arm is measured like its table's rows
 # train.py's settings over its defaults, in the order tried (the first keep β2 0.999: BEFORE). An arm whose code
 # lost and is gone keeps only its rows in the results file, which the tables read.
 BEFORE = {"adam_beta2": 0.999}

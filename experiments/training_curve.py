@@ -65,7 +65,7 @@ def main() -> int:
     p = Parser(description="Score the default recipe at several run lengths, branched off one run at a constant rate.")
     p.add_argument("--out", default="runs/curve", help="the trunk's and the points' folders (default: %(default)s)")
     p.add_argument("--steps", type=int, nargs="+", default=[375, 750, 1500, 3000, 6000],
-                   help="the points, in train.py steps of 64 images (default: 375 … 6,000, 2.5 … 40 min on 2 cores)")
+                   help="the points, in train.py steps of 64 images (default: 375 … 6,000, 2 … 34 min on 2 cores)")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds 0 … N − 1 per point (default: 3)")
     p.add_argument("--docs", default="docs/default_run", help="folder of curve.json and curve.png (default: %(default)s)")
     p.add_argument("--page", help="also put the table between this page's <!-- curve:begin/end --> markers")
